@@ -1,0 +1,324 @@
+"""TickStore: every market's trade ticks in one SQLite file.
+
+SQLite because a fresh machine needs nothing installed and one file is easy
+to back up; the schema is small and plain so a PostgreSQL store can mirror it
+when several replicas share data.
+
+Ticks live in a WITHOUT ROWID table clustered on (market_id, time, seq), so a
+time-range read of one market is one sequential walk of the b-tree. What
+bounds reads then is the sqlite3 module turning each row into Python objects
+(~0.5 us per row here), which is why reads skip columns nobody needs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.market.ticks import TickArrays, validate
+
+DEFAULT_PATH = Path("data/tickcast.db")
+
+# Entry i takes a file from user_version i to i + 1. Append, never edit:
+# files in the wild are at every version ever released.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # has_trade_id/has_side: reads skip columns a market never had, as
+        # fetching a column of NULLs still costs a third of a read.
+        """CREATE TABLE markets (
+            id INTEGER PRIMARY KEY, exchange TEXT NOT NULL, symbol TEXT NOT NULL,
+            next_seq INTEGER NOT NULL DEFAULT 0, has_trade_id INTEGER NOT NULL DEFAULT 0,
+            has_side INTEGER NOT NULL DEFAULT 0, UNIQUE (exchange, symbol))""",
+        # seq keeps arrival order among equal times across inserts; ord is a
+        # tick's ordinal among identical (time, price, amount) rows of its
+        # batch, which tells two real same-second trades apart from one trade
+        # delivered twice when the exchange gives no id.
+        """CREATE TABLE ticks (
+            market_id INTEGER NOT NULL REFERENCES markets (id), time REAL NOT NULL,
+            seq INTEGER NOT NULL, price REAL NOT NULL, amount REAL NOT NULL,
+            trade_id TEXT, side TEXT, ord INTEGER,
+            PRIMARY KEY (market_id, time, seq)) WITHOUT ROWID""",
+        """CREATE UNIQUE INDEX ticks_trade_id ON ticks (market_id, trade_id)
+            WHERE trade_id IS NOT NULL""",
+        """CREATE UNIQUE INDEX ticks_no_id ON ticks (market_id, time, price, amount, ord)
+            WHERE trade_id IS NULL""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_Market = tuple[int, bool, bool]  # id, has ever had a trade_id, has ever had a side
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (e.g. a file written by a newer tickcast)."""
+
+
+class TickStore:
+    """Idempotent tick storage keyed by market (`exchange`, `symbol`).
+
+    One connection shared by threads (an asyncio app calls it from a thread
+    pool); every call holds one lock, because a read on a shared connection
+    would otherwise see another thread's half-written transaction.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
+        memory = str(path) == ":memory:"
+        if not memory:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._lock = threading.RLock()
+        # Autocommit mode: _transaction opens transactions explicitly, so one
+        # insert is exactly one transaction and nothing commits behind our back.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            if not memory:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged insert survives power loss, not just a crash;
+            # a bulk insert is one transaction, so one fsync per commit is cheap.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> TickStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has tick store schema version {version}, but this tickcast "
+                    f"knows versions up to {SCHEMA_VERSION}; upgrade tickcast to open it"
+                )
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v]:
+                    db.execute(stmt)
+            if version != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def insert(self, exchange: str, symbol: str, ticks: TickArrays) -> int:
+        """Store ticks, skipping ones already stored; returns how many were new.
+
+        Validation happens before the transaction opens, so bad input leaves
+        the store exactly as it was.
+        """
+        validate(ticks)
+        n = len(ticks)
+        if n == 0:
+            return 0
+        trade_id, no_id = _opt_str_col(ticks.trade_id, n)
+        side, no_side = _opt_str_col(ticks.side, n)
+        ords = _ordinals(ticks, no_id)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO markets (exchange, symbol) VALUES (?, ?)", (exchange, symbol)
+            )
+            market_id, seq0 = db.execute(
+                "SELECT id, next_seq FROM markets WHERE exchange = ? AND symbol = ?",
+                (exchange, symbol),
+            ).fetchone()
+            db.execute(
+                "UPDATE markets SET next_seq = next_seq + ?, has_trade_id = has_trade_id OR ?,"
+                " has_side = has_side OR ? WHERE id = ?",
+                (n, _any_known(no_id), _any_known(no_side), market_id),
+            )
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO ticks"
+                " (market_id, time, seq, price, amount, trade_id, side, ord)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                zip(
+                    repeat(market_id),
+                    ticks.time.tolist(),
+                    range(seq0, seq0 + n),
+                    ticks.price.tolist(),
+                    ticks.amount.tolist(),
+                    trade_id,
+                    side,
+                    ords,
+                ),
+            )
+            return db.total_changes - before
+
+    def read(
+        self,
+        exchange: str,
+        symbol: str,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int | None = None,
+        *,
+        ids: bool = True,
+    ) -> TickArrays:
+        """Ticks with start <= time < end in time order (ties in arrival order), first `limit`.
+
+        `ids=False` skips trade_id/side for callers that never look at them
+        (features): every fetched column costs per-row Python work.
+        """
+        where, args = "market_id = ?", []
+        if start is not None:
+            where += " AND time >= ?"
+            args.append(float(start))
+        if end is not None:
+            where += " AND time < ?"
+            args.append(float(end))
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None or (limit is not None and limit <= 0):
+                return TickArrays.empty()
+            cols, dtype = _columns(market, ids)
+            args.insert(0, market[0])
+            # Counting first (cheap: no row leaves SQLite) lets fromiter allocate once.
+            n = self._db.execute(f"SELECT COUNT(*) FROM ticks WHERE {where}", args).fetchone()[0]
+            n = n if limit is None else min(n, int(limit))
+            cur = self._db.execute(
+                f"SELECT {cols} FROM ticks WHERE {where} ORDER BY time, seq LIMIT ?", [*args, n]
+            )
+            return _to_arrays(np.fromiter(cur, dtype=dtype, count=n))
+
+    def latest(self, exchange: str, symbol: str, n: int, *, ids: bool = True) -> TickArrays:
+        """The last n ticks, oldest first, as a model's input window wants them."""
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None or n <= 0:
+                return TickArrays.empty()
+            cols, dtype = _columns(market, ids)
+            cur = self._db.execute(
+                f"SELECT {cols} FROM ticks WHERE market_id = ?"
+                " ORDER BY time DESC, seq DESC LIMIT ?",
+                (market[0], int(n)),
+            )
+            return _to_arrays(np.fromiter(cur, dtype=dtype)[::-1])
+
+    def count(self, exchange: str, symbol: str) -> int:
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None:
+                return 0
+            q = "SELECT COUNT(*) FROM ticks WHERE market_id = ?"
+            return int(self._db.execute(q, (market[0],)).fetchone()[0])
+
+    def time_range(self, exchange: str, symbol: str) -> tuple[float, float] | None:
+        """(first, last) tick time, or None for a market with no ticks."""
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None:
+                return None
+            # Two ORDER BY ... LIMIT 1 subqueries are two b-tree descents, where
+            # MIN() and MAX() in one SELECT would scan the whole market.
+            first, last = self._db.execute(
+                "SELECT (SELECT time FROM ticks WHERE market_id = ?1 ORDER BY time LIMIT 1),"
+                " (SELECT time FROM ticks WHERE market_id = ?1 ORDER BY time DESC LIMIT 1)",
+                (market[0],),
+            ).fetchone()
+            return None if first is None else (float(first), float(last))
+
+    def markets(self) -> list[tuple[str, str]]:
+        with self._lock:
+            q = "SELECT exchange, symbol FROM markets ORDER BY exchange, symbol"
+            return [(e, s) for e, s in self._db.execute(q)]
+
+    def _market(self, exchange: str, symbol: str) -> _Market | None:
+        row = self._db.execute(
+            "SELECT id, has_trade_id, has_side FROM markets WHERE exchange = ? AND symbol = ?",
+            (exchange, symbol),
+        ).fetchone()
+        return None if row is None else (int(row[0]), bool(row[1]), bool(row[2]))
+
+
+def _opt_str_col(col: np.ndarray | None, n: int) -> tuple[Iterable[str | None], np.ndarray | None]:
+    """Values sqlite3 can bind (str or None; numpy scalars it cannot) and the mask of
+    missing ones; '' and NaN mean unknown, as in the CSV reader."""
+    if col is None:
+        return repeat(None, n), None
+    s = pd.Series(col, dtype=object)
+    text = s.astype(str)
+    missing = s.isna().to_numpy() | (text == "").to_numpy()
+    return np.where(missing, None, text.to_numpy(dtype=object)).tolist(), missing
+
+
+def _ordinals(ticks: TickArrays, no_id: np.ndarray | None) -> list[int | None]:
+    """Each id-less tick's ordinal among identical (time, price, amount) ticks of the batch.
+
+    Re-sending a batch (or an overlapping one that starts on a timestamp
+    boundary) gives the same ordinals, so the unique index drops the repeats,
+    while two genuine identical trades (ordinals 0 and 1) are both kept.
+    Ticks with a trade id get None: the id alone identifies them.
+    """
+    idx = np.arange(len(ticks)) if no_id is None else np.flatnonzero(no_id)
+    out = np.full(len(ticks), -1, dtype=np.int64)
+    if idx.size:
+        t, p, a = ticks.time[idx], ticks.price[idx], ticks.amount[idx]
+        order = np.lexsort((a, p, t))  # stable: equal rows keep batch order
+        t, p, a = t[order], p[order], a[order]
+        new = np.ones(idx.size, dtype=bool)
+        new[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1]) | (a[1:] != a[:-1])
+        pos = np.arange(idx.size)
+        out[idx[order]] = pos - np.maximum.accumulate(np.where(new, pos, 0))
+    if no_id is None:
+        return out.tolist()
+    return np.where(out >= 0, out.astype(object), None).tolist()
+
+
+def _any_known(missing: np.ndarray | None) -> bool:
+    return missing is not None and not bool(missing.all())
+
+
+def _columns(market: _Market, ids: bool) -> tuple[str, np.dtype]:
+    fields = [("time", "f8"), ("price", "f8"), ("amount", "f8")]
+    if ids and market[1]:
+        fields.append(("trade_id", "O"))
+    if ids and market[2]:
+        fields.append(("side", "O"))
+    return ", ".join(name for name, _ in fields), np.dtype(fields)
+
+
+def _to_arrays(rows: np.ndarray) -> TickArrays:
+    def opt(name: str) -> np.ndarray | None:
+        if name not in rows.dtype.names:
+            return None
+        col = np.ascontiguousarray(rows[name])
+        return None if not col.size or (col == None).all() else col  # noqa: E711
+
+    return TickArrays(
+        np.ascontiguousarray(rows["time"]),
+        np.ascontiguousarray(rows["price"]),
+        np.ascontiguousarray(rows["amount"]),
+        opt("trade_id"),
+        opt("side"),
+    )

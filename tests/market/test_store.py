@@ -1,0 +1,317 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.market.store import SCHEMA_VERSION, StoreError, TickStore
+from app.market.ticks import TickArrays, TickError
+
+EX, SYM = "bitstamp", "BTC-USD"
+
+
+def ticks(
+    time: list[float],
+    price: list[float] | None = None,
+    amount: list[float] | None = None,
+    trade_id: list[object] | None = None,
+    side: list[str | None] | None = None,
+) -> TickArrays:
+    n = len(time)
+    return TickArrays(
+        np.asarray(time, dtype=np.float64),
+        np.asarray(price if price is not None else [100.0 + i for i in range(n)], np.float64),
+        np.asarray(amount if amount is not None else [1.0] * n, np.float64),
+        None if trade_id is None else np.array(trade_id, dtype=object),
+        None if side is None else np.array(side, dtype=object),
+    )
+
+
+def as_rows(t: TickArrays) -> list[tuple]:
+    return [(x.time, x.price, x.amount, x.trade_id, x.side) for x in t.rows()]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TickStore:
+    with TickStore(tmp_path / "t.db") as s:
+        yield s
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+def test_same_batch_twice_is_stored_once_with_ids(store: TickStore) -> None:
+    b = ticks([1, 2, 3], trade_id=["a", "b", "c"], side=["buy", "sell", None])
+    assert store.insert(EX, SYM, b) == 3
+    assert store.insert(EX, SYM, b) == 0
+    assert store.count(EX, SYM) == 3
+    assert as_rows(store.read(EX, SYM)) == as_rows(b)
+
+
+def test_same_batch_twice_is_stored_once_without_ids(store: TickStore) -> None:
+    b = ticks([1, 1, 2, 2, 3], [10, 11, 10, 10, 12], [1, 2, 1, 1, 3])
+    assert store.insert(EX, SYM, b) == 5
+    assert store.insert(EX, SYM, b) == 0
+    got = store.read(EX, SYM)
+    assert as_rows(got) == as_rows(b)
+    assert got.trade_id is None and got.side is None
+
+
+def test_two_identical_trades_in_one_batch_are_both_kept(store: TickStore) -> None:
+    b = ticks([5, 5, 5], [10, 10, 10], [0.5, 0.5, 0.5])
+    assert store.insert(EX, SYM, b) == 3
+    assert store.insert(EX, SYM, b) == 0
+    assert store.count(EX, SYM) == 3
+
+
+def test_overlapping_batches_without_ids_on_a_timestamp_boundary(store: TickStore) -> None:
+    # time 2 holds two identical trades plus a different one, interleaved.
+    t = [1, 2, 2, 2, 3, 3, 4]
+    p = [10, 10, 11, 10, 12, 12, 13]
+    a = [1, 1, 1, 1, 2, 2, 1]
+    full = ticks(t, p, a)
+    assert store.insert(EX, SYM, full[:4]) == 4  # 1, 2, 2, 2
+    assert store.insert(EX, SYM, full[1:]) == 3  # resends all of time 2, adds 3, 3, 4
+    assert store.insert(EX, SYM, full) == 0
+    assert as_rows(store.read(EX, SYM)) == as_rows(full)
+
+
+def test_overlapping_batches_with_ids(store: TickStore) -> None:
+    ids = [f"t{i}" for i in range(6)]
+    full = ticks([1, 1, 2, 3, 3, 4], [10, 10, 10, 11, 11, 12], trade_id=ids)
+    assert store.insert(EX, SYM, full[:4]) == 4
+    assert store.insert(EX, SYM, full[2:]) == 2
+    assert as_rows(store.read(EX, SYM)) == as_rows(full)
+
+
+def test_trade_id_decides_identity_when_present(store: TickStore) -> None:
+    # Identical-looking trades with different ids are different trades...
+    assert store.insert(EX, SYM, ticks([1, 1], [10, 10], [1, 1], trade_id=["x", "y"])) == 2
+    # ...and a known id is not stored again, even if its fields differ.
+    assert store.insert(EX, SYM, ticks([7], [99], [3], trade_id=["x"])) == 0
+    # Within one batch, a repeated id keeps the first occurrence.
+    assert store.insert(EX, SYM, ticks([8, 9], [1, 2], trade_id=["z", "z"])) == 1
+    assert store.read(EX, SYM).trade_id.tolist() == ["x", "y", "z"]
+    assert store.read(EX, SYM).price.tolist() == [10.0, 10.0, 1.0]
+
+
+def test_mixed_ids_and_missing_ids(store: TickStore) -> None:
+    b = ticks([1, 2, 2, 3], [10, 11, 11, 12], trade_id=["a", None, "", "d"])
+    assert store.insert(EX, SYM, b) == 4
+    assert store.insert(EX, SYM, b) == 0
+    got = store.read(EX, SYM)
+    assert got.trade_id.tolist() == ["a", None, None, "d"]
+
+
+def test_numeric_trade_ids_are_stored_as_text(store: TickStore) -> None:
+    b = TickArrays(
+        np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 1.0]),
+        np.array([np.int64(17), 18], dtype=object),
+    )  # fmt: skip
+    assert store.insert(EX, SYM, b) == 2
+    assert store.read(EX, SYM).trade_id.tolist() == ["17", "18"]
+    again = ticks([1, 2], [1, 2], trade_id=["17", "18"])
+    assert store.insert(EX, SYM, again) == 0
+
+
+def test_empty_insert_stores_nothing_and_creates_no_market(store: TickStore) -> None:
+    assert store.insert(EX, SYM, TickArrays.empty()) == 0
+    assert store.markets() == []
+
+
+# ---------------------------------------------------------------- ordering and reads
+
+
+def test_out_of_order_inserts_read_back_in_time_order(store: TickStore) -> None:
+    store.insert(EX, SYM, ticks([10, 11, 12], [1, 2, 3]))
+    store.insert(EX, SYM, ticks([5, 11, 20], [4, 5, 6]))
+    got = store.read(EX, SYM)
+    assert got.time.tolist() == [5, 10, 11, 11, 12, 20]
+    # Equal times keep arrival order: the first insert's tick at 11 comes first.
+    assert got.price.tolist() == [4, 1, 2, 5, 3, 6]
+    assert store.time_range(EX, SYM) == (5.0, 20.0)
+
+
+def test_range_read_is_start_inclusive_end_exclusive(store: TickStore) -> None:
+    store.insert(EX, SYM, ticks([1, 2, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]))
+    assert store.read(EX, SYM, start=2, end=4).price.tolist() == [2, 3, 4]
+    assert store.read(EX, SYM, start=2.5).time.tolist() == [3, 4, 5]
+    assert store.read(EX, SYM, end=2).time.tolist() == [1]
+    assert store.read(EX, SYM, start=2, limit=2).price.tolist() == [2, 3]
+    assert store.read(EX, SYM, limit=100).time.tolist() == [1, 2, 2, 3, 4, 5]
+    assert len(store.read(EX, SYM, limit=0)) == 0
+    assert len(store.read(EX, SYM, start=6)) == 0
+    assert len(store.read(EX, SYM, start=4, end=4)) == 0
+
+
+def test_read_returns_exact_floats_and_dtypes(store: TickStore) -> None:
+    rng = np.random.default_rng(1)
+    t = np.sort(1.7e9 + rng.random(1000) * 1e5)
+    b = TickArrays(t, rng.lognormal(10, 2, 1000), rng.random(1000) * 1e-6)
+    store.insert(EX, SYM, b)
+    got = store.read(EX, SYM)
+    for name in ("time", "price", "amount"):
+        col = getattr(got, name)
+        assert col.dtype == np.float64 and col.flags.c_contiguous
+        np.testing.assert_array_equal(col, getattr(b, name))
+
+
+def test_ids_false_and_markets_without_ids_skip_those_columns(store: TickStore) -> None:
+    store.insert(EX, SYM, ticks([1, 2], trade_id=["a", "b"], side=["buy", "sell"]))
+    full = store.read(EX, SYM)
+    assert full.side.tolist() == ["buy", "sell"]
+    bare = store.read(EX, SYM, ids=False)
+    assert bare.trade_id is None and bare.side is None
+    assert bare.time.tolist() == [1, 2]
+    store.insert("kraken", SYM, ticks([1, 2]))
+    other = store.read("kraken", SYM)
+    assert other.trade_id is None and other.side is None
+
+
+def test_latest_returns_last_n_ascending(store: TickStore) -> None:
+    store.insert(EX, SYM, ticks([3, 4, 5], [3, 4, 5], trade_id=["c", "d", "e"]))
+    store.insert(EX, SYM, ticks([1, 2, 5], [1, 2, 6], trade_id=["a", "b", "f"]))
+    last = store.latest(EX, SYM, 3)
+    assert last.time.tolist() == [4, 5, 5]
+    assert last.price.tolist() == [4, 5, 6]
+    assert last.trade_id.tolist() == ["d", "e", "f"]
+    assert store.latest(EX, SYM, 100).time.tolist() == [1, 2, 3, 4, 5, 5]
+    assert len(store.latest(EX, SYM, 0)) == 0
+    assert len(store.latest("nowhere", "X", 5)) == 0
+
+
+def test_count_time_range_and_markets(store: TickStore) -> None:
+    assert store.count(EX, SYM) == 0
+    assert store.time_range(EX, SYM) is None
+    assert len(store.read(EX, SYM)) == 0
+    store.insert(EX, SYM, ticks([2.5, 7.25]))
+    store.insert("binance", "ETHUSDT", ticks([1.0]))
+    assert store.count(EX, SYM) == 2
+    assert store.time_range(EX, SYM) == (2.5, 7.25)
+    assert store.markets() == [("binance", "ETHUSDT"), (EX, SYM)]
+
+
+def test_markets_are_isolated(store: TickStore) -> None:
+    a = ticks([1, 2], [10, 11], trade_id=["1", "2"])
+    b = ticks([1, 2, 3], [20, 21, 22], trade_id=["1", "2", "3"])
+    assert store.insert(EX, SYM, a) == 2
+    assert store.insert(EX, "ETH-USD", b) == 3  # same ids, other market: all new
+    assert store.insert("kraken", SYM, ticks([1, 2], [10, 11])) == 2
+    assert store.read(EX, SYM).price.tolist() == [10, 11]
+    assert store.read(EX, "ETH-USD").price.tolist() == [20, 21, 22]
+    assert store.count("kraken", SYM) == 2
+    assert store.time_range(EX, "ETH-USD") == (1.0, 3.0)
+    assert store.latest(EX, SYM, 1).price.tolist() == [11]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (ticks([3, 4, 5], [1, float("nan"), 3]), "price is not a finite number"),
+        (ticks([3, float("nan"), 5]), "time is not a finite number"),
+        (ticks([3, 4, 5], [1, 0, 3]), "price must be > 0"),
+        (ticks([3, 4, 5], [1, -2, 3]), "price must be > 0"),
+        (ticks([3, 4, 5], amount=[1, -1, 1]), "amount must be >= 0"),
+        (ticks([3, 5, 4]), "time goes backwards"),
+        (ticks([3, 4, 5], side=["buy", "up", None]), "side must be"),
+    ],
+)
+def test_bad_input_raises_and_changes_nothing(
+    store: TickStore, bad: TickArrays, reason: str
+) -> None:
+    good = ticks([1, 2], trade_id=["a", "b"])
+    store.insert(EX, SYM, good)
+    before = as_rows(store.read(EX, SYM))
+    with pytest.raises(TickError, match=reason):
+        store.insert(EX, SYM, bad)
+    with pytest.raises(TickError):
+        store.insert("new", "MARKET", bad)
+    assert as_rows(store.read(EX, SYM)) == before
+    assert store.markets() == [(EX, SYM)]
+    # The store still works after a rejected insert.
+    assert store.insert(EX, SYM, ticks([6], trade_id=["c"])) == 1
+
+
+# ---------------------------------------------------------------- the file
+
+
+def test_reopen_persists_data(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "t.db"
+    b = ticks([1, 2, 2], [5, 6, 6], trade_id=["a", None, None], side=["buy", None, "sell"])
+    with TickStore(path) as s:
+        assert s.insert(EX, SYM, b) == 3
+    with TickStore(path) as s:
+        assert as_rows(s.read(EX, SYM)) == as_rows(b)
+        assert s.insert(EX, SYM, b) == 0  # dedup survives reopening
+        # Arrival order continues after reopening: a new tick at time 2 sorts last.
+        assert s.insert(EX, SYM, ticks([2], [7])) == 1
+        assert s.read(EX, SYM).price.tolist() == [5, 6, 6, 7]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_schema_version_is_stored(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with TickStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION >= 1
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert {"markets", "ticks"} <= tables
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with TickStore(path) as s:
+        s.insert(EX, SYM, ticks([1]))
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1}.*upgrade tickcast"):
+        TickStore(path)
+    # Refusing did not touch the file.
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert db.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 1
+    db.close()
+
+
+def test_default_path_creates_parent_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with TickStore() as s:
+        s.insert(EX, SYM, ticks([1]))
+    assert (tmp_path / "data" / "tickcast.db").is_file()
+
+
+def test_in_memory_store() -> None:
+    with TickStore(":memory:") as s:
+        assert s.insert(EX, SYM, ticks([1, 2])) == 2
+        assert s.count(EX, SYM) == 2
+
+
+def test_concurrent_inserts_from_threads(store: TickStore) -> None:
+    def work(k: int) -> None:
+        for j in range(10):
+            base = k * 1000 + j * 10
+            b = ticks(
+                [float(base + i) for i in range(10)], trade_id=[f"{base + i}" for i in range(10)]
+            )
+            store.insert(EX, SYM, b)
+            store.read(EX, SYM)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count(EX, SYM) == 400
+    assert np.all(np.diff(store.read(EX, SYM).time) > 0)

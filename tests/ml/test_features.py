@@ -1,0 +1,291 @@
+"""Features: hand-computed values, scale invariance, targets, strided windows, alignment,
+no leakage of later ticks into the normalisation, chronological split, prediction input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from app.market.ticks import TickArrays
+from app.ml import features
+from app.ml.features import (
+    FEATURES,
+    Normalizer,
+    build_dataset,
+    chronological_split,
+    feature_matrix,
+    last_window,
+    rise_targets,
+    windows,
+)
+
+# ---------------------------------------------------------------- hand-computed example
+
+# tick:      0      1      2      3      4
+TIME = [10.0, 11.0, 13.0, 13.0, 20.0]
+PRICE = [100.0, 101.0, 101.0, 100.0, 102.0]
+AMOUNT = [1.0, 0.5, 2.0, 0.0, 3.0]
+
+
+def hand_ticks() -> TickArrays:
+    return TickArrays(np.array(TIME), np.array(PRICE), np.array(AMOUNT))
+
+
+def test_feature_names_cover_moves_and_flags():
+    assert FEATURES == ("log_return", "log_amount", "log_gap", "up", "down", "flat")
+
+
+def test_feature_matrix_hand_computed():
+    f = feature_matrix(hand_ticks())
+    # row r describes tick r + 1: the move into it from tick r
+    expected = np.array([
+        # log return           log1p amount     log1p gap      up down flat
+        [math.log(101 / 100), math.log1p(0.5), math.log1p(1.0), 1, 0, 0],
+        [0.0,                 math.log1p(2.0), math.log1p(2.0), 0, 0, 1],
+        [math.log(100 / 101), math.log1p(0.0), math.log1p(0.0), 0, 1, 0],
+        [math.log(102 / 100), math.log1p(3.0), math.log1p(7.0), 1, 0, 0],
+    ], dtype=np.float64)
+    assert f.shape == (4, len(FEATURES))
+    assert f.dtype == np.float32
+    np.testing.assert_allclose(f, expected, rtol=1e-6, atol=1e-7)
+    # the flags are exact and exactly one is set per row
+    np.testing.assert_array_equal(f[:, 3:].sum(axis=1), np.ones(4))
+
+
+def test_feature_matrix_needs_two_ticks():
+    with pytest.raises(ValueError, match="at least 2 ticks"):
+        feature_matrix(hand_ticks()[:1])
+
+
+def test_features_are_scale_invariant(synth_ticks):
+    t = synth_ticks[:3000]
+    scaled = TickArrays(t.time, t.price * 1000.0, t.amount)
+    a, b = feature_matrix(t), feature_matrix(scaled)
+    np.testing.assert_array_equal(a[:, 1:], b[:, 1:])  # amounts, gaps and move flags: exact
+    np.testing.assert_allclose(a[:, 0], b[:, 0], rtol=0, atol=1e-9)
+    # and so are the standardised windows a model sees, and the targets
+    da, db = build_dataset(t, 8), build_dataset(scaled, 8)
+    np.testing.assert_allclose(da.rows.numpy(), db.rows.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(da.targets.numpy(), db.targets.numpy())
+
+
+def test_flat_moves_are_seen_directly(synth_ticks):
+    f = feature_matrix(synth_ticks)
+    dp = np.diff(synth_ticks.price)
+    np.testing.assert_array_equal(f[:, FEATURES.index("up")], (dp > 0).astype(np.float32))
+    np.testing.assert_array_equal(f[:, FEATURES.index("down")], (dp < 0).astype(np.float32))
+    np.testing.assert_array_equal(f[:, FEATURES.index("flat")], (dp == 0).astype(np.float32))
+    assert 0.1 < f[:, FEATURES.index("flat")].mean() < 0.9  # the market has both kinds
+
+
+# ---------------------------------------------------------------- targets
+
+
+def test_rise_targets_strict_next_tick():
+    y = rise_targets(np.array(PRICE))
+    # 100->101 rises, 101->101 does not (strict), 101->100 falls, 100->102 rises
+    np.testing.assert_array_equal(y, [1, 0, 0, 1])
+    assert y.dtype == np.float32
+
+
+def test_rise_targets_horizon():
+    p = np.array(PRICE)
+    # 101 > 100, 100 > 101, 102 > 101
+    np.testing.assert_array_equal(rise_targets(p, horizon=2), [1, 0, 1])
+    np.testing.assert_array_equal(rise_targets(p, horizon=4), [1])
+    for h in (1, 2, 3):
+        y = rise_targets(p, horizon=h)
+        assert len(y) == len(p) - h
+        np.testing.assert_array_equal(y, [float(p[i + h] > p[i]) for i in range(len(p) - h)])
+
+
+@pytest.mark.parametrize("h", [0, -1])
+def test_rise_targets_bad_horizon(h):
+    with pytest.raises(ValueError, match="horizon"):
+        rise_targets(np.array(PRICE), horizon=h)
+
+
+# ---------------------------------------------------------------- windows
+
+
+def test_windows_are_a_strided_view_with_the_right_contents():
+    rows = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
+    w = windows(rows, 4)
+    assert w.shape == (4, 4, 3)
+    assert w.untyped_storage().data_ptr() == rows.untyped_storage().data_ptr()
+    for j in range(4):
+        torch.testing.assert_close(w[j], rows[j:j + 4])
+    rows[5, 1] = -1.0  # writing the base shows through every window that covers row 5
+    assert w[2, 3, 1] == -1 and w[3, 2, 1] == -1
+    assert (w[1] != -1).all()
+
+
+def test_windows_bad_lengths():
+    rows = torch.zeros(5, 2)
+    with pytest.raises(ValueError, match="sequence length"):
+        windows(rows, 0)
+    with pytest.raises(ValueError, match="at least 6"):
+        windows(rows, 6)
+    assert windows(rows, 5).shape == (1, 5, 2)
+
+
+def test_dataset_windows_are_views_of_the_rows(make_ticks):
+    d = build_dataset(make_ticks(200), 10)
+    assert d.windows.untyped_storage().data_ptr() == d.rows.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("seq_len,horizon", [(1, 1), (5, 1), (7, 3)])
+def test_window_target_alignment_brute_force(seq_len, horizon, make_ticks):
+    ticks = make_ticks(120, seed=3)
+    d = build_dataset(ticks, seq_len, horizon=horizon)
+    rows = d.norm.apply(feature_matrix(ticks))
+    n_windows = len(ticks) - seq_len - horizon
+    assert len(d.targets) == n_windows and d.windows.shape == (n_windows, seq_len, len(FEATURES))
+    p = ticks.price
+    for j in range(n_windows):
+        end = j + seq_len  # window j ends at tick j + L ...
+        np.testing.assert_array_equal(d.windows[j].numpy(), rows[j:j + seq_len])
+        # ... its last row is the move from tick end - 1 into tick `end` ...
+        move_in = d.norm.apply(feature_matrix(ticks[end - 1:end + 1]))[0]
+        np.testing.assert_allclose(d.windows[j, -1].numpy(), move_in, rtol=1e-6, atol=1e-6)
+        # ... and its target is the move after it
+        assert d.targets[j].item() == float(p[end + horizon] > p[end])
+    # the prediction path builds the very same window from the ticks up to tick `end`
+    for j in (0, n_windows // 2, n_windows - 1):
+        lw = last_window(ticks[:j + seq_len + 1], seq_len, d.norm)
+        np.testing.assert_array_equal(lw, d.windows[j].numpy())
+
+
+# ---------------------------------------------------------------- normalisation without leakage
+
+
+def test_normalisation_fitted_on_training_rows_only(make_ticks):
+    ticks = make_ticks(1000, seed=5)
+    L = 16
+    d = build_dataset(ticks, L, train=0.6, val=0.2)
+    tr_end = d.split.train[1]
+    raw = feature_matrix(ticks)
+    # the training windows use rows 0 .. tr_end + L - 2, nothing later
+    expected = Normalizer.fit(raw[: tr_end + L - 1])
+    np.testing.assert_allclose(d.norm.mean, expected.mean, rtol=1e-6)
+    np.testing.assert_allclose(d.norm.std, expected.std, rtol=1e-6)
+    whole = Normalizer.fit(raw)
+    assert not np.allclose(d.norm.mean, whole.mean, rtol=1e-6)
+
+
+def test_changing_later_ticks_does_not_change_norm_or_training_data(make_ticks):
+    ticks = make_ticks(1000, seed=6)
+    L = 16
+    d = build_dataset(ticks, L)
+    first_val = d.split.val[0]
+    cut = first_val + L  # the first validation window ends at this tick
+    rng = np.random.default_rng(0)
+    k = len(ticks) - cut
+    later = TickArrays(
+        np.concatenate((ticks.time[:cut], ticks.time[cut - 1] + np.cumsum(rng.exponential(50, k)))),
+        np.concatenate((ticks.price[:cut], ticks.price[cut - 1] * np.exp(rng.normal(0, 0.05, k)))),
+        np.concatenate((ticks.amount[:cut], rng.lognormal(3, 2, k))),
+    )
+    d2 = build_dataset(later, L)
+    assert d2.split == d.split
+    np.testing.assert_array_equal(d2.norm.mean, d.norm.mean)
+    np.testing.assert_array_equal(d2.norm.std, d.norm.std)
+    a, b = d.split.train
+    np.testing.assert_array_equal(d2.windows[a:b].numpy(), d.windows[a:b].numpy())
+    np.testing.assert_array_equal(d2.targets[a:b].numpy(), d.targets[a:b].numpy())
+    # while changing a training tick does change the statistics (the check above can fail)
+    early = TickArrays(ticks.time, ticks.price.copy(), ticks.amount.copy())
+    early.amount[10] = 1e6
+    assert not np.array_equal(build_dataset(early, L).norm.mean, d.norm.mean)
+
+
+def test_given_norm_is_reused(make_ticks):
+    ticks = make_ticks(500, seed=7)
+    norm = Normalizer(np.zeros(len(FEATURES), np.float32), np.ones(len(FEATURES), np.float32))
+    d = build_dataset(ticks, 8, norm=norm)
+    assert d.norm is norm
+    np.testing.assert_allclose(d.rows.numpy(), np.clip(feature_matrix(ticks), -10, 10))
+
+
+def test_normalizer_roundtrip_constant_feature_and_clip():
+    rows = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]], dtype=np.float32)
+    n = Normalizer.fit(rows)
+    np.testing.assert_allclose(n.mean, [3.0, 5.0])
+    np.testing.assert_allclose(n.std, [math.sqrt(8 / 3), 1.0])  # a constant column keeps std 1
+    z = n.apply(rows)
+    assert np.isfinite(z).all() and np.allclose(z[:, 1], 0)
+    assert n.apply(np.array([[1e9, 5.0]], np.float32))[0, 0] == features.CLIP_SIGMAS
+    m = Normalizer.from_dict(n.to_dict())
+    np.testing.assert_array_equal(m.mean, n.mean)
+    np.testing.assert_array_equal(m.std, n.std)
+    with pytest.raises(ValueError, match="zero rows"):
+        Normalizer.fit(rows[:0])
+
+
+# ---------------------------------------------------------------- chronological split
+
+
+def test_split_exact_ranges():
+    s = chronological_split(100, 0.6, 0.2)
+    assert s.train == (0, 59)  # window 59 is purged: its target is the move into validation
+    assert s.val == (60, 79)
+    assert s.test == (80, 100)
+    s = chronological_split(100, 0.8, 0.2)
+    assert s.train == (0, 79) and s.val == (80, 100) and s.test is None
+
+
+@pytest.mark.parametrize("n", [50, 101, 1000, 4321])
+@pytest.mark.parametrize("train,val", [(0.6, 0.2), (0.5, 0.3), (0.8, 0.2), (0.7, 0.1)])
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_split_order_and_purge(n, train, val, horizon):
+    s = chronological_split(n, train, val, horizon)
+    parts = [s.train, s.val] + ([s.test] if s.test else [])
+    assert s.train[0] == 0
+    for (a, b), (c, d) in zip(parts, parts[1:], strict=False):
+        assert a < b <= c < d  # ordered, non-empty, no overlap
+        # a window's target looks `horizon` ticks past its end: the last one of a split must
+        # not reach the first window of the next split
+        assert (b - 1) + horizon < c + 1
+    assert parts[-1][1] <= n
+
+
+@pytest.mark.parametrize("train,val", [(0, 0.2), (1.0, 0.2), (0.6, 0), (0.7, 0.4), (-0.1, 0.5)])
+def test_split_bad_fractions(train, val):
+    with pytest.raises(ValueError, match="fractions"):
+        chronological_split(100, train, val)
+
+
+def test_split_too_few_windows():
+    with pytest.raises(ValueError, match="train split is empty"):
+        chronological_split(1, 0.6, 0.2)
+    with pytest.raises(ValueError, match="split is empty"):
+        chronological_split(4, 0.6, 0.2)
+
+
+def test_build_dataset_too_few_ticks_says_so(make_ticks):
+    with pytest.raises(ValueError, match="ticks"):
+        build_dataset(make_ticks(20), 16)
+
+
+# ---------------------------------------------------------------- prediction input
+
+
+def test_last_window_needs_seq_len_plus_one_ticks(make_ticks):
+    ticks = make_ticks(50, seed=8)
+    norm = build_dataset(ticks, 10).norm
+    assert features.min_ticks(10) == 11
+    w = last_window(ticks[:11], 10, norm)
+    assert w.shape == (10, len(FEATURES)) and w.dtype == np.float32
+    with pytest.raises(ValueError, match=r"need at least 11 ticks.*got 10"):
+        last_window(ticks[:10], 10, norm)
+
+
+def test_last_window_uses_only_the_last_ticks(make_ticks):
+    ticks = make_ticks(50, seed=9)
+    norm = build_dataset(ticks, 10).norm
+    full = last_window(ticks, 10, norm)
+    np.testing.assert_array_equal(full, last_window(ticks[-11:], 10, norm))
+    np.testing.assert_array_equal(full, norm.apply(feature_matrix(ticks))[-10:])

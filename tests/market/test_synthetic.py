@@ -17,7 +17,8 @@ from app.market.sources.synthetic import (
 )
 from app.market.ticks import TickArrays, read_csv, validate
 
-REAL_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "bitstamp_btcusd_2018-08.csv"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+REAL_CSV = SHARED / "data" / "bitstamp_btcusd_2018-08.csv"
 
 # Measured on REAL_CSV (Bitstamp BTC-USD, Aug 2018, 102,588 trades).
 REAL = {
@@ -58,13 +59,13 @@ def test_chunked_equals_one_shot(block_orders: int) -> None:
     market = SyntheticMarket(7, start_time=1_000.0, params=params)
     rng = np.random.default_rng(0)
     t, parts = 1_000.0, []
-    while t < 60_000.0:  # steps far shorter and far longer than a tick gap or a block
+    while t < 150_000.0:  # steps far shorter and far longer than a tick gap; >= 2 blocks
         t += float(rng.choice([0.3, 1.0, 7.0, 90.0, 5_000.0]))
         part = market.ticks_until(t)
         assert len(part) == 0 or part.time[-1] <= t
         parts.append(part)
     chunked = TickArrays.concat(parts)
-    assert len(chunked) > 10_000
+    assert len(chunked) > 20_000
     assert_same(chunked, generate(len(chunked), seed=7, start_time=1_000.0, params=params))
     assert market.last_time == chunked.time[-1]
     assert len(market.ticks_until(t)) == 0  # nothing is handed out twice
@@ -94,8 +95,9 @@ def test_start_and_time_resolution_are_respected() -> None:
 
 
 def test_price_stays_plausible() -> None:
-    ticks = generate(300_000, seed=11)
-    assert 0.5 < ticks.price.min() / DEFAULT_START_PRICE and ticks.price.max() / DEFAULT_START_PRICE < 2
+    """Prices wander like a real market's (weeks of trading here) but never blow up."""
+    price = generate(300_000, seed=11).price / DEFAULT_START_PRICE
+    assert 0.5 < price.min() and price.max() < 2
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -134,11 +136,18 @@ def test_tick_stats_counts_moves() -> None:
     assert stats["p_rise_after_zero"] == 1.0
 
 
+def test_tick_stats_of_too_few_ticks_are_nan() -> None:
+    stats = tick_stats(TickArrays.empty())
+    assert stats["n"] == 0 and all(np.isnan(v) for k, v in stats.items() if k != "n")
+
+
 def test_params_are_checked() -> None:
     with pytest.raises(ValueError, match="regime"):
         SyntheticParams(regime_gap_s=(1.0, 2.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="start_price"):
         generate(10, start_price=0.0)
+    with pytest.raises(ValueError, match="t_end"):
+        SyntheticMarket().ticks_until(float("inf"))
 
 
 @pytest.mark.skipif(not REAL_CSV.exists(), reason=f"real Bitstamp ticks not present at {REAL_CSV}")

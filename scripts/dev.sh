@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The set-up and the everyday commands in one place, so a fresh clone needs nothing else:
+#   scripts/dev.sh serve                  set up .venv if needed, start the service (tickcast serve)
 #   scripts/dev.sh test [pytest args]     set up .venv if needed, run the test suite
 #   scripts/dev.sh train ARCH DATA ...    set up .venv if needed, run scripts/train.py
 #   scripts/dev.sh setup                  only set up .venv
@@ -42,8 +43,9 @@ cmd=${1:-help}
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup) setup ;;
+    serve) setup; exec "$VENV/bin/tickcast" serve "$@" ;;
     test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
     train) setup; exec "$VENV/bin/python" scripts/train.py "$@" ;;
     evaluate) setup; exec "$VENV/bin/python" scripts/evaluate.py "$@" ;;
-    *) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; [ "$cmd" = help ] ;;
+    *) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; [ "$cmd" = help ] ;;
 esac

@@ -50,6 +50,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX ticks_no_id ON ticks (market_id, time, price, amount, ord)
             WHERE trade_id IS NULL""",
     ),
+    (
+        # training jobs (app/services/jobs.py); spec/progress/result are JSON text
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY, status TEXT NOT NULL, spec TEXT NOT NULL, progress TEXT,
+            result TEXT, error TEXT, created_at REAL NOT NULL, started_at REAL,
+            finished_at REAL)""",
+        "CREATE INDEX jobs_created ON jobs (created_at)",
+        "CREATE INDEX jobs_status ON jobs (status)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -116,6 +125,13 @@ class TickStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one transaction, under the store's lock: for services that
+        keep their own small tables in the store (training jobs)."""
+        with self._transaction() as db:
+            yield db
 
     def _migrate(self) -> None:
         with self._transaction() as db:

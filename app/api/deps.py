@@ -1,0 +1,61 @@
+"""Dependencies: the services the lifespan built, and the API-key guard."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from app.api.metrics import Metrics
+from app.market.store import TickStore
+from app.services.jobs import JobManager
+from app.services.predictor import Predictor
+from app.services.registry import Registry
+from app.settings import Settings
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="required on mutating endpoints when TICKCAST_API_KEY is set")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> TickStore:
+    return request.app.state.store
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def get_predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
+
+
+def get_jobs(request: Request) -> JobManager:
+    return request.app.state.jobs
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def require_key(request: Request, key: Annotated[str | None, Security(_key_header)]) -> None:
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(401, "missing or wrong X-API-Key header",
+                            headers={"WWW-Authenticate": "APIKey"})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[TickStore, Depends(get_store)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+KeyDep = Depends(require_key)

@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import MetricsDep, PredictorDep, StoreDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process answers; says nothing about models."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "not ready, with the reason"}})
+async def ready(predictor: PredictorDep, store: StoreDep) -> JSONResponse:
+    """Ready when the store is open and a model is loaded."""
+    try:
+        store.schema_version  # noqa: B018 - touches the connection
+    except Exception as e:  # noqa: BLE001 - any failure means not ready
+        return JSONResponse({"status": "not ready", "reason": f"tick store unavailable: {e}"}, 503)
+    model = predictor.model
+    if model is None:
+        return JSONResponse({"status": "not ready", "reason": predictor.no_model_reason()}, 503,
+                            headers={"Retry-After": "10"})
+    return JSONResponse({"status": "ready", "model_id": model.id})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(m: MetricsDep) -> Response:
+    return Response(m.render(), media_type=m.content_type)

@@ -1,0 +1,102 @@
+"""The FastAPI app: `create_app(settings)` wires store, registry, predictor and jobs.
+
+The lifespan owns every long-lived part, so tests build as many independent
+apps as they like and a shutdown finishes requests in flight, then stops
+jobs (recorded as interrupted) before the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api import errors
+from app.api.metrics import Metrics
+from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.routes import health, jobs, models, predict
+from app.market.store import TickStore
+from app.ml.checkpoint import best_device
+from app.services.bootstrap import bootstrap
+from app.services.jobs import JobManager, JobRecord
+from app.services.predictor import Predictor
+from app.services.registry import Registry
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("tickcast")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.basicConfig(level=settings.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        store = TickStore(settings.store_path)
+        registry = Registry(settings.models_dir)
+        predictor = Predictor(registry, str(best_device(settings.device)),
+                              window_ms=settings.batch_window_ms, max_batch=settings.batch_max,
+                              threads=settings.predict_threads)
+        predictor.on_batch = metrics.observe_batch
+        predictor.load_active()
+
+        def on_finish(record: JobRecord) -> None:
+            result = record.result or {}
+            if record.status == "succeeded" and result.get("activated"):
+                predictor.activate(result["model_id"])
+                log.info("job %s: activated %s (%s)", record.id, result["model_id"],
+                         result.get("reason", ""))
+
+        manager = JobManager(store, registry, concurrency=settings.job_concurrency,
+                             threads=settings.job_threads, on_finish=on_finish)
+        app.state.settings, app.state.store, app.state.registry = settings, store, registry
+        app.state.predictor, app.state.jobs, app.state.metrics = predictor, manager, metrics
+        metrics.on_scrape(lambda m: _refresh_gauges(m, manager, predictor))
+        await predictor.start()
+        await manager.start()
+        if settings.bootstrap and predictor.model is None:
+            job = bootstrap(store, registry, manager, settings.bootstrap_ticks)
+            if job is not None:
+                predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
+        try:
+            yield
+        finally:
+            await manager.stop()
+            await predictor.stop()
+            store.close()
+
+    app = FastAPI(title="tickcast", version="0.1.0", lifespan=lifespan,
+                  description="Probability that a market's price rises on the next trade tick.")
+    errors.install(app)
+    for r in (predict.router, jobs.router, models.router, health.router):
+        app.include_router(r)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(RequestMetrics, observe=metrics.observe_request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _refresh_gauges(m: Metrics, manager: JobManager, predictor: Predictor) -> None:
+    for status, n in manager.counts().items():
+        m.jobs.labels(status).set(n)
+    model = predictor.model
+    m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
+                  "seq_len": str(model.seq_len)} if model else {"id": ""})
+
+
+def serve() -> None:
+    """`tickcast serve`: uvicorn, one worker, on the settings' host and port."""
+    import uvicorn
+
+    s = get_settings()
+    uvicorn.run("app.main:app", host=s.host, port=s.port, workers=1, log_level=s.log_level)
+
+
+app = create_app()

@@ -1,0 +1,329 @@
+"""The active model on the device, serving concurrent requests in micro-batches.
+
+`predict()` validates the ticks and computes the feature window in the
+caller's task (the same `features.last_window` training used), resolves the
+model object it will be scored by, and queues (model, window). One batcher task
+takes the first queued request, collects more until `window_ms` after that
+request was queued or until `max_batch` windows, and runs one forward pass per
+model in the batch. A lone request therefore waits at most the window.
+With `adaptive` (the default) the batcher waits only for as many windows as
+the previous batch held: at one request at a time it never waits (latency is
+the forward pass), under load batches form from what queues up while a pass
+runs and the window lets them fill to the recent level of concurrency.
+
+Activation swaps one reference. Every request captured its model object when
+it was queued, so a swap never fails or mixes a request in flight: requests
+queued before it are scored by the old model, later ones by the new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.market.ticks import TickArrays, validate
+from app.ml import checkpoint, features
+from app.services.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class NoModel(Exception):
+    """No model is loaded, so nothing can be predicted yet."""
+
+
+class NotEnoughTicks(ValueError):
+    """Fewer ticks than the model's sequence length + 1."""
+
+    def __init__(self, needed: int, got: int, index: int | None = None) -> None:
+        self.needed, self.got, self.index = needed, got, index
+        where = "" if index is None else f"window {index}: "
+        super().__init__(f"{where}need at least {needed} ticks for this model (its sequence "
+                         f"length + 1), got {got}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probability: float
+    decision: bool  # probability >= threshold
+    threshold: float
+    model_id: str
+    as_of: float  # time of the last tick given
+
+
+@dataclass
+class PredictorStats:
+    requests: int = 0  # predict() / predict_many() calls answered
+    predictions: int = 0  # windows scored
+    batches: int = 0  # forward passes
+    errors: int = 0  # forward passes that raised
+    batch_sizes: Counter[int] = field(default_factory=Counter)  # windows per forward pass
+
+
+@dataclass(eq=False)
+class _Item:
+    model: checkpoint.Model
+    windows: np.ndarray  # (k, L, F)
+    queued_at: float  # loop time
+    future: asyncio.Future[np.ndarray]
+
+
+class Predictor:
+    def __init__(self, registry: Registry, device: str = "auto", *, window_ms: float = 2.0,
+                 max_batch: int = 64, threads: int | None = None, cache_size: int = 3,
+                 adaptive: bool = True) -> None:
+        if window_ms < 0 or max_batch < 1 or cache_size < 0:
+            raise ValueError("window_ms must be >= 0, max_batch >= 1 and cache_size >= 0")
+        self.registry = registry
+        self.device = checkpoint.best_device(device)
+        self.window_s = window_ms / 1000.0
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self.adaptive = adaptive
+        self._target = max_batch  # windows the batcher waits for (adaptive: the last batch's size)
+        if threads:
+            torch.set_num_threads(threads)
+        self.stats = PredictorStats()
+        self.on_batch: Callable[[int], None] | None = None  # called with each forward pass's size
+        self.load_error: str | None = None  # why the active model could not be loaded, if so
+        self.training_hint: str | None = None  # set at first start while the first model trains
+        self._model: checkpoint.Model | None = None
+        self._cache: OrderedDict[str, checkpoint.Model] = OrderedDict()
+        self._lock = threading.Lock()  # activation and the cache may be used from threads
+        self._pending: deque[_Item] = deque()
+        self._n_pending = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._full: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_n = 1
+
+    # ------------------------------------------------------------ models
+
+    @property
+    def model(self) -> checkpoint.Model | None:
+        return self._model
+
+    def load_active(self) -> checkpoint.Model | None:
+        """Load the registry's active model onto the device; None (and `load_error`) if none."""
+        mid = self.registry.active_id()
+        if mid is None:
+            return None
+        try:
+            model = self.registry.load(mid, self.device)
+        except (checkpoint.CheckpointError, OSError) as e:
+            self.load_error = f"active model {mid!r} could not be loaded: {e}"
+            log.error("%s", self.load_error)
+            return None
+        self._model, self.load_error = model, None
+        return model
+
+    def activate(self, model_id: str) -> checkpoint.Model:
+        """Load `model_id`, mark it active in the registry, then swap it in (blocking: call it
+        from a thread in async code). A model that fails to load changes nothing."""
+        model = self.registry.load(model_id, self.device)
+        with self._lock:  # ACTIVE and the reference change together; the last caller wins
+            self.registry.activate(model_id)
+            self._model, self.load_error = model, None
+            self._cache.pop(model_id, None)
+        return model
+
+    def no_model_reason(self) -> str:
+        if self.training_hint:
+            return f"no model is loaded yet: {self.training_hint}"
+        return ("no model is loaded yet: one may be training (see GET /jobs); otherwise train one "
+                "with POST /train or activate one with POST /models/{id}/activate"
+                + (f" ({self.load_error})" if self.load_error else ""))
+
+    async def seq_len(self, model_id: str | None = None) -> int:
+        """The sequence length of the model a request would use (NoModel/UnknownModel if none)."""
+        return (await self._resolve(model_id)).seq_len
+
+    def forget(self, model_id: str) -> None:
+        """Drop a cached explicitly-requested model (call after deleting it)."""
+        with self._lock:
+            self._cache.pop(model_id, None)
+
+    def _cached(self, model_id: str) -> checkpoint.Model | None:
+        active = self._model
+        if active is not None and active.id == model_id:
+            return active
+        with self._lock:
+            m = self._cache.get(model_id)
+            if m is not None:
+                self._cache.move_to_end(model_id)
+            return m
+
+    async def _resolve(self, model_id: str | None) -> checkpoint.Model:
+        if model_id is None:
+            m = self._model
+            if m is None:
+                raise NoModel(self.no_model_reason())
+            return m
+        m = self._cached(model_id)
+        if m is not None:
+            return m
+        self.registry.path(model_id)  # InvalidModelId before any thread is used
+        m = await asyncio.to_thread(self.registry.load, model_id, self.device)
+        if self.cache_size:
+            with self._lock:
+                self._cache[model_id] = m
+                self._cache.move_to_end(model_id)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return m
+
+    @staticmethod
+    def _window(model: checkpoint.Model, ticks: TickArrays, index: int | None = None) -> np.ndarray:
+        if not _plainly_valid(ticks):
+            validate(ticks)  # raises TickError naming the first bad row
+        need = features.min_ticks(model.seq_len)
+        if len(ticks) < need:
+            raise NotEnoughTicks(need, len(ticks), index)
+        return features.last_window(ticks, model.seq_len, model.norm)
+
+    # ------------------------------------------------------------ requests
+
+    async def predict(self, ticks: TickArrays, model_id: str | None = None) -> Prediction:
+        model = await self._resolve(model_id)
+        window = self._window(model, ticks)
+        p = await self._submit(model, window[None])
+        self.stats.requests += 1
+        return self._prediction(model, float(p[0]), float(ticks.time[-1]))
+
+    async def predict_many(self, windows: list[TickArrays],
+                           model_id: str | None = None) -> list[Prediction]:
+        """One prediction per tick series, all by the same model; scored in as few passes as
+        `max_batch` allows."""
+        if not windows:
+            return []
+        model = await self._resolve(model_id)
+        x = np.stack([self._window(model, t, i) for i, t in enumerate(windows)])
+        parts = [self._submit(model, x[i:i + self.max_batch])
+                 for i in range(0, len(x), self.max_batch)]
+        p = np.concatenate(await asyncio.gather(*parts))
+        self.stats.requests += 1
+        return [self._prediction(model, float(p[i]), float(t.time[-1]))
+                for i, t in enumerate(windows)]
+
+    @staticmethod
+    def _prediction(model: checkpoint.Model, p: float, as_of: float) -> Prediction:
+        thr = model.threshold
+        return Prediction(p, p >= thr, thr, model.id, as_of)
+
+    async def _submit(self, model: checkpoint.Model, x: np.ndarray) -> np.ndarray:
+        if self._task is None or self._task.done():
+            await self.start()
+        loop = asyncio.get_running_loop()
+        item = _Item(model, x, loop.time(), loop.create_future())
+        self._pending.append(item)
+        self._n_pending += len(x)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._full is not None and not self._full.done() and self._n_pending >= self._target:
+            self._full.set_result(None)
+        return await item.future
+
+    # ------------------------------------------------------------ batcher
+
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="predictor-batcher")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then end the batcher."""
+        task, self._stopping = self._task, True
+        for f in (self._wake, self._full):
+            if f is not None and not f.done():
+                f.set_result(None)
+        if task is not None:
+            await task
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+                continue
+            self._target = min(self.max_batch, self._last_n) if self.adaptive else self.max_batch
+            if self.window_s > 0 and self._n_pending < self._target and not self._stopping:
+                deadline = self._pending[0].queued_at + self.window_s
+                if deadline > loop.time():
+                    self._full = full = loop.create_future()
+                    timer = loop.call_at(deadline, _resolve_once, full)
+                    await full
+                    timer.cancel()
+                    self._full = None
+            batch = [self._pending.popleft()]
+            n = len(batch[0].windows)
+            while self._pending and n + len(self._pending[0].windows) <= self.max_batch:
+                it = self._pending.popleft()
+                batch.append(it)
+                n += len(it.windows)
+            self._n_pending -= n
+            self._last_n = n
+            self._run_batch(batch)
+            if self.window_s == 0:
+                await asyncio.sleep(0)  # let callers resume and new requests queue
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        groups: dict[int, list[_Item]] = {}
+        for it in batch:
+            if not it.future.done():  # a caller that gave up is not scored
+                groups.setdefault(id(it.model), []).append(it)
+        for items in groups.values():
+            x = items[0].windows if len(items) == 1 else np.concatenate([i.windows for i in items])
+            try:
+                p = items[0].model.proba(x)
+            except Exception as e:  # the batcher must outlive any one bad pass
+                self.stats.errors += 1
+                log.exception("forward pass of %d windows failed", len(x))
+                for it in items:
+                    if not it.future.done():
+                        it.future.set_exception(e)
+                continue
+            self.stats.batches += 1
+            self.stats.predictions += len(x)
+            self.stats.batch_sizes[len(x)] += 1
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(len(x))
+                except Exception:
+                    log.exception("on_batch hook failed")
+            start = 0
+            for it in items:
+                k = len(it.windows)
+                if not it.future.done():
+                    it.future.set_result(p[start:start + k])
+                start += k
+
+
+def _resolve_once(f: asyncio.Future[None]) -> None:
+    if not f.done():
+        f.set_result(None)
+
+
+def _plainly_valid(ticks: TickArrays) -> bool:
+    """The common case of `validate` in a few vector ops (validate itself is ~3x slower per
+    request); False sends the ticks through `validate` for its exact error."""
+    t, p, a = ticks.time, ticks.price, ticks.amount
+    return bool(
+        ticks.side is None
+        and np.isfinite(t).all() and np.isfinite(p).all() and np.isfinite(a).all()
+        and (p > 0).all() and (a >= 0).all()
+        and (len(t) < 2 or (t[1:] >= t[:-1]).all())
+    )

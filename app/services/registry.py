@@ -1,0 +1,228 @@
+"""The models folder: one `<id>.pt` checkpoint per model, plus a small `ACTIVE` file.
+
+Listing reads only the checkpoints' metadata, cached by (mtime_ns, size), so
+`GET /models` does not re-read unchanged files and never puts weights into the
+predictor. Which model is active is the text of `ACTIVE`, replaced atomically
+(temp file + os.replace), so a crash leaves the old choice or the new one.
+Model ids are checked against `checkpoint.MODEL_ID` before any path is built,
+so an id can never name a file outside the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from app.ml import checkpoint
+
+log = logging.getLogger(__name__)
+
+ACTIVE_FILE = "ACTIVE"
+SUFFIX = ".pt"
+
+
+class RegistryError(Exception):
+    """Base of the registry's errors; messages are meant for a person."""
+
+
+class InvalidModelId(RegistryError, ValueError):
+    """The id is not a valid model id (empty, too long, a path, a hidden name...)."""
+
+
+class UnknownModel(RegistryError, LookupError):
+    """No model with that id in the folder."""
+
+
+class ModelInUse(RegistryError):
+    """The model is active and cannot be deleted."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    path: Path
+    size_bytes: int
+    meta: dict[str, Any]
+    active: bool
+
+
+class Registry:
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = self.folder.resolve()
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ ids and paths
+
+    def path(self, model_id: str) -> Path:
+        """folder/<id>.pt for a valid id; InvalidModelId otherwise (nothing is touched)."""
+        if not isinstance(model_id, str) or not checkpoint.MODEL_ID.fullmatch(model_id):
+            shown = repr(model_id)[:80]
+            raise InvalidModelId(
+                f"invalid model id {shown}: use 1-128 characters of letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        p = (self.folder / f"{model_id}{SUFFIX}").resolve()
+        if p.parent != self.folder:
+            raise InvalidModelId(f"invalid model id {model_id!r}: it must name a file in the "
+                                 "models folder")
+        return p
+
+    def _existing(self, model_id: str) -> Path:
+        p = self.path(model_id)
+        if not p.is_file():
+            raise UnknownModel(f"no model {model_id!r}; GET /models lists the available ones")
+        return p
+
+    # ------------------------------------------------------------ metadata
+
+    def _meta(self, p: Path) -> tuple[dict[str, Any], int]:
+        """Metadata of one file, re-read only when its (mtime_ns, size) changed."""
+        st = p.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._cache.get(p.name)
+        if hit is not None and hit[0] == key:
+            return hit[1], st.st_size
+        meta = checkpoint.read(p, map_location="cpu")["meta"]
+        with self._lock:
+            self._cache[p.name] = (key, meta)
+        return meta, st.st_size
+
+    def _info(self, model_id: str, p: Path, active: str | None) -> ModelInfo:
+        meta, size = self._meta(p)
+        return ModelInfo(model_id, p, size, meta, model_id == active)
+
+    def list(self) -> list[ModelInfo]:
+        """All readable models, newest first (by metadata created_at, then file mtime)."""
+        active = self.active_id()
+        out: list[ModelInfo] = []
+        seen: set[str] = set()
+        for p in self.folder.glob(f"*{SUFFIX}"):
+            mid = p.name[: -len(SUFFIX)]
+            if not checkpoint.MODEL_ID.fullmatch(mid) or not p.is_file():
+                continue  # temp files (".x.pt.tmp") and odd names are not models
+            seen.add(p.name)
+            try:
+                out.append(self._info(mid, p, active))
+            except (checkpoint.CheckpointError, OSError) as e:
+                log.warning("skipping unreadable model file %s: %s", p, e)
+        with self._lock:
+            for name in [n for n in self._cache if n not in seen]:
+                del self._cache[name]
+
+        def key(m: ModelInfo) -> tuple[str, float]:
+            try:
+                mtime = m.path.stat().st_mtime
+            except OSError:
+                mtime = 0.0
+            return (str(m.meta.get("created_at") or ""), mtime)
+
+        out.sort(key=key, reverse=True)
+        return out
+
+    def get(self, model_id: str) -> ModelInfo:
+        p = self._existing(model_id)
+        try:
+            return self._info(model_id, p, self.active_id())
+        except checkpoint.CheckpointError as e:
+            raise UnknownModel(f"model {model_id!r} is not usable: {e}") from e
+
+    # ------------------------------------------------------------ active model
+
+    def active_id(self) -> str | None:
+        """The active model's id, or None when none is set or its file is gone."""
+        try:
+            text = (self.folder / ACTIVE_FILE).read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            log.warning("cannot read %s: %s", self.folder / ACTIVE_FILE, e)
+            return None
+        if not text or not checkpoint.MODEL_ID.fullmatch(text):
+            return None
+        return text if (self.folder / f"{text}{SUFFIX}").is_file() else None
+
+    def activate(self, model_id: str) -> ModelInfo:
+        """Make `model_id` the active model; its file must read as a checkpoint."""
+        p = self._existing(model_id)
+        try:
+            meta, size = self._meta(p)
+        except checkpoint.CheckpointError as e:
+            raise UnknownModel(f"model {model_id!r} cannot be activated: {e}") from e
+        self._write_active(model_id)
+        return ModelInfo(model_id, p, size, meta, True)
+
+    def _write_active(self, model_id: str) -> None:
+        target = self.folder / ACTIVE_FILE
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{ACTIVE_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(model_id + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self, model_id: str) -> None:
+        p = self._existing(model_id)
+        if model_id == self.active_id():
+            raise ModelInUse(
+                f"model {model_id!r} is active; activate another model before deleting it"
+            )
+        p.unlink(missing_ok=True)
+        with self._lock:
+            self._cache.pop(p.name, None)
+
+    def load(self, model_id: str, device: str | torch.device = "cpu") -> checkpoint.Model:
+        """The model on `device` (CheckpointError if the file is unusable)."""
+        model = checkpoint.load(self._existing(model_id), device)
+        model.id = model_id  # the file name is the id the API knows it by
+        return model
+
+
+def val_auc(meta: dict[str, Any]) -> float | None:
+    """The validation AUC recorded in a checkpoint's metadata, if any."""
+    try:
+        v = meta["metrics"]["val"]["auc"]
+        return None if v is None else float(v)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def should_promote(
+    policy: Literal["never", "always", "if_better"],
+    challenger_val_auc: float | None,
+    incumbent_val_auc: float | None,
+) -> tuple[bool, str]:
+    """Whether a finished job's model becomes active, and why (for the job record).
+
+    For `if_better` both AUCs must be measured by the caller on the same validation data.
+    """
+    if policy == "never":
+        return False, "policy is 'never'"
+    if policy == "always":
+        return True, "policy is 'always'"
+    if policy != "if_better":
+        raise ValueError(f"promotion policy must be never, always or if_better, got {policy!r}")
+    if challenger_val_auc is None or not math.isfinite(challenger_val_auc):
+        return False, "the new model has no usable validation AUC"
+    if incumbent_val_auc is None or not math.isfinite(incumbent_val_auc):
+        return True, "there is no active model to beat"
+    if challenger_val_auc > incumbent_val_auc:
+        return True, (f"validation AUC {challenger_val_auc:.4f} beats the active model's "
+                      f"{incumbent_val_auc:.4f}")
+    return False, (f"validation AUC {challenger_val_auc:.4f} does not beat the active model's "
+                   f"{incumbent_val_auc:.4f}")

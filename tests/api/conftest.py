@@ -1,0 +1,72 @@
+"""Real apps over real files: a tiny trained model in a temporary models folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.market.sources import synthetic
+from app.market.ticks import TickArrays
+from app.ml import training
+from app.settings import Settings
+
+TINY = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "batch_size": 256,
+        "seq_len": 16, "patience": 0}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def ticks() -> TickArrays:
+    return synthetic.generate(4000, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, ticks: TickArrays) -> list[Path]:
+    """Two small models (different seeds), saved once for the whole session."""
+    folder = tmp_path_factory.mktemp("trained")
+    paths = []
+    for seed in (0, 1):
+        res = training.fit(ticks, training.TrainConfig(**TINY, seed=seed, device="cpu"))
+        paths.append(res.save(folder))
+    return paths
+
+
+def make_settings(tmp: Path, **over: object) -> Settings:
+    base = dict(store_path=tmp / "db" / "tickcast.db", models_dir=tmp / "models", bootstrap=False,
+                device="cpu", batch_window_ms=1.0, job_threads=1)
+    base.update(over)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+def install_models(tmp: Path, trained: list[Path], activate: bool = True) -> list[str]:
+    folder = tmp / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for p in trained:
+        (folder / p.name).write_bytes(p.read_bytes())
+        ids.append(p.stem)
+    if activate:
+        (folder / "ACTIVE").write_text(ids[0])
+    return ids
+
+
+@pytest.fixture
+def client(tmp_path: Path, trained: list[Path]) -> Iterator[TestClient]:
+    install_models(tmp_path, trained)
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        yield c
+
+
+def body(ticks: TickArrays, n: int = 40, **extra: object) -> dict:
+    t = ticks[len(ticks) - n:]
+    return {"ticks": [{"time": float(a), "price": float(b), "amount": float(c)}
+                      for a, b, c in zip(t.time, t.price, t.amount)], **extra}

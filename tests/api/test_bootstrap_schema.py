@@ -1,0 +1,78 @@
+"""First start with nothing, and schemathesis over the OpenAPI schema of a live server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.api.conftest import body, install_models, make_settings
+
+
+def test_first_start_bootstraps_a_model(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, bootstrap=True, bootstrap_ticks=6000)
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/ready")
+        assert r.status_code == 503 and "training" in r.json()["reason"]
+        ticks = c.app.state.store.latest("synthetic", "BTC-USD", 40)
+        assert len(ticks) == 40 and abs(ticks.time[-1] - time.time()) < 120
+        p = c.post("/predict", json=body(ticks))
+        assert p.status_code == 503 and "training" in p.json()["detail"]
+        deadline = time.monotonic() + 90
+        while c.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, c.get("/jobs").json()
+            time.sleep(0.3)
+        assert c.post("/predict", json=body(ticks)).status_code == 200
+        assert c.get("/predict/synthetic/BTC-USD").status_code == 200
+    # a second start finds the model and queues nothing new
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/ready").status_code == 200
+        assert len(c.get("/jobs").json()) == 1
+
+
+@pytest.fixture
+def live_url(tmp_path: Path, trained) -> Iterator[str]:  # noqa: ANN001
+    install_models(tmp_path, trained)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(make_settings(tmp_path, api_key="k")),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    th.join(10)
+
+
+def test_schemathesis_finds_no_server_errors(live_url: str) -> None:
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    schema = schemathesis.openapi.from_url(f"{live_url}/openapi.json")
+    failures: list[str] = []
+    for op in schema.get_all_operations():
+        operation = op.ok()
+        strategy = operation.as_strategy()
+
+        @settings(max_examples=25, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case) -> None:  # noqa: ANN001
+            response = case.call(base_url=live_url, timeout=30)
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} "
+                                f"{response.text[:200]}")
+
+        given(strategy)(run)()
+    assert failures == []

@@ -1,0 +1,237 @@
+"""/predict, /models, /health, /ready, /metrics through the real app."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.ml import checkpoint
+from tests.api.conftest import body, install_models, make_settings
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    r = client.get("/ready")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+def test_ready_is_503_without_a_model(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.json()["reason"]
+        p = c.post("/predict", json={"ticks": [{"time": 1, "price": 1, "amount": 1}] * 40})
+        assert p.status_code == 503 and "model" in p.json()["detail"]
+
+
+def test_predict_matches_the_model(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    r = client.post("/predict", json=body(ticks))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    model = checkpoint.load(trained[0])
+    assert out["model_id"] == model.id
+    assert out["probability"] == pytest.approx(model.predict(ticks[len(ticks) - 40:]), abs=1e-6)
+    assert out["decision"] == (out["probability"] >= out["threshold"])
+    assert out["as_of"] == float(ticks.time[-1])
+
+
+def test_predict_with_model_id_and_windows(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    other = trained[1].stem
+    r = client.post("/predict", json=body(ticks, model_id=other))
+    assert r.status_code == 200 and r.json()["model_id"] == other
+    wins = [body(ticks[: len(ticks) - k])["ticks"] for k in (0, 5, 9)]
+    r = client.post("/predict", json={"windows": wins})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 3
+    assert preds[0]["probability"] == pytest.approx(client.post("/predict", json=body(ticks)).json()["probability"])
+    assert [p["as_of"] for p in preds] == [float(ticks.time[-1 - k]) for k in (0, 5, 9)]
+
+
+def test_scale_invariance_through_the_api(client: TestClient, ticks) -> None:  # noqa: ANN001
+    b = body(ticks)
+    scaled = {"ticks": [{**t, "price": t["price"] * 1000} for t in b["ticks"]]}
+    p1 = client.post("/predict", json=b).json()["probability"]
+    p2 = client.post("/predict", json=scaled).json()["probability"]
+    assert p1 == pytest.approx(p2, abs=1e-5)
+
+
+def _bad_bodies(ticks):  # noqa: ANN001, ANN202
+    good = body(ticks)["ticks"]
+
+    def with_(i: int, **kv: object) -> dict:
+        t = [dict(x) for x in good]
+        t[i].update(kv)
+        return {"ticks": t}
+
+    unsorted = [dict(x) for x in good]
+    unsorted[10]["time"], unsorted[11]["time"] = good[11]["time"] + 5, good[10]["time"]
+    return {
+        "negative price": with_(3, price=-1.0),
+        "zero price": with_(3, price=0.0),
+        "negative amount": with_(5, amount=-0.1),
+        "string price": with_(2, price="abc"),
+        "null time": with_(2, time=None),
+        "unsorted": {"ticks": unsorted},
+        "too few": {"ticks": good[:5]},
+        "missing field": {"ticks": [{"time": 1.0, "price": 1.0}] * 40},
+        "extra field": with_(0, colour="red"),
+        "both": {"ticks": good, "windows": [good]},
+        "neither": {},
+        "not a list": {"ticks": "many"},
+    }
+
+
+BAD_CASES = ["negative price", "zero price", "negative amount", "string price", "null time",
+             "unsorted", "too few", "missing field", "extra field", "both", "neither", "not a list"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_ticks_get_422_naming_the_problem(client: TestClient, ticks, case: str) -> None:  # noqa: ANN001
+    before = client.get("/models").json()
+    r = client.post("/predict", json=_bad_bodies(ticks)[case])
+    assert r.status_code == 422, (case, r.text)
+    assert r.json()["detail"]
+    assert client.get("/models").json() == before
+
+
+def test_nan_and_inf_literals_are_422(client: TestClient, ticks) -> None:  # noqa: ANN001
+    good = body(ticks)["ticks"]
+    for lit in ("NaN", "Infinity", "-Infinity"):
+        parts = [f'{{"time": {t["time"]}, "price": {t["price"]}, "amount": {t["amount"]}}}' for t in good]
+        parts[7] = f'{{"time": {good[7]["time"]}, "price": {lit}, "amount": 1}}'
+        r = client.post("/predict", content="{\"ticks\": [" + ",".join(parts) + "]}",
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 422, (lit, r.text)
+        assert "ticks" in str(r.json()["detail"]) and "7" in str(r.json()["detail"])
+
+
+def test_unsorted_message_names_the_index(client: TestClient, ticks) -> None:  # noqa: ANN001
+    r = client.post("/predict", json=_bad_bodies(ticks)["unsorted"])
+    assert "ticks[11]" in str(r.json()["detail"])
+
+
+def test_too_few_ticks_says_how_many(client: TestClient, ticks) -> None:  # noqa: ANN001
+    r = client.post("/predict", json={"ticks": body(ticks)["ticks"][:5]})
+    assert r.status_code == 422 and "17" in r.json()["detail"]  # seq_len 16 + 1
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    r = client.post("/predict", content=b'{"ticks": [', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_huge_body_is_413(tmp_path: Path, trained) -> None:  # noqa: ANN001
+    install_models(tmp_path, trained)
+    with TestClient(create_app(make_settings(tmp_path, max_body_bytes=4096))) as c:
+        big = {"ticks": [{"time": i, "price": 1.0 + i, "amount": 1.0} for i in range(2000)]}
+        r = c.post("/predict", json=big)
+        assert r.status_code == 413 and "bytes" in r.json()["detail"]
+
+        def chunks():  # noqa: ANN202 - no Content-Length: counted as it streams
+            yield b'{"ticks": ['
+            for i in range(500):
+                yield f'{{"time": {i}, "price": 1.0, "amount": 1.0}},'.encode()
+            yield b'{"time": 9999, "price": 1.0, "amount": 1.0}]}'
+
+        r = c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+
+def test_too_many_ticks_is_422(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    install_models(tmp_path, trained)
+    with TestClient(create_app(make_settings(tmp_path, max_ticks=30))) as c:
+        r = c.post("/predict", json=body(ticks, n=40))
+        assert r.status_code == 422 and "at most 30" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("mid", ["../ACTIVE", "..%2F..%2Fetc%2Fpasswd", "a b", "x" * 300, ".hidden"])
+def test_bad_model_ids(client: TestClient, ticks, mid: str) -> None:  # noqa: ANN001
+    r = client.post("/predict", json=body(ticks, model_id=mid))
+    assert r.status_code in (404, 422), r.text
+    r = client.get(f"/models/{mid}")
+    assert r.status_code in (404, 422), r.text
+
+
+def test_unknown_model_is_404(client: TestClient, ticks) -> None:  # noqa: ANN001
+    assert client.post("/predict", json=body(ticks, model_id="cnn-nope")).status_code == 404
+    assert client.get("/models/cnn-nope").status_code == 404
+    assert client.post("/models/cnn-nope/activate").status_code == 404
+    assert client.delete("/models/cnn-nope").status_code == 404
+
+
+def test_models_registry_cycle(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    a, b = trained[0].stem, trained[1].stem
+    listed = client.get("/models").json()
+    assert {m["id"] for m in listed} == {a, b}
+    assert [m["id"] for m in listed if m["active"]] == [a]
+    one = client.get(f"/models/{b}").json()
+    assert one["arch"] == "CNN" and one["seq_len"] == 16 and "val" in one["metrics"]
+    assert client.delete(f"/models/{a}").status_code == 409  # the active one
+    r = client.post(f"/models/{b}/activate")
+    assert r.status_code == 200 and r.json()["active"]
+    assert client.post("/predict", json=body(ticks)).json()["model_id"] == b
+    assert client.delete(f"/models/{a}").status_code == 204
+    assert [m["id"] for m in client.get("/models").json()] == [b]
+
+
+def test_predict_from_the_store(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    store = client.app.state.store
+    store.insert("synthetic", "BTC-USD", ticks)
+    r = client.get("/predict/synthetic/BTC-USD")
+    assert r.status_code == 200, r.text
+    direct = client.post("/predict", json=body(ticks, n=17)).json()
+    assert r.json()["probability"] == pytest.approx(direct["probability"], abs=1e-6)
+    assert r.json()["as_of"] == float(ticks.time[-1])
+    assert client.get("/predict/nowhere/BTC-USD").status_code == 404
+
+
+def test_activation_under_concurrent_traffic(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    ids = {trained[0].stem, trained[1].stem}
+    b = body(ticks)
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = client.post("/predict", json=b)
+            if r.status_code != 200:
+                failures.append(r.text)
+            else:
+                seen.add(r.json()["model_id"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for k in range(10):
+        assert client.post(f"/models/{trained[k % 2].stem}/activate").status_code == 200
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert seen <= ids and seen
+
+
+def test_metrics(client: TestClient, ticks) -> None:  # noqa: ANN001
+    client.post("/predict", json=body(ticks))
+    client.get("/models")
+    text = client.get("/metrics").text
+    assert 'tickcast_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert "tickcast_http_request_duration_seconds_bucket" in text
+    assert "tickcast_predictions_total 1.0" in text
+    assert "tickcast_predict_batch_size_bucket" in text
+    assert "tickcast_active_model_info{" in text
+    assert "tickcast_jobs{" in text or "tickcast_jobs " in text or "# TYPE tickcast_jobs gauge" in text
+
+
+def test_openapi_has_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/predict/{exchange}/{symbol}", "/train", "/jobs", "/jobs/{job_id}",
+                 "/models", "/models/{model_id}", "/models/{model_id}/activate", "/health",
+                 "/ready", "/metrics"):
+        assert path in spec["paths"], path
+    assert "examples" in str(spec["components"]["schemas"]["PredictRequest"])

@@ -1,0 +1,225 @@
+"""JobManager with real worker processes on tiny synthetic jobs (a few seconds each)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from app.market.store import TickStore
+from app.services.jobs import JobManager, JobRecord, JobSpec, UnknownJob
+from app.services.registry import Registry, should_promote
+
+SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
+# long enough to be caught running mid-epoch (it is cancelled or stopped long before the end)
+LONG = {**SMALL, "num_epochs": 50, "patience": 0, "batch_size": 32}
+
+
+def spec(config: dict | None = None, activate: str = "if_better", ticks: int = 3000,
+         exchange: str = "synthetic") -> JobSpec:
+    return JobSpec(exchange, "BTC-USD", None, None, dict(config or SMALL), activate, ticks)
+
+
+@pytest.fixture
+def parts(tmp_path: Path):
+    store = TickStore(tmp_path / "t.db")
+    registry = Registry(tmp_path / "models")
+    yield store, registry
+    store.close()
+
+
+def models(registry: Registry) -> list[str]:
+    return sorted(p.stem for p in registry.folder.glob("*.pt"))
+
+
+async def wait(m: JobManager, job_id: str, done, timeout: float = 30.0) -> JobRecord:
+    t0 = time.monotonic()
+    while True:
+        rec = m.get(job_id)
+        if done(rec):
+            return rec
+        assert time.monotonic() - t0 < timeout, f"timed out; last record {rec}"
+        await asyncio.sleep(0.05)
+
+
+def finished(rec: JobRecord) -> bool:
+    return rec.status not in ("queued", "running")
+
+
+def training(rec: JobRecord) -> bool:
+    return rec.status == "running" and "batch" in (rec.progress or {})
+
+
+def test_queue_run_and_promotion_policies(parts) -> None:
+    store, registry = parts
+
+    async def main() -> None:
+        m = JobManager(store, registry, concurrency=1)
+        await m.start()
+        a = m.submit(spec(activate="always"))
+        b = m.submit(spec(activate="never"))
+        c = m.submit(spec(activate="never"))
+        assert a.status == "queued" and len(a.id) == 12
+        a = await wait(m, a.id, lambda r: r.status == "running")
+        assert m.get(b.id).status == "queued"  # concurrency 1: the second one waits
+        assert m.cancel(c.id).status == "cancelled"  # a queued job is cancelled at once
+        a = await wait(m, a.id, finished)
+        assert a.status == "succeeded", a.error
+        r = a.result
+        assert r["model_id"] in models(registry) and r["activated"] is True
+        assert r["reason"] == "policy is 'always'" and registry.active_id() == r["model_id"]
+        assert set(r["metrics"]) == {"val", "test"} and 0 <= r["challenger_val_auc"] <= 1
+        assert r["challenger_val_auc"] == pytest.approx(r["metrics"]["val"]["auc"])
+        assert a.started_at is not None and a.finished_at >= a.started_at
+        b = await wait(m, b.id, finished)
+        assert b.status == "succeeded" and b.result["activated"] is False
+        assert registry.active_id() == r["model_id"] and b.result["model_id"] in models(registry)
+        # if_better: both models scored on the same validation windows, decision recorded
+        d = await wait(m, m.submit(spec(activate="if_better",
+                                        config={**SMALL, "hidden_size": 12})).id, finished)
+        assert d.status == "succeeded", d.error
+        rd = d.result
+        assert rd["incumbent_id"] == r["model_id"]
+        assert rd["incumbent_val_auc"] == pytest.approx(r["challenger_val_auc"])  # same data
+        assert (rd["activated"], rd["reason"]) == should_promote(
+            "if_better", rd["challenger_val_auc"], rd["incumbent_val_auc"])
+        want = rd["model_id"] if rd["activated"] else r["model_id"]
+        assert registry.active_id() == want
+        assert m.counts() == {"queued": 0, "running": 0, "succeeded": 3, "failed": 0,
+                              "cancelled": 1, "interrupted": 0}
+        assert [j.id for j in m.list()] == [d.id, c.id, b.id, a.id]
+        await m.stop()
+
+    asyncio.run(main())
+
+
+def test_on_finish_gets_the_decision_and_does_the_activation(parts) -> None:
+    store, registry = parts
+    calls: list[JobRecord] = []
+
+    async def main() -> None:
+        m = JobManager(store, registry, on_finish=calls.append)
+        await m.start()
+        rec = await wait(m, m.submit(spec(activate="always")).id, finished)
+        await m.stop()
+        assert rec.status == "succeeded" and rec.result["activated"] is True
+        assert [c.id for c in calls] == [rec.id] and calls[0].status == "succeeded"
+        assert registry.active_id() is None  # activating was on_finish's job
+
+    asyncio.run(main())
+
+
+def test_progress_while_running_then_cancel(parts) -> None:
+    store, registry = parts
+
+    async def main() -> None:
+        m = JobManager(store, registry)
+        await m.start()
+        rec = m.submit(spec(LONG, ticks=6000))
+        rec = await wait(m, rec.id, training)
+        p = rec.progress
+        assert p["num_epochs"] == 50 and p["batch"] >= 1 and p["loss"] > 0
+        await asyncio.sleep(1.2)  # progress is also written to the store (about once a second)
+        with store.transaction() as db:
+            (row,) = db.execute("SELECT progress FROM jobs WHERE id = ?", (rec.id,)).fetchone()
+        assert '"batch"' in row
+        t0 = time.monotonic()
+        assert m.cancel(rec.id).status == "running"  # asked; the worker stops between batches
+        rec = await wait(m, rec.id, finished, timeout=10)
+        assert rec.status == "cancelled" and time.monotonic() - t0 < 5
+        assert models(registry) == [] and registry.active_id() is None
+        assert m.cancel(rec.id).status == "cancelled"  # finished: unchanged
+        await m.stop()
+
+    asyncio.run(main())
+
+
+def test_bad_input_is_refused_before_anything_is_recorded(parts) -> None:
+    store, registry = parts
+    m = JobManager(store, registry)
+    for bad in ({"arch": "Transformer9"}, {"num_epochs": -1}, {"lr": 0}, {"bogus": 1},
+                {"train_split": 0.9, "val_split": 0.3}):
+        with pytest.raises(ValueError):
+            m.submit(spec(bad))
+    with pytest.raises(ValueError, match="activate"):
+        m.submit(spec(activate="sometimes"))
+    with pytest.raises(ValueError, match="end must be after start"):
+        m.submit(JobSpec("synthetic", "BTC-USD", 10.0, 5.0, SMALL))
+    assert m.list() == [] and sum(m.counts().values()) == 0
+    for bad_id in ("nope", "../../etc", "0123456789ab"):
+        with pytest.raises(UnknownJob):
+            m.get(bad_id)
+        with pytest.raises(UnknownJob):
+            m.cancel(bad_id)
+
+
+def test_no_data_fails_with_an_actionable_error(parts) -> None:
+    store, registry = parts
+
+    async def main() -> None:
+        m = JobManager(store, registry)
+        await m.start()
+        rec = await wait(m, m.submit(spec(exchange="bitstamp")).id, finished)
+        await m.stop()
+        assert rec.status == "failed"
+        assert rec.error == ("no ticks for bitstamp:BTC-USD in the store; "
+                             "pull or import ticks first")
+
+    asyncio.run(main())
+
+
+def test_restart_marks_left_over_jobs_interrupted(parts) -> None:
+    store, registry = parts
+    old = JobManager(store, registry)  # never started: its job stays queued, as after a crash
+    queued = old.submit(spec())
+    with store.transaction() as db:
+        db.execute("INSERT INTO jobs (id, status, spec, created_at, started_at)"
+                   " VALUES ('00000000abcd', 'running', '{}', 1.0, 2.0)")
+
+    async def main() -> None:
+        m = JobManager(store, registry)
+        await m.start()
+        for job_id in (queued.id, "00000000abcd"):
+            rec = m.get(job_id)
+            assert rec.status == "interrupted" and rec.finished_at is not None
+            assert "the service stopped" in rec.error
+        assert m.counts()["interrupted"] == 2
+        await m.stop()
+
+    asyncio.run(main())
+
+
+def test_stop_interrupts_running_jobs_and_leaves_no_process(parts) -> None:
+    store, registry = parts
+
+    async def main() -> None:
+        m = JobManager(store, registry, concurrency=1)
+        await m.start()
+        running = await wait(m, m.submit(spec(LONG, ticks=6000)).id, training)
+        waiting = m.submit(spec())
+        proc = m._live[running.id].proc
+        await m.stop()
+        assert not proc.is_alive() and proc.exitcode is not None
+        for job_id in (running.id, waiting.id):
+            rec = m.get(job_id)
+            assert rec.status == "interrupted" and "the service stopped" in rec.error
+        assert models(registry) == []
+
+    asyncio.run(main())
+
+
+def test_a_worker_that_dies_is_recorded_failed(parts) -> None:
+    store, registry = parts
+
+    async def main() -> None:
+        m = JobManager(store, registry)
+        await m.start()
+        rec = await wait(m, m.submit(spec(LONG, ticks=6000)).id, training)
+        m._live[rec.id].proc.kill()
+        rec = await wait(m, rec.id, finished)
+        await m.stop()
+        assert rec.status == "failed" and rec.error.startswith("worker exited with code -9")
+
+    asyncio.run(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.market.ticks import TickError
@@ -26,6 +27,16 @@ STATUS: dict[type[Exception], int] = {
 def install(app: FastAPI) -> None:
     for exc_type, status in STATUS.items():
         app.add_exception_handler(exc_type, _handler(status))
+    app.add_exception_handler(RequestValidationError, _validation)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 without echoing the input back: the input may hold NaN (not JSON) or be
+    megabytes long; `loc` already names the field and the index."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def _handler(status: int):  # noqa: ANN202 - starlette's handler type

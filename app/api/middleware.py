@@ -30,28 +30,27 @@ class BodyLimit:
                     await self._reject(send)
                     return
         seen = 0
-        started = False
+        rejected = False
 
         async def counted() -> Message:
-            nonlocal seen
+            # over the limit: answer 413 ourselves and tell the app the client left
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    rejected = True
+                    await self._reject(send)
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def tracked_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+        async def guarded_send(msg: Message) -> None:
+            if not rejected:
+                await send(msg)
 
-        try:
-            await self.app(scope, counted, tracked_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
+        await self.app(scope, counted, guarded_send)
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body over {self.max_bytes} bytes; send fewer ticks "
@@ -60,10 +59,6 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class RequestMetrics:

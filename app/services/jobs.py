@@ -74,7 +74,6 @@ class _Live:
     stop: Any = None
     cancel_at: float | None = None  # when a cancel was asked for
     task: asyncio.Task[None] | None = None
-    progress_written: float = 0.0
 
 
 class JobManager:
@@ -190,7 +189,8 @@ class JobManager:
             elif lv.cancel_at is None:
                 lv.cancel_at = time.time()
                 lv.stop.set()
-                lv.record.progress = {**(lv.record.progress or {}), "cancel_requested": True}
+                if lv.record.progress is not None:
+                    lv.record.progress = {**lv.record.progress, "cancel_requested": True}
             return _copy(lv.record)
 
     def counts(self) -> dict[str, int]:
@@ -240,7 +240,6 @@ class JobManager:
         with self._lock:
             lv.proc, lv.stop = proc, stop
             lv.record.status, lv.record.started_at = "running", time.time()
-            lv.record.progress = {"phase": "starting"}
             self._write(lv.record)
         lv.task = asyncio.create_task(self._monitor(lv, q), name=f"job-{lv.record.id}")
 
@@ -259,7 +258,7 @@ class JobManager:
 
     async def _follow(self, lv: _Live, q: Any) -> tuple[str, Any]:
         """Relay progress until the worker's final message (or its death); reap it."""
-        written = None
+        written, written_at = None, 0.0
         while True:
             final = self._drain(lv, q)
             if final is not None:
@@ -274,8 +273,8 @@ class JobManager:
             if lv.cancel_at is not None and time.time() - lv.cancel_at > CANCEL_GRACE_S:
                 lv.proc.kill()
             now = time.time()
-            if now - lv.progress_written >= PROGRESS_WRITE_S and lv.record.progress != written:
-                lv.progress_written, written = now, lv.record.progress
+            if now - written_at >= PROGRESS_WRITE_S and lv.record.progress is not written:
+                written_at, written = now, lv.record.progress
                 await asyncio.to_thread(self._write_progress, lv.record.id, _dumps(written))
             await asyncio.sleep(0.1)
         await asyncio.to_thread(lv.proc.join, 5.0)
@@ -288,6 +287,8 @@ class JobManager:
             except (queue_mod.Empty, EOFError, OSError):
                 return None
             if kind == "progress":
+                if lv.record.progress is None and "epoch" not in payload:
+                    continue  # progress stays None until training reports (loading data, ...)
                 with self._lock:  # replaced, never mutated: a reader's reference stays valid
                     new = {**(lv.record.progress or {}), **payload}
                     if payload.get("phase") != "training":

@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await predictor.start()
         await manager.start()
         if settings.bootstrap and predictor.model is None:
-            job = bootstrap(store, registry, manager, settings.bootstrap_ticks)
+            synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
+            job = bootstrap(store, registry, manager, settings.bootstrap_ticks,
+                            synthetic[0] if synthetic else "BTC-USD")
             if job is not None:
                 predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
         try:

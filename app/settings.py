@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, mutating endpoints need X-API-Key")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
     markets: list[str] = Field(default_factory=lambda: ["synthetic:BTC-USD"],
-                               description="markets as exchange:SYMBOL")
+                               description="markets as exchange:SYMBOL, a JSON list; the first "
+                                           "synthetic one seeds the first start")
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once")
     job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker")
     predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving")

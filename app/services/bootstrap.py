@@ -17,22 +17,23 @@ from app.services.registry import Registry
 
 log = logging.getLogger(__name__)
 
-EXCHANGE, SYMBOL = "synthetic", "BTC-USD"
 BOOTSTRAP_CONFIG = {"arch": "CNN", "num_epochs": 3, "patience": 2, "hidden_size": 32,
                     "num_layers": 2, "seq_len": 32}
 
 
-def bootstrap(store: TickStore, registry: Registry, jobs: JobManager, n_ticks: int) -> JobRecord | None:
+def bootstrap(store: TickStore, registry: Registry, jobs: JobManager, n_ticks: int,
+              symbol: str = "BTC-USD") -> JobRecord | None:
     """Queue the first model's job when there is no model at all; returns it, or None."""
+    exchange = "synthetic"
     if registry.active_id() is not None or registry.list():
         return None
-    if store.count(EXCHANGE, SYMBOL) == 0:
+    if store.count(exchange, symbol) == 0:
         ticks = synthetic.generate(n_ticks, seed=0)
         shifted = type(ticks)(ticks.time - ticks.time[-1] + time.time(), ticks.price,
                               ticks.amount, ticks.trade_id, ticks.side)
-        added = store.insert(EXCHANGE, SYMBOL, shifted)
-        log.info("bootstrap: stored %d synthetic ticks for %s:%s", added, EXCHANGE, SYMBOL)
-    job = jobs.submit(JobSpec(exchange=EXCHANGE, symbol=SYMBOL, start=None, end=None,
+        added = store.insert(exchange, symbol, shifted)
+        log.info("bootstrap: stored %d synthetic ticks for %s:%s", added, exchange, symbol)
+    job = jobs.submit(JobSpec(exchange=exchange, symbol=symbol, start=None, end=None,
                               config=dict(BOOTSTRAP_CONFIG), activate="always"))
     log.info("bootstrap: no model yet; training a first one in job %s", job.id)
     return job

@@ -111,7 +111,8 @@ class TickArrays:
             if all(c is None for c in cols):
                 return None
             return np.concatenate(
-                [np.full(len(p), None, dtype=object) if c is None else c for p, c in zip(parts, cols)]
+                [np.full(len(p), None, dtype=object) if c is None else c
+                 for p, c in zip(parts, cols, strict=True)]
             )
 
         return cls(
@@ -233,4 +234,4 @@ def write_csv_to(ticks: TickArrays, f: io.TextIOBase) -> None:
     w.writerow(header + extra)
     cols = [ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()]
     cols += [["" if v is None else v for v in getattr(ticks, c)] for c in extra]
-    w.writerows(zip(*cols))
+    w.writerows(zip(*cols, strict=True))

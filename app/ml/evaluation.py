@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from app.market.ticks import TickArrays
 from app.ml import baselines, checkpoint, features, metrics
 

@@ -69,4 +69,4 @@ def client(tmp_path: Path, trained: list[Path]) -> Iterator[TestClient]:
 def body(ticks: TickArrays, n: int = 40, **extra: object) -> dict:
     t = ticks[len(ticks) - n:]
     return {"ticks": [{"time": float(a), "price": float(b), "amount": float(c)}
-                      for a, b, c in zip(t.time, t.price, t.amount)], **extra}
+                      for a, b, c in zip(t.time, t.price, t.amount, strict=True)], **extra}

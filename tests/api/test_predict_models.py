@@ -47,7 +47,8 @@ def test_predict_with_model_id_and_windows(client: TestClient, ticks, trained) -
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert len(preds) == 3
-    assert preds[0]["probability"] == pytest.approx(client.post("/predict", json=body(ticks)).json()["probability"])
+    single = client.post("/predict", json=body(ticks)).json()["probability"]
+    assert preds[0]["probability"] == pytest.approx(single)
     assert [p["as_of"] for p in preds] == [float(ticks.time[-1 - k]) for k in (0, 5, 9)]
 
 

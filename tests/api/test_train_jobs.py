@@ -137,7 +137,8 @@ def test_api_key_guards_mutations_only(tmp_path: Path, trained, ticks) -> None: 
         for method, path in (("post", "/train"), ("post", f"/models/{ids[1]}/activate"),
                              ("delete", f"/models/{ids[1]}"), ("delete", "/jobs/ffffffff")):
             for headers in ({}, {"X-API-Key": "wrong"}):
-                r = getattr(c, method)(path, headers=headers, **({"json": {}} if method == "post" and path == "/train" else {}))
+                extra = {"json": {}} if path == "/train" else {}
+                r = getattr(c, method)(path, headers=headers, **extra)
                 assert r.status_code == 401, (method, path, headers, r.status_code)
         assert c.get("/models").status_code == 200
         assert c.post("/predict", json=body(ticks)).status_code == 200

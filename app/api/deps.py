@@ -1,4 +1,8 @@
-"""Dependencies: the services the lifespan built, and the API-key guard."""
+"""Dependencies: the services the lifespan built, and the API-key guard.
+
+All are `async def`: FastAPI runs plain `def` dependencies in its thread pool,
+two thread hops per /predict for what is an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -19,31 +23,31 @@ _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                            description="required on mutating endpoints when TICKCAST_API_KEY is set")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> TickStore:
+async def get_store(request: Request) -> TickStore:
     return request.app.state.store
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def require_key(request: Request, key: Annotated[str | None, Security(_key_header)]) -> None:
+async def require_key(request: Request, key: Annotated[str | None, Security(_key_header)]) -> None:
     expected = request.app.state.settings.api_key
     if expected is None:
         return

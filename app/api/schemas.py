@@ -32,9 +32,8 @@ def _check_order(ticks: list[TickIn], where: str) -> None:
 
 
 def to_arrays(ticks: list[TickIn]) -> TickArrays:
-    return TickArrays(np.fromiter((t.time for t in ticks), np.float64, len(ticks)),
-                      np.fromiter((t.price for t in ticks), np.float64, len(ticks)),
-                      np.fromiter((t.amount for t in ticks), np.float64, len(ticks)))
+    rows = np.array([(t.time, t.price, t.amount) for t in ticks], dtype=np.float64).reshape(-1, 3)
+    return TickArrays(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy())
 
 
 _EXAMPLE_TICKS = [{"time": 1534131395 + i, "price": 6356.7 + (i % 3) * 0.5, "amount": 0.1}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from app.atomic import atomic_write
 
 SIDES = ("buy", "sell")
 
@@ -213,18 +213,8 @@ def read_csv(source: str | os.PathLike[str] | io.TextIOBase) -> TickArrays:
 
 def write_csv(ticks: TickArrays, path: str | os.PathLike[str]) -> None:
     """Write plain time,price,amount[,trade_id,side] CSV atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write_csv_to(ticks, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        write_csv_to(ticks, f)
 
 
 def write_csv_to(ticks: TickArrays, f: io.TextIOBase) -> None:

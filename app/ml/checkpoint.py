@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.atomic import atomic_write
 from app.market.ticks import TickArrays
 from app.ml import features, nets
 
@@ -57,7 +57,6 @@ def save(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], meta
          train_state: dict[str, Any] | None = None) -> Path:
     """Atomically write a checkpoint; `train_state` (optimizer etc.) only for resumable files."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -66,16 +65,8 @@ def save(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], meta
     }
     if train_state is not None:
         payload["train_state"] = train_state
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

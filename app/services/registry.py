@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from app.atomic import atomic_write
 from app.ml import checkpoint
 
 log = logging.getLogger(__name__)
@@ -164,17 +164,8 @@ class Registry:
         return ModelInfo(model_id, p, size, meta, True)
 
     def _write_active(self, model_id: str) -> None:
-        target = self.folder / ACTIVE_FILE
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{ACTIVE_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(model_id + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.folder / ACTIVE_FILE, "w", encoding="utf-8") as f:
+            f.write(model_id + "\n")
 
     def delete(self, model_id: str) -> None:
         p = self._existing(model_id)

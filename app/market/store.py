@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
@@ -58,6 +59,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             finished_at REAL)""",
         "CREATE INDEX jobs_created ON jobs (created_at)",
         "CREATE INDEX jobs_status ON jobs (status)",
+    ),
+    (
+        # where each market's ingestion resumes; written in the same transaction as the ticks
+        # it follows, so it never points past data that was not stored
+        """CREATE TABLE cursors (
+            market_id INTEGER PRIMARY KEY REFERENCES markets (id), cursor TEXT NOT NULL,
+            updated_at REAL NOT NULL)""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -147,15 +155,17 @@ class TickStore:
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def insert(self, exchange: str, symbol: str, ticks: TickArrays) -> int:
+    def insert(self, exchange: str, symbol: str, ticks: TickArrays, *,
+               cursor: str | None = None) -> int:
         """Store ticks, skipping ones already stored; returns how many were new.
 
         Validation happens before the transaction opens, so bad input leaves
-        the store exactly as it was.
+        the store exactly as it was. `cursor` (an ingestion source's resume
+        point after these ticks) commits together with them or not at all.
         """
         validate(ticks)
         n = len(ticks)
-        if n == 0:
+        if n == 0 and cursor is None:
             return 0
         trade_id, no_id = _opt_str_col(ticks.trade_id, n)
         side, no_side = _opt_str_col(ticks.side, n)
@@ -173,6 +183,13 @@ class TickStore:
                 " has_side = has_side OR ? WHERE id = ?",
                 (n, _any_known(no_id), _any_known(no_side), market_id),
             )
+            if cursor is not None:
+                db.execute(
+                    "INSERT INTO cursors (market_id, cursor, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (market_id) DO UPDATE SET cursor = excluded.cursor,"
+                    " updated_at = excluded.updated_at",
+                    (market_id, cursor, time.time()),
+                )
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO ticks"
@@ -190,6 +207,14 @@ class TickStore:
                 ),
             )
             return db.total_changes - before
+
+    def cursor(self, exchange: str, symbol: str) -> str | None:
+        """Where ingestion of this market resumes (None: never pulled)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.cursor FROM cursors c JOIN markets m ON m.id = c.market_id"
+                " WHERE m.exchange = ? AND m.symbol = ?", (exchange, symbol)).fetchone()
+        return None if row is None else str(row[0])
 
     def read(
         self,

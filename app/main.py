@@ -18,13 +18,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import errors
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
-from app.api.routes import health, jobs, models, predict
+from app.api.routes import health, jobs, markets, models, predict
 from app.market.store import TickStore
 from app.ml.checkpoint import best_device
-from app.services.bootstrap import bootstrap
+from app.services import bootstrap
 from app.services.jobs import JobManager, JobRecord
 from app.services.predictor import Predictor
 from app.services.registry import Registry
+from app.services.scheduler import Ingestor
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("tickcast")
@@ -65,15 +66,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        if settings.bootstrap and predictor.model is None:
+        ingestor = Ingestor(store, settings.markets, source_urls=settings.source_urls,
+                            interval_s=settings.pull_interval_s, enabled=settings.ingest,
+                            jobs=manager, retrain_cron=settings.retrain_cron,
+                            synthetic_history_s=settings.bootstrap_ticks
+                            * bootstrap.SYNTHETIC_SECONDS_PER_TICK)
+        app.state.ingestor = ingestor
+        if settings.bootstrap and predictor.model is None and bootstrap.needed(registry):
             synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
-            job = bootstrap(store, registry, manager, settings.bootstrap_ticks,
-                            synthetic[0] if synthetic else "BTC-USD")
-            if job is not None:
-                predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
+            symbol = synthetic[0] if synthetic else "BTC-USD"
+            if store.count("synthetic", symbol) == 0:
+                filled = await ingestor.fill_synthetic(symbol)
+                log.info("bootstrap: stored %d synthetic ticks", filled.new_ticks)
+            job = bootstrap.queue_first_job(manager, symbol)
+            predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
+        ingestor.start()
         try:
             yield
         finally:
+            await ingestor.stop()
             await manager.stop()
             await predictor.stop()
             store.close()
@@ -82,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Probability that a market's price rises on the next trade tick.")
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for r in (predict.router, jobs.router, models.router, health.router):
+    for r in (predict.router, jobs.router, models.router, markets.router, health.router):
         app.include_router(r)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

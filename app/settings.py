@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     markets: list[str] = Field(default_factory=lambda: ["synthetic:BTC-USD"],
                                description="markets as exchange:SYMBOL, a JSON list; the first "
                                            "synthetic one seeds the first start")
+    ingest: bool = Field(True, description="pull the markets on a schedule (off for replicas "
+                                           "that should not ingest)")
+    pull_interval_s: float = Field(10.0, gt=0, le=86_400, description="seconds between pulls of a market")
+    source_urls: dict[str, str] = Field(default_factory=dict,
+                                        description="base URL per exchange (mirrors, tests), a JSON object")
+    retrain_cron: str | None = Field(None, description="crontab (UTC) for retraining each market with "
+                                                       "the if_better policy; unset: never")
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once")
     job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker")
     predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving")
@@ -39,6 +46,15 @@ class Settings(BaseSettings):
                                               "market and train a small model if none exists")
     bootstrap_ticks: int = Field(60_000, ge=1_000, description="synthetic ticks for bootstrap")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v:
+            from apscheduler.triggers.cron import CronTrigger
+
+            CronTrigger.from_crontab(v, "UTC")  # ValueError names the bad field
+        return v or None
 
     @field_validator("markets")
     @classmethod

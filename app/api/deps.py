@@ -17,6 +17,7 @@ from app.market.store import TickStore
 from app.services.jobs import JobManager
 from app.services.predictor import Predictor
 from app.services.registry import Registry
+from app.services.scheduler import Ingestor
 from app.settings import Settings
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -43,6 +44,10 @@ async def get_jobs(request: Request) -> JobManager:
     return request.app.state.jobs
 
 
+async def get_ingestor(request: Request) -> Ingestor:
+    return request.app.state.ingestor
+
+
 async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -61,5 +66,6 @@ StoreDep = Annotated[TickStore, Depends(get_store)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
+IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 KeyDep = Depends(require_key)

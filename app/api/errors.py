@@ -11,11 +11,13 @@ from app.ml.checkpoint import CheckpointError
 from app.services.jobs import UnknownJob
 from app.services.predictor import NoModel, NotEnoughTicks
 from app.services.registry import InvalidModelId, ModelInUse, UnknownModel
+from app.services.scheduler import UnknownMarket
 
 STATUS: dict[type[Exception], int] = {
     InvalidModelId: 422,
     UnknownModel: 404,
     UnknownJob: 404,
+    UnknownMarket: 404,
     ModelInUse: 409,
     NotEnoughTicks: 422,
     TickError: 422,

@@ -1,17 +1,15 @@
 """First start: no model anywhere, so make one from the synthetic market.
 
 A fresh machine with no network and no configuration should serve real
-predictions within a minute: fill the store with synthetic ticks ending now
-(if it is empty) and queue a small CNN job that activates its result.
+predictions within a minute: the store is filled with the live synthetic
+market's history up to now (by the ingestor, so later pulls continue the
+same path) and a small CNN job is queued that activates its result.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
-from app.market.sources import synthetic
-from app.market.store import TickStore
 from app.services.jobs import JobManager, JobRecord, JobSpec
 from app.services.registry import Registry
 
@@ -19,21 +17,16 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_CONFIG = {"arch": "CNN", "num_epochs": 3, "patience": 2, "hidden_size": 32,
                     "num_layers": 2, "seq_len": 32}
+SYNTHETIC_SECONDS_PER_TICK = 4.66  # the synthetic market's mean gap, as on the Bitstamp file
 
 
-def bootstrap(store: TickStore, registry: Registry, jobs: JobManager, n_ticks: int,
-              symbol: str = "BTC-USD") -> JobRecord | None:
-    """Queue the first model's job when there is no model at all; returns it, or None."""
-    exchange = "synthetic"
-    if registry.active_id() is not None or registry.list():
-        return None
-    if store.count(exchange, symbol) == 0:
-        ticks = synthetic.generate(n_ticks, seed=0)
-        shifted = type(ticks)(ticks.time - ticks.time[-1] + time.time(), ticks.price,
-                              ticks.amount, ticks.trade_id, ticks.side)
-        added = store.insert(exchange, symbol, shifted)
-        log.info("bootstrap: stored %d synthetic ticks for %s:%s", added, exchange, symbol)
-    job = jobs.submit(JobSpec(exchange=exchange, symbol=symbol, start=None, end=None,
+def needed(registry: Registry) -> bool:
+    """No model at all: neither an active one nor any in the folder to activate."""
+    return registry.active_id() is None and not registry.list()
+
+
+def queue_first_job(jobs: JobManager, symbol: str) -> JobRecord:
+    job = jobs.submit(JobSpec(exchange="synthetic", symbol=symbol, start=None, end=None,
                               config=dict(BOOTSTRAP_CONFIG), activate="always"))
     log.info("bootstrap: no model yet; training a first one in job %s", job.id)
     return job

@@ -42,7 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, ticks: TickArrays) -> list
 
 def make_settings(tmp: Path, **over: object) -> Settings:
     base = dict(store_path=tmp / "db" / "tickcast.db", models_dir=tmp / "models", bootstrap=False,
-                device="cpu", batch_window_ms=1.0, job_threads=1)
+                device="cpu", batch_window_ms=1.0, job_threads=1, ingest=False)
     base.update(over)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -1,0 +1,89 @@
+"""Markets: ingestion status, stored ticks, pull now, CSV import."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from app.api.deps import IngestorDep, KeyDep, SettingsDep, StoreDep
+from app.market.sources.base import SourceError
+from app.market.ticks import TickError, read_csv, write_csv_to
+
+router = APIRouter(tags=["markets"])
+
+def _check_name(*names: str) -> None:
+    for n in names:
+        if not (0 < len(n) <= 64) or not all(c.isalnum() or c in "-_." for c in n):
+            raise HTTPException(422, f"{n!r} is not a valid exchange or symbol name")
+
+
+@router.get("/markets")
+async def list_markets(ingestor: IngestorDep) -> list[dict]:
+    """Each configured market: last pull, last tick time, lag, ticks stored, last error, next run."""
+    return ingestor.describe()
+
+
+@router.get("/markets/{exchange}/{symbol}/ticks", responses={
+    200: {"content": {"text/csv": {}}, "description": "JSON columns, or CSV with format=csv"}})
+async def market_ticks(exchange: str, symbol: str, store: StoreDep,
+                       start: float | None = Query(None, description="unix s, inclusive"),
+                       end: float | None = Query(None, description="unix s, exclusive"),
+                       limit: int = Query(1000, ge=1, le=100_000),
+                       format: Literal["json", "csv"] = "json") -> Response:
+    """Stored ticks by time range, oldest first."""
+    _check_name(exchange, symbol)
+    for v in (start, end):
+        if v is not None and not math.isfinite(v):
+            raise HTTPException(422, "start and end must be finite numbers")
+    if start is not None and end is not None and end < start:
+        raise HTTPException(422, "end must not be before start")
+    ticks = store.read(exchange, symbol, start=start, end=end, limit=limit)
+    if format == "csv":
+        buf = io.StringIO()
+        write_csv_to(ticks, buf)
+        return Response(buf.getvalue(), media_type="text/csv")
+    body = {"exchange": exchange, "symbol": symbol, "count": len(ticks),
+            "ticks": [{"time": t, "price": p, "amount": a} for t, p, a in
+                      zip(ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist(),
+                          strict=True)]}
+    return Response(json.dumps(body), media_type="application/json")
+
+
+@router.post("/markets/{exchange}/{symbol}/pull", dependencies=[KeyDep],
+             responses={404: {"description": "not a configured market"},
+                        502: {"description": "the exchange failed; nothing was lost"}})
+async def pull_market(exchange: str, symbol: str, ingestor: IngestorDep) -> dict:
+    """Pull now (whatever the schedule says); answers with what was stored."""
+    try:
+        r = await ingestor.pull_now(exchange, symbol)
+    except SourceError as e:
+        raise HTTPException(502, f"{e}; stored ticks and the cursor are unchanged, retry later") from e
+    return {"exchange": exchange, "symbol": symbol, "new_ticks": r.new_ticks, "pages": r.pages,
+            "cursor": r.cursor, "seconds": r.seconds}
+
+
+@router.post("/markets/{exchange}/{symbol}/import", dependencies=[KeyDep],
+             openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {
+                 "schema": {"type": "string"}}}}},
+             responses={422: {"description": "a bad row (named) or a bad file; nothing stored"}})
+async def import_ticks(exchange: str, symbol: str, request: Request, store: StoreDep,
+                       settings: SettingsDep) -> dict:
+    """Import a CSV (time,price,amount[,trade_id,side] or the ancestor's format) sent as the body.
+
+    The whole file is validated before anything is stored; a re-import stores nothing twice.
+    """
+    _check_name(exchange, symbol)
+    raw = await request.body()
+    try:
+        ticks = read_csv(io.StringIO(raw.decode("utf-8")))
+    except UnicodeDecodeError as e:
+        raise HTTPException(422, "the body is not UTF-8 text CSV") from e
+    except TickError as e:
+        raise HTTPException(422, f"CSV {e}; nothing was stored") from e
+    new = await asyncio.to_thread(store.insert, exchange, symbol, ticks)
+    return {"exchange": exchange, "symbol": symbol, "rows": len(ticks), "new_ticks": new}

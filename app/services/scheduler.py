@@ -2,15 +2,17 @@
 
 One pull job per configured market, every `pull_interval_s`, with
 max_instances=1 and coalescing: a slow exchange delays its own next pull and
-never stacks pulls up. Pulls are async HTTP plus SQLite in a worker thread,
-so /predict keeps answering while they run.
+never stacks pulls up. Pulls run in one worker process (see
+`ingest_worker`), so /predict keeps answering at its idle latency while they run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +22,8 @@ from apscheduler.triggers.cron import CronTrigger
 from app.market.sources import make_source
 from app.market.sources.base import SourceError
 from app.market.store import TickStore
-from app.services.ingest import PullResult, pull
+from app.services import ingest_worker
+from app.services.ingest import PullResult
 from app.services.jobs import JobManager, JobSpec
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ class Ingestor:
         self.jobs = jobs
         self.retrain_cron = retrain_cron
         self._urls = source_urls
-        self._sources: dict[str, Any] = {}
+        self._pool: ProcessPoolExecutor | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.status: dict[tuple[str, str], MarketStatus] = {}
         for m in markets:
@@ -61,18 +64,27 @@ class Ingestor:
             self.status[(exchange, symbol)] = MarketStatus(exchange, symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
-    def _source(self, exchange: str) -> Any:
-        if exchange not in self._sources:
-            kw: dict[str, Any] = {}
-            if exchange == "synthetic":  # its first pull is the history the first start trains on
-                kw["history_s"] = self.synthetic_history_s
-            self._sources[exchange] = make_source(exchange, self._urls.get(exchange), **kw)
-        return self._sources[exchange]
+    def _source_kw(self, exchange: str) -> dict[str, Any]:
+        make_source(exchange, self._urls.get(exchange))  # an unknown exchange fails here, loudly
+        # the synthetic market's first pull is the history the first start trains on
+        return {"history_s": self.synthetic_history_s} if exchange == "synthetic" else {}
+
+    async def _pull(self, exchange: str, symbol: str, start: float | None) -> PullResult:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                             initializer=ingest_worker.lower_priority)
+        status, value = await asyncio.get_running_loop().run_in_executor(
+            self._pool, ingest_worker.run_pull, str(self.store.path), exchange, symbol,
+            self._urls.get(exchange), self._source_kw(exchange), start)
+        if status != "ok":
+            raise SourceError(value)
+        return value
 
     async def fill_synthetic(self, symbol: str) -> PullResult:
         """The first start's data: the live synthetic market's history up to now, with its cursor,
-        so scheduled pulls continue the same price path."""
-        return await pull(self.store, self._source("synthetic"), "synthetic", symbol)
+        pulled by the same worker (and source) as later scheduled pulls, so they continue the
+        same price path."""
+        return await self._pull("synthetic", symbol, None)
 
     def market(self, exchange: str, symbol: str) -> MarketStatus:
         try:
@@ -87,8 +99,7 @@ class Ingestor:
         lock = self._locks.setdefault((exchange, symbol), asyncio.Lock())
         async with lock:  # a manual pull and a scheduled one never interleave pages
             try:
-                result = await pull(self.store, self._source(exchange), exchange, symbol,
-                                    start=time.time() - 3600)
+                result = await self._pull(exchange, symbol, time.time() - 3600)
             except (SourceError, OSError, ValueError) as e:
                 st.last_error, st.last_pull = str(e), time.time()
                 log.warning("pull %s:%s failed: %s", exchange, symbol, e)
@@ -126,8 +137,15 @@ class Ingestor:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        for src in self._sources.values():
-            await src.aclose()
+        if self._pool is not None:
+            # A backfill may be mid-way: stop its process rather than wait. Each page commits
+            # with its cursor in one SQLite transaction, so the next start resumes cleanly.
+            procs = list(getattr(self._pool, "_processes", {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                await asyncio.to_thread(proc.join, 5)
 
     def describe(self) -> list[dict[str, Any]]:
         """Per market: last pull, last tick time, lag, ticks stored, last error, next run."""

@@ -34,6 +34,7 @@ __all__ = [
     "Source",
     "SourceError",
     "UnknownSymbol",
+    "canonical_symbol",
     "normalise_symbol",
     "ticks_from_rows",
 ]
@@ -105,6 +106,15 @@ def normalise_symbol(symbol: str) -> tuple[str, str]:
     raise ValueError(
         f"cannot read symbol {symbol!r}; write it as BASE-QUOTE, e.g. BTC-USD"
     )
+
+
+def canonical_symbol(symbol: str) -> str:
+    """`BASE-QUOTE`, the key a market is stored under; UnknownSymbol when malformed."""
+    try:
+        base, quote = normalise_symbol(symbol)
+    except ValueError as e:
+        raise UnknownSymbol(str(e)) from e
+    return f"{base}-{quote}"
 
 
 def _id_key(trade_id: str | None) -> tuple[int, int, str]:

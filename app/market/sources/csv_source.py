@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.market.sources.base import MalformedResponse, Page, SourceError, UnknownSymbol, normalise_symbol
+from app.market.sources.base import MalformedResponse, Page, SourceError, canonical_symbol
 from app.market.ticks import TickArrays, TickError, read_csv
 
 
@@ -36,11 +36,7 @@ class CsvSource:
 
     def pair(self, symbol: str) -> str:
         """The file holds one market whatever it is called; normalise for messages and keys."""
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(str(e)) from e
-        return f"{base}-{quote}"
+        return canonical_symbol(symbol)
 
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:
         """Rows [cursor, cursor + page_size); with no cursor, from the first row at or after `start`."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from app.market.sources.base import Page, SourceError, UnknownSymbol, normalise_symbol
+from app.market.sources.base import Page, SourceError, canonical_symbol
 from app.market.sources.synthetic import DEFAULT_START_PRICE, SyntheticMarket, SyntheticParams
 from app.market.ticks import TickArrays
 
@@ -48,11 +48,7 @@ class SyntheticSource:
 
     def pair(self, symbol: str) -> str:
         """Any well-formed symbol: the synthetic market trades whatever it is called."""
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(str(e)) from e
-        return f"{base}-{quote}"
+        return canonical_symbol(symbol)
 
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:
         """The ticks since the last fetch up to now (the first fetch: since `start`, if given)."""

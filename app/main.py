@@ -129,11 +129,11 @@ def _refresh_gauges(m: Metrics, manager: JobManager, predictor: Predictor) -> No
 
 
 def serve() -> None:
-    """`tickcast serve`: uvicorn, one worker, on the settings' host and port."""
+    """`tickcast serve`: uvicorn on the settings' host, port and worker count."""
     import uvicorn
 
     s = get_settings()
-    uvicorn.run("app.main:app", host=s.host, port=s.port, workers=1, log_level=s.log_level)
+    uvicorn.run("app.main:app", host=s.host, port=s.port, workers=s.workers, log_level=s.log_level)
 
 
 app = create_app()

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address `tickcast serve` binds (0.0.0.0 in containers)")
     port: int = Field(8000, ge=1, le=65535, description="port `tickcast serve` listens on")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `tickcast serve`; each "
+                                                     "runs the whole lifespan, so with more than 1 turn "
+                                                     "ingestion off here and ingest from one replica")
     store_path: Path = Field(Path("data/tickcast.db"), description="SQLite tick store (one file)")
     models_dir: Path = Field(Path("models"), description="checkpoint store: one <id>.pt per model")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
@@ -46,6 +49,11 @@ class Settings(BaseSettings):
                                               "market and train a small model if none exists")
     bootstrap_ticks: int = Field(60_000, ge=1_000, description="synthetic ticks for bootstrap")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, v: object) -> object:
+        return None if v == "" else v  # an empty variable (compose's default) means "no key"
 
     @field_validator("retrain_cron")
     @classmethod

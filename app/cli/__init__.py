@@ -1,0 +1,50 @@
+"""The `tickcast` command: one subcommand per job, each the same code as its script.
+
+    tickcast serve                    the HTTP service
+    tickcast train ARCH DATA ...      = scripts/train.py
+    tickcast evaluate CKPT... DATA    = scripts/evaluate.py
+    tickcast fetch EXCHANGE SYMBOL    = scripts/fetch_ticks.py
+
+A subcommand's module is imported only when it runs, so `tickcast --help` and
+`tickcast serve` do not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module under app.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", "start the HTTP service (settings from TICKCAST_* and .env)"),
+    "train": ("train", "train a CNN/LSTM/GRU next-tick classifier (= scripts/train.py)"),
+    "evaluate": ("evaluate", "score saved models against the baselines (= scripts/evaluate.py)"),
+    "fetch": ("fetch", "backfill one market's trades into the store or a CSV (= scripts/fetch_ticks.py)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tickcast", description="tick-level market direction service",
+        epilog="`tickcast COMMAND --help` shows a command's flags.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def command_module(name: str):
+    return importlib.import_module(f"app.cli.{COMMANDS[name][0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the first word picks the command (or is --help); the rest goes to that command's own parser
+    args = build_parser().parse_args(argv[:1])
+    return command_module(args.command).main(argv[1:], prog=f"tickcast {args.command}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -35,6 +36,7 @@ __all__ = [
     "SourceError",
     "UnknownSymbol",
     "canonical_symbol",
+    "symbol_parts",
     "normalise_symbol",
     "ticks_from_rows",
 ]
@@ -108,13 +110,17 @@ def normalise_symbol(symbol: str) -> tuple[str, str]:
     )
 
 
+def symbol_parts(symbol: str, source: str = "") -> tuple[str, str]:
+    """(BASE, QUOTE) for a source's `pair()`; UnknownSymbol (named for `source`) when malformed."""
+    try:
+        return normalise_symbol(symbol)
+    except ValueError as e:
+        raise UnknownSymbol(f"{source}: {e}" if source else str(e)) from e
+
+
 def canonical_symbol(symbol: str) -> str:
     """`BASE-QUOTE`, the key a market is stored under; UnknownSymbol when malformed."""
-    try:
-        base, quote = normalise_symbol(symbol)
-    except ValueError as e:
-        raise UnknownSymbol(str(e)) from e
-    return f"{base}-{quote}"
+    return "-".join(symbol_parts(symbol))
 
 
 def _id_key(trade_id: str | None) -> tuple[int, int, str]:
@@ -163,7 +169,7 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, dt.timestamp() - time.time())
 
 
-class HttpSource:
+class HttpSource(ABC):
     """Base class for HTTP exchanges: spacing, retries, backoff, Retry-After.
 
     `min_interval_s` is the exchange's published rate limit as a minimum spacing
@@ -199,11 +205,13 @@ class HttpSource:
         self._spacing = asyncio.Lock()
         self._next_at = 0.0
 
-    def pair(self, symbol: str) -> str:  # pragma: no cover - every exchange overrides
-        raise NotImplementedError
+    @abstractmethod
+    def pair(self, symbol: str) -> str:
+        """The exchange's pair name for a normalised symbol."""
 
+    @abstractmethod
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:
-        raise NotImplementedError  # pragma: no cover
+        """The trades after `cursor` (or from `start`), oldest first."""
 
     async def aclose(self) -> None:
         """Close the client only if this instance created it (a shared one is the owner's)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from app.market.sources.base import HttpSource, Page, UnknownSymbol, normalise_symbol
+from app.market.sources.base import HttpSource, Page, symbol_parts
 from app.market.ticks import Tick
 
 WINDOW_MS = 3_599_999  # startTime..endTime must span less than one hour
@@ -28,10 +28,7 @@ class BinanceSource(HttpSource):
         self.limit = limit
 
     def pair(self, symbol: str) -> str:
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(f"binance: {e}") from e
+        base, quote = symbol_parts(symbol, "binance")
         if quote == "USD":  # Binance quotes dollars in USDT
             quote = "USDT"
         return base + quote

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 
-from app.market.sources.base import HttpSource, Page, SourceError, UnknownSymbol, normalise_symbol
+from app.market.sources.base import HttpSource, Page, SourceError, UnknownSymbol, symbol_parts
 from app.market.ticks import Tick
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,7 @@ class BitcoinchartsSource(HttpSource):
 
     def pair(self, symbol: str) -> str:
         """"BTC-USD" -> "bitstampUSD": bitcoincharts lists bitcoin markets only."""
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(str(e)) from e
+        base, quote = symbol_parts(symbol)
         if base not in ("BTC", "XBT"):
             raise UnknownSymbol(f"bitcoincharts lists bitcoin markets only, not {symbol!r}; use BTC-<quote>")
         return f"{self.exchange}{quote}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.market.sources.base import HttpSource, Page, SourceError, UnknownSymbol, normalise_symbol
+from app.market.sources.base import HttpSource, Page, SourceError, symbol_parts
 from app.market.ticks import Tick
 
 
@@ -25,10 +25,7 @@ class BitstampSource(HttpSource):
         self.window = window
 
     def pair(self, symbol: str) -> str:
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(f"bitstamp: {e}") from e
+        base, quote = symbol_parts(symbol, "bitstamp")
         return (base + quote).lower()
 
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:

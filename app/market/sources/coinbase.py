@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from app.market.sources.base import HttpSource, Page, UnknownSymbol, normalise_symbol
+from app.market.sources.base import HttpSource, Page, symbol_parts
 from app.market.ticks import Tick
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ class CoinbaseSource(HttpSource):
         self.max_pages = max_pages
 
     def pair(self, symbol: str) -> str:
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(f"coinbase: {e}") from e
+        base, quote = symbol_parts(symbol, "coinbase")
         return f"{base}-{quote}"
 
     async def _page(self, path: str, after: int | None) -> list[Tick]:

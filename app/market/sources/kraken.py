@@ -22,7 +22,7 @@ from app.market.sources.base import (
     RateLimited,
     SourceError,
     UnknownSymbol,
-    normalise_symbol,
+    symbol_parts,
 )
 from app.market.ticks import Tick
 
@@ -45,10 +45,7 @@ class KrakenSource(HttpSource):
 
     def pair(self, symbol: str) -> str:
         """"BTC-USD" -> "XBTUSD" (Kraken accepts the short altname in requests)."""
-        try:
-            base, quote = normalise_symbol(symbol)
-        except ValueError as e:
-            raise UnknownSymbol(str(e)) from e
+        base, quote = symbol_parts(symbol)
         return _ASSETS.get(base, base) + _ASSETS.get(quote, quote)
 
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:

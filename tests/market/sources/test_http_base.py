@@ -14,17 +14,26 @@ from app.market.sources import SOURCES, make_source
 from app.market.sources.base import (
     HttpSource,
     MalformedResponse,
+    Page,
     RateLimited,
     SourceError,
     normalise_symbol,
     ticks_from_rows,
 )
-from app.market.ticks import Tick, TickError
+from app.market.ticks import Tick, TickArrays, TickError
 
 
 class Dummy(HttpSource):
+    """Only the shared HTTP machinery is under test here."""
+
     name = "dummy"
     min_interval_s = 0.0
+
+    def pair(self, symbol: str) -> str:
+        return symbol
+
+    async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:
+        return Page(TickArrays.empty(), cursor, False)
 
 
 def mk(fx: FakeExchange, **kw) -> Dummy:

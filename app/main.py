@@ -7,21 +7,28 @@ jobs (recorded as interrupted) before the store closes.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from app.api import errors
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
-from app.api.routes import health, jobs, markets, models, predict
+from app.api.routes import dashboard, health, jobs, markets, models, predict, stream
 from app.market.store import TickStore
 from app.ml.checkpoint import best_device
 from app.services import bootstrap
+from app.services.feeds import Feeds
 from app.services.jobs import JobManager, JobRecord
 from app.services.predictor import Predictor
 from app.services.registry import Registry
@@ -58,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              threads=settings.job_threads, on_finish=on_finish)
         app.state.settings, app.state.store, app.state.registry = settings, store, registry
         app.state.predictor, app.state.jobs, app.state.metrics = predictor, manager, metrics
-        metrics.on_scrape(lambda m: _refresh_gauges(m, manager, predictor))
+        metrics.on_scrape(lambda m: _refresh_gauges(m, app))
         await predictor.start()
         await manager.start()
         # Everything loaded so far lives as long as the process: keep the collector off it, and
@@ -72,6 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             synthetic_history_s=settings.bootstrap_ticks
                             * bootstrap.SYNTHETIC_SECONDS_PER_TICK)
         app.state.ingestor = ingestor
+        feeds = Feeds(store, predictor, poll_s=settings.stream_poll_s,
+                      max_clients=settings.stream_max_clients)
+        app.state.feeds = feeds
+        ingestor.on_stored = feeds.notify
+        restore_signals = _end_streams_on_exit_signal(feeds)
         if settings.bootstrap and predictor.model is None and bootstrap.needed(registry):
             synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
             symbol = synthetic[0] if synthetic else "BTC-USD"
@@ -84,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            restore_signals()
+            feeds.close()
             await ingestor.stop()
             await manager.stop()
             await predictor.stop()
@@ -93,8 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Probability that a market's price rises on the next trade tick.")
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for r in (predict.router, jobs.router, models.router, markets.router, health.router):
+    for r in (predict.router, jobs.router, models.router, markets.router, stream.router,
+              health.router, dashboard.router):
         app.include_router(r)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
@@ -120,12 +136,45 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def _refresh_gauges(m: Metrics, manager: JobManager, predictor: Predictor) -> None:
-    for status, n in manager.counts().items():
+def _refresh_gauges(m: Metrics, app: FastAPI) -> None:
+    for status, n in app.state.jobs.counts().items():
         m.jobs.labels(status).set(n)
-    model = predictor.model
+    m.streams.set(app.state.feeds.clients)
+    model = app.state.predictor.model
     m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
                   "seq_len": str(model.seq_len)} if model else {"id": ""})
+
+
+def _end_streams_on_exit_signal(feeds: Feeds) -> Callable[[], None]:
+    """On SIGINT/SIGTERM, end the event streams, then let the server's own handler run.
+
+    uvicorn waits for open responses before it runs the lifespan's shutdown, and an
+    event stream never ends by itself: without this, an open dashboard would hold up
+    every shutdown until the container is killed. Returns the undo.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals belong to the main thread (a server run from a test thread)
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(feeds.close)
+        prev = previous[signum]
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_DFL:  # nobody else was listening: do what the signal would have
+            signal.signal(signum, prev)
+            signal.raise_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handle)
+
+    def restore() -> None:
+        for sig, prev in previous.items():
+            if signal.getsignal(sig) is handle:
+                signal.signal(sig, prev)
+
+    return restore
 
 
 def serve() -> None:

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="checkpoint store: one <id>.pt per model")
     device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     api_key: SecretStr | None = Field(None, description="when set, mutating endpoints need X-API-Key")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (external "
+                                                                         "dashboards), a JSON list")
     markets: list[str] = Field(default_factory=lambda: ["synthetic:BTC-USD"],
                                description="markets as exchange:SYMBOL, a JSON list; the first "
                                            "synthetic one seeds the first start")
@@ -43,6 +44,11 @@ class Settings(BaseSettings):
     predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving")
     batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for a batch")
     batch_max: int = Field(64, ge=1, le=4096, description="largest micro-batch")
+    stream_max_clients: int = Field(100, ge=1, le=10_000, description="open /stream connections "
+                                                                     "allowed at once (others get 503)")
+    stream_poll_s: float = Field(1.0, gt=0, le=60, description="how often a stream looks for ticks "
+                                                              "it was not told about (imports, other "
+                                                              "processes)")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request bodies above this get 413")
     max_ticks: int = Field(10_000, ge=2, description="most ticks in one /predict body")
     bootstrap: bool = Field(True, description="first start: fill the store from the synthetic "

@@ -14,6 +14,7 @@ from fastapi.security import APIKeyHeader
 
 from app.api.metrics import Metrics
 from app.market.store import TickStore
+from app.services.feeds import Feeds
 from app.services.jobs import JobManager
 from app.services.predictor import Predictor
 from app.services.registry import Registry
@@ -48,6 +49,10 @@ async def get_ingestor(request: Request) -> Ingestor:
     return request.app.state.ingestor
 
 
+async def get_feeds(request: Request) -> Feeds:
+    return request.app.state.feeds
+
+
 async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -67,5 +72,6 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
+FeedsDep = Annotated[Feeds, Depends(get_feeds)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 KeyDep = Depends(require_key)

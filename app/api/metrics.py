@@ -32,6 +32,7 @@ class Metrics:
         self.batch_size = Histogram("tickcast_predict_batch_size", "windows per forward pass",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.jobs = Gauge("tickcast_jobs", "training jobs by status", ("status",), registry=r)
+        self.streams = Gauge("tickcast_stream_clients", "open /stream connections", registry=r)
         self.model = Info("tickcast_active_model", "the model /predict uses", registry=r)
         self._refresh: list[Callable[[Metrics], None]] = []
 

@@ -71,6 +71,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _Market = tuple[int, bool, bool]  # id, has ever had a trade_id, has ever had a side
+Position = tuple[float, int]  # (time, seq): where a tick sits in its market's order
+_AFTER_DTYPE = np.dtype([("time", "f8"), ("price", "f8"), ("amount", "f8"), ("seq", "i8")])
 
 
 class StoreError(RuntimeError):
@@ -265,6 +267,27 @@ class TickStore:
                 (market[0], int(n)),
             )
             return _to_arrays(np.fromiter(cur, dtype=dtype)[::-1])
+
+    def after(self, exchange: str, symbol: str, position: Position | None,
+              limit: int) -> tuple[TickArrays, np.ndarray]:
+        """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs.
+
+        A live view asks this over and over with the last (time, seq) it saw. Only ticks
+        at or after that time count as new: a backfill of older history is not news, and
+        the condition keeps the read a range walk of the primary key.
+        """
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None or limit <= 0:
+                return TickArrays.empty(), np.empty(0, dtype=np.int64)
+            where, args = "market_id = ?", [market[0]]
+            if position is not None:
+                where += " AND time >= ? AND (time > ? OR seq > ?)"
+                args += [float(position[0]), float(position[0]), int(position[1])]
+            cur = self._db.execute(f"SELECT time, price, amount, seq FROM ticks WHERE {where}"
+                                   " ORDER BY time DESC, seq DESC LIMIT ?", [*args, int(limit)])
+            rows = np.fromiter(cur, dtype=_AFTER_DTYPE)[::-1]
+        return _to_arrays(rows), np.ascontiguousarray(rows["seq"])
 
     def count(self, exchange: str, symbol: str) -> int:
         with self._lock:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -63,6 +64,7 @@ class Ingestor:
             exchange, symbol = m.split(":", 1)
             self.status[(exchange, symbol)] = MarketStatus(exchange, symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.on_stored: Callable[[str, str], None] | None = None  # a pull stored new ticks
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
         make_source(exchange, self._urls.get(exchange))  # an unknown exchange fails here, loudly
@@ -106,6 +108,8 @@ class Ingestor:
                 raise
             st.last_pull, st.last_new_ticks, st.last_error = time.time(), result.new_ticks, None
             st.pulls += 1
+            if result.new_ticks and self.on_stored is not None:
+                self.on_stored(exchange, symbol)
             return result
 
     async def _scheduled_pull(self, exchange: str, symbol: str) -> None:

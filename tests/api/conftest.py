@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -70,3 +76,25 @@ def body(ticks: TickArrays, n: int = 40, **extra: object) -> dict:
     t = ticks[len(ticks) - n:]
     return {"ticks": [{"time": float(a), "price": float(b), "amount": float(c)}
                       for a, b, c in zip(t.time, t.price, t.amount, strict=True)], **extra}
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """The app under uvicorn on a free 127.0.0.1 port, in a thread: the real server, for what
+    TestClient cannot do (streams that never end, a browser)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert th.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        th.join(20)

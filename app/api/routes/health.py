@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import MetricsDep, PredictorDep, StoreDep
+from app.api.deps import MetricsDep, PredictorDep, SettingsDep, StoreDep
 
 router = APIRouter(tags=["operations"])
 
@@ -14,6 +14,16 @@ router = APIRouter(tags=["operations"])
 async def health() -> dict[str, str]:
     """The process answers; says nothing about models."""
     return {"status": "ok"}
+
+
+@router.get("/info")
+async def info(settings: SettingsDep, predictor: PredictorDep, request: Request) -> dict[str, object]:
+    """What a client needs to know before it starts: whether writes need a key, the
+    configured markets, the serving device."""
+    return {"version": request.app.version, "auth_required": settings.api_key is not None,
+            "markets": [dict(zip(("exchange", "symbol"), m.split(":", 1), strict=True))
+                        for m in settings.markets],
+            "device": str(predictor.device)}
 
 
 @router.get("/ready", responses={503: {"description": "not ready, with the reason"}})

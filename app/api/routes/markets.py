@@ -16,7 +16,7 @@ from app.market.ticks import TickError, read_csv, write_csv_to
 
 router = APIRouter(tags=["markets"])
 
-def _check_name(*names: str) -> None:
+def check_name(*names: str) -> None:
     for n in names:
         if not (0 < len(n) <= 64) or not all(c.isalnum() or c in "-_." for c in n):
             raise HTTPException(422, f"{n!r} is not a valid exchange or symbol name")
@@ -36,7 +36,7 @@ async def market_ticks(exchange: str, symbol: str, store: StoreDep,
                        limit: int = Query(1000, ge=1, le=100_000),
                        format: Literal["json", "csv"] = "json") -> Response:
     """Stored ticks by time range, oldest first."""
-    _check_name(exchange, symbol)
+    check_name(exchange, symbol)
     for v in (start, end):
         if v is not None and not math.isfinite(v):
             raise HTTPException(422, "start and end must be finite numbers")
@@ -77,7 +77,7 @@ async def import_ticks(exchange: str, symbol: str, request: Request, store: Stor
 
     The whole file is validated before anything is stored; a re-import stores nothing twice.
     """
-    _check_name(exchange, symbol)
+    check_name(exchange, symbol)
     raw = await request.body()
     try:
         ticks = read_csv(io.StringIO(raw.decode("utf-8")))

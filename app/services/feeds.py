@@ -1,0 +1,275 @@
+"""Live feeds: each new tick of a market with its rise probability, pushed to subscribers.
+
+One `MarketFeed` per market that has listeners, shared by all of them: ten open
+dashboards cost one store read and one batched forward pass per update, not ten.
+A feed looks for ticks past the last (time, seq) it saw when told that a pull
+stored some (`Feeds.notify`) and every `poll_s` otherwise (CSV imports, another
+process writing the store). It keeps its last `ring` events, so a new subscriber
+gets recent history at once and a reconnecting one (SSE's Last-Event-ID) gets
+exactly what it missed. A client that falls `queue_max` events behind is let go;
+its EventSource reconnects and resumes from the ring. The feed stops with its
+last subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.market.store import Position, TickStore
+from app.market.ticks import TickArrays
+from app.ml import features
+from app.services.predictor import NoModel, Prediction, Predictor
+from app.services.registry import RegistryError
+
+log = logging.getLogger(__name__)
+
+CONTEXT = 512  # ticks kept before the newest, enough for any model up to seq_len 511
+
+
+@dataclass(frozen=True)
+class TickEvent:
+    position: Position
+    time: float
+    price: float
+    amount: float
+    probability: float | None  # None: no model yet, or too few ticks before this one
+    decision: bool | None
+    threshold: float | None
+    model_id: str | None
+
+    @classmethod
+    def of(cls, position: Position, price: float, amount: float, p: Prediction | None) -> TickEvent:
+        if p is None:
+            return cls(position, position[0], price, amount, None, None, None, None)
+        return cls(position, position[0], price, amount, p.probability, p.decision, p.threshold,
+                   p.model_id)
+
+    @property
+    def id(self) -> str:
+        """The SSE event id: the tick's place in its market, which a reconnect resumes after."""
+        return f"{self.position[0]!r}_{self.position[1]}"
+
+    def payload(self) -> dict[str, object]:
+        return {"time": self.time, "price": self.price, "amount": self.amount,
+                "probability": self.probability, "decision": self.decision,
+                "threshold": self.threshold, "model_id": self.model_id}
+
+
+def parse_event_id(value: str | None) -> Position | None:
+    """A Last-Event-ID back into a position; None for anything this service did not send."""
+    if not value:
+        return None
+    t, sep, s = value.partition("_")
+    try:
+        return (float(t), int(s)) if sep else None
+    except ValueError:
+        return None
+
+
+class TooManyClients(Exception):
+    pass
+
+
+class FeedsClosed(Exception):
+    """The service is shutting down."""
+
+
+class Subscription:
+    """One client's view of a feed: what it gets first, then a queue of live events."""
+
+    def __init__(self, feed: MarketFeed, first: list[TickEvent], resumed: bool, queue_max: int) -> None:
+        self.feed = feed
+        self.first = first  # backlog, or what a reconnecting client missed
+        self.resumed = resumed  # False: `first` starts the series afresh
+        self._queue: asyncio.Queue[TickEvent | None] = asyncio.Queue(queue_max)
+        self.ended = False
+
+    def put(self, event: TickEvent) -> None:
+        if self.ended:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            log.info("stream %s:%s: a client fell %d events behind; letting it reconnect",
+                     self.feed.exchange, self.feed.symbol, self._queue.maxsize)
+            self.end()
+
+    def end(self) -> None:
+        """Make `next()` answer None once what is queued is read (or at once, if behind)."""
+        if self.ended:
+            return
+        self.ended = True
+        while self._queue.full():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+    async def next(self) -> TickEvent | None:
+        """The next live event; None when the stream should end."""
+        return await self._queue.get()
+
+
+class MarketFeed:
+    def __init__(self, store: TickStore, predictor: Predictor, exchange: str, symbol: str, *,
+                 poll_s: float, ring: int) -> None:
+        self.store, self.predictor = store, predictor
+        self.exchange, self.symbol = exchange, symbol
+        self.poll_s = poll_s
+        self.subscribers: set[Subscription] = set()
+        self.ring: deque[TickEvent] = deque(maxlen=ring)
+        self.primed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._position: Position | None = None
+        self._tail = TickArrays.empty()
+        self._task: asyncio.Task[None] | None = None
+        self.joining = 0  # clients waiting for the first read
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"feed:{self.exchange}:{self.symbol}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for sub in list(self.subscribers):
+            sub.end()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def subscribe(self, backlog: int, last_seen: Position | None, queue_max: int) -> Subscription:
+        """Snapshot the ring and join, with no await in between: nothing is missed or doubled."""
+        resumed = last_seen is not None and bool(self.ring) and self.ring[0].position <= last_seen
+        if resumed:
+            first = [e for e in self.ring if e.position > last_seen]  # type: ignore[operator]
+        else:
+            first = list(self.ring)[max(0, len(self.ring) - backlog):]
+        sub = Subscription(self, first, resumed, queue_max)
+        self.subscribers.add(sub)
+        return sub
+
+    async def _run(self) -> None:
+        try:
+            await self._update()
+        except Exception:  # noqa: BLE001 - a feed that cannot prime still serves live ticks
+            log.exception("stream %s:%s: could not read the recent ticks", self.exchange, self.symbol)
+        self.primed.set()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            try:
+                await self._update()
+            except Exception:  # noqa: BLE001 - e.g. the store busy; the next round retries
+                log.exception("stream %s:%s: update failed", self.exchange, self.symbol)
+
+    async def _update(self) -> None:
+        model = self.predictor.model
+        keep = CONTEXT if model is None else max(CONTEXT, features.min_ticks(model.seq_len) - 1)
+        ring = self.ring.maxlen or 0
+        new, seqs = self.store.after(self.exchange, self.symbol, self._position, ring + keep)
+        if len(new) == 0:
+            return
+        n = min(len(new), ring)
+        # Up to `ring` new ticks continue the kept tail; a longer run (the first read, a
+        # backfill) brings its own context, and only its newest `ring` ticks become events.
+        ticks = TickArrays.concat([self._tail, new]) if len(new) <= ring else new
+        events = await self._score(ticks, seqs[len(seqs) - n:], n)
+        self._position = events[-1].position
+        self._tail = ticks[max(0, len(ticks) - keep):]
+        self.ring.extend(events)
+        for sub in list(self.subscribers):
+            for e in events:
+                sub.put(e)
+
+    async def _score(self, ticks: TickArrays, seqs: np.ndarray, n: int) -> list[TickEvent]:
+        """Events for the last n ticks, each scored on the window of ticks that ends at it."""
+        start = len(ticks) - n
+        preds: list[Prediction | None] = [None] * n
+        model = self.predictor.model
+        if model is not None:
+            need = features.min_ticks(model.seq_len)
+            ends = range(max(start, need - 1), len(ticks))
+            try:
+                scored = await self.predictor.predict_many(
+                    [ticks[i + 1 - need:i + 1] for i in ends], model.id)
+            except (NoModel, ValueError, RegistryError) as e:  # swapped or deleted meanwhile
+                log.info("stream %s:%s: not scored: %s", self.exchange, self.symbol, e)
+                scored = []
+            for i, p in zip(ends, scored, strict=False):
+                preds[i - start] = p
+        t, price, amount = ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()
+        return [TickEvent.of((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
+                for k, p in enumerate(preds)]
+
+
+class Feeds:
+    """The feeds of all markets, created on a market's first subscriber and stopped with its last."""
+
+    def __init__(self, store: TickStore, predictor: Predictor, *, poll_s: float = 1.0,
+                 ring: int = 1000, max_clients: int = 100, queue_max: int = 1024) -> None:
+        self.store, self.predictor = store, predictor
+        self.poll_s, self.ring, self.max_clients, self.queue_max = poll_s, ring, max_clients, queue_max
+        self.feeds: dict[tuple[str, str], MarketFeed] = {}
+        self.closed = False
+
+    @property
+    def clients(self) -> int:
+        return sum(len(f.subscribers) for f in self.feeds.values())
+
+    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
+                        last_event_id: str | None = None) -> Subscription:
+        if self.closed:
+            raise FeedsClosed("the service is shutting down; reconnect in a moment")
+        if self.clients >= self.max_clients:
+            raise TooManyClients(f"{self.max_clients} streams are open, the most this service "
+                                 "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later")
+        key = (exchange, symbol)
+        feed = self.feeds.get(key)
+        if feed is None:
+            feed = self.feeds[key] = MarketFeed(self.store, self.predictor, exchange, symbol,
+                                                poll_s=self.poll_s, ring=self.ring)
+            feed.start()
+        feed.joining += 1
+        try:
+            await feed.primed.wait()
+        except BaseException:  # the client left while the feed was priming
+            feed.joining -= 1
+            self._drop_if_idle(feed)
+            raise
+        feed.joining -= 1
+        if self.closed:
+            raise FeedsClosed("the service is shutting down; reconnect in a moment")
+        return feed.subscribe(backlog, parse_event_id(last_event_id), self.queue_max)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.feed.subscribers.discard(sub)
+        self._drop_if_idle(sub.feed)
+
+    def _drop_if_idle(self, feed: MarketFeed) -> None:
+        key = (feed.exchange, feed.symbol)
+        if not feed.subscribers and not feed.joining and self.feeds.get(key) is feed:
+            del self.feeds[key]
+            feed.stop()
+
+    def notify(self, exchange: str, symbol: str) -> None:
+        """New ticks were stored for this market: look now rather than at the next poll."""
+        feed = self.feeds.get((exchange, symbol))
+        if feed is not None:
+            feed.notify()
+
+    def close(self) -> None:
+        """End every stream (their clients see the end and may reconnect elsewhere)."""
+        self.closed = True
+        feeds, self.feeds = list(self.feeds.values()), {}
+        for feed in feeds:
+            feed.stop()

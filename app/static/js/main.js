@@ -1,0 +1,164 @@
+// The dashboard: market cards with live streams, the models table, the jobs list and
+// the training form, each refreshed from the public API.
+
+import { api, apiKey, setApiKey } from "./api.js";
+import { renderJobs } from "./jobs.js";
+import { MarketCard } from "./markets.js";
+import { renderModels } from "./models.js";
+
+const cards = new Map();
+let authRequired = false;
+
+function message(id, text) {
+  document.getElementById(id).textContent = text;
+}
+
+// A 401 means the key is missing or wrong: say where to enter it.
+function reportError(id) {
+  return (text, error) => {
+    if (error && error.status === 401) {
+      showKeyField();
+      text += " (enter the API key in the training form)";
+    }
+    message(id, text);
+  };
+}
+
+function showKeyField() {
+  const field = document.getElementById("key-field");
+  field.hidden = false;
+  return field.querySelector("input");
+}
+
+// Polls `fn` every `ms()` milliseconds; errors are shown, never stop the loop.
+function every(ms, fn) {
+  const run = async () => {
+    try {
+      await fn();
+    } catch (e) {
+      console.warn(e);
+    }
+    setTimeout(run, ms());
+  };
+  run();
+}
+
+async function refreshStatus() {
+  const chip = document.getElementById("service-status");
+  try {
+    const ready = await api("/ready");
+    chip.dataset.state = "ready";
+    chip.textContent = "ready";
+    document.getElementById("active-model").textContent = `active model: ${ready.model_id}`;
+  } catch (e) {
+    chip.dataset.state = "not-ready";
+    chip.textContent = e.status ? "not ready" : "unreachable";
+    document.getElementById("active-model").textContent = e.message;
+  }
+}
+
+async function refreshMarkets() {
+  for (const status of await api("/markets")) {
+    const card = cards.get(`${status.exchange}:${status.symbol}`);
+    if (card) card.showStatus(status);
+  }
+}
+
+async function refreshModels() {
+  try {
+    const models = await api("/models");
+    renderModels(document.querySelector("#models tbody"), models, reportError("models-error"), () => {
+      refreshModels();
+      refreshStatus();
+    });
+  } catch (e) {
+    message("models-error", `could not list models: ${e.message}`);
+  }
+}
+
+let jobsActive = false;
+
+async function refreshJobs() {
+  try {
+    const jobs = await api("/jobs?limit=20");
+    const wasActive = jobsActive;
+    jobsActive = jobs.some((j) => j.status === "queued" || j.status === "running");
+    renderJobs(document.querySelector("#jobs tbody"), jobs, reportError("jobs-error"), refreshJobs);
+    message("jobs-error", "");
+    if (wasActive && !jobsActive) {
+      refreshModels(); // a job finished: a new model, perhaps a new active one
+      refreshStatus();
+    }
+  } catch (e) {
+    message("jobs-error", `could not list jobs: ${e.message}`);
+  }
+}
+
+function setUpForm(markets) {
+  const form = document.getElementById("train-form");
+  const select = form.elements.market;
+  for (const m of markets) {
+    const option = document.createElement("option");
+    option.value = `${m.exchange}:${m.symbol}`;
+    option.textContent = option.value;
+    select.append(option);
+  }
+  const keyInput = form.elements.api_key;
+  keyInput.value = apiKey();
+  if (authRequired) showKeyField();
+  keyInput.addEventListener("change", () => setApiKey(keyInput.value.trim()));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (authRequired && !keyInput.value.trim()) {
+      message("train-message", "this service needs an API key to start training: enter it above");
+      keyInput.focus();
+      return;
+    }
+    setApiKey(keyInput.value.trim());
+    const [exchange, symbol] = select.value.split(/:(.*)/s);
+    const f = form.elements;
+    const body = {
+      exchange, symbol, activate: f.activate.value,
+      config: {
+        arch: f.arch.value, num_epochs: Number(f.num_epochs.value),
+        seq_len: Number(f.seq_len.value), hidden_size: Number(f.hidden_size.value),
+      },
+    };
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const job = await api("/train", { method: "POST", body });
+      message("train-message", `job ${job.id} queued`);
+      form.dataset.lastJob = job.id;
+      refreshJobs();
+    } catch (e) {
+      const hint = e.status === 401 ? " (check the API key)" : "";
+      message("train-message", `training was not started: ${e.message}${hint}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function main() {
+  const info = await api("/info");
+  authRequired = info.auth_required;
+  const container = document.getElementById("markets");
+  for (const m of info.markets) {
+    const card = new MarketCard(m.exchange, m.symbol, container);
+    cards.set(`${m.exchange}:${m.symbol}`, card);
+    card.connect();
+  }
+  setUpForm(info.markets);
+  every(() => 5000, refreshStatus);
+  every(() => 5000, refreshMarkets);
+  every(() => 10000, refreshModels);
+  every(() => (jobsActive ? 1000 : 5000), refreshJobs);
+}
+
+main().catch((e) => {
+  const chip = document.getElementById("service-status");
+  chip.dataset.state = "not-ready";
+  chip.textContent = `dashboard failed to start: ${e.message}`;
+});

@@ -1,0 +1,203 @@
+"""GET /stream/{exchange}/{symbol}: Server-Sent Events from a live server, read by a real client."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.main import create_app
+from app.market.store import TickStore
+from app.market.ticks import TickArrays, write_csv_to
+from tests.api.conftest import body, install_models, live_server, make_settings
+from tests.api.sse import Event, EventStream
+
+STREAM = "/stream/synthetic/BTC-USD"
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def store_ticks(tmp: Path, ticks: TickArrays, exchange: str = "synthetic", symbol: str = "BTC-USD") -> None:
+    with TickStore(tmp / "db" / "tickcast.db") as store:
+        store.insert(exchange, symbol, ticks)
+
+
+def csv_body(ticks: TickArrays) -> bytes:
+    buf = io.StringIO()
+    write_csv_to(ticks, buf)
+    return buf.getvalue().encode()
+
+
+def predicted(url: str, ticks: TickArrays, end: int) -> float:
+    """/predict's answer for the window that ends at tick `end - 1`."""
+    r = httpx.post(f"{url}/predict", json=body(ticks[:end], n=40))
+    assert r.status_code == 200, r.text
+    return r.json()["probability"]
+
+
+def assert_tick(e: Event, ticks: TickArrays, i: int, url: str | None) -> None:
+    d = e.json()
+    assert (d["time"], d["price"], d["amount"]) == (ticks.time[i], ticks.price[i], ticks.amount[i])
+    if url is None:
+        assert d["probability"] is None and d["model_id"] is None
+    else:
+        assert d["probability"] == pytest.approx(predicted(url, ticks, i + 1), abs=1e-6)
+        assert d["decision"] == (d["probability"] >= d["threshold"])
+
+
+def test_backlog_then_each_new_tick_scored_as_predict_would(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    ids = install_models(tmp_path, trained)
+    store_ticks(tmp_path, ticks[:3000])
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url, EventStream(f"{url}{STREAM}?backlog=5") as s:
+        assert s.response.headers["content-type"].startswith("text/event-stream")
+        first = s.next()
+        assert first is not None and first.event == "reset"
+        assert first.json() == {"exchange": "synthetic", "symbol": "BTC-USD"}
+        backlog = s.take(5)
+        for k, e in enumerate(backlog):
+            assert_tick(e, ticks, 2995 + k, url)
+            assert e.json()["model_id"] == ids[0]
+        assert len({e.id for e in backlog}) == 5
+
+        # new ticks stored by anyone (here a CSV import) are pushed, each once, in order
+        r = httpx.post(f"{url}/markets/synthetic/BTC-USD/import", content=csv_body(ticks[3000:3003]))
+        assert r.status_code == 200 and r.json()["new_ticks"] == 3
+        for k, e in enumerate(s.take(3)):
+            assert_tick(e, ticks, 3000 + k, url)
+
+        # a re-import stores nothing, so nothing is pushed; the next real tick is
+        httpx.post(f"{url}/markets/synthetic/BTC-USD/import", content=csv_body(ticks[3000:3004]))
+        assert_tick(s.take(1)[0], ticks, 3003, url)
+
+
+def test_reconnect_with_last_event_id_gets_exactly_what_it_missed(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    install_models(tmp_path, trained)
+    store_ticks(tmp_path, ticks[:2000])
+    with live_server(create_app(make_settings(tmp_path))) as url:
+        with EventStream(f"{url}{STREAM}?backlog=3") as s:
+            seen = s.take(3)
+        httpx.post(f"{url}/markets/synthetic/BTC-USD/import", content=csv_body(ticks[2000:2004]))
+        with EventStream(f"{url}{STREAM}", headers={"Last-Event-ID": seen[-1].id or ""}) as s:
+            missed = s.take(4)  # no reset first: the series goes on
+            for k, e in enumerate(missed):
+                assert_tick(e, ticks, 2000 + k, url)
+        with EventStream(f"{url}{STREAM}?backlog=2", headers={"Last-Event-ID": "garbage"}) as s:
+            assert s.next().event == "reset"  # type: ignore[union-attr]
+            assert [e.json()["time"] for e in s.take(2)] == ticks.time[2002:2004].tolist()
+
+
+def test_disconnected_clients_are_cleaned_up(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    install_models(tmp_path, trained)
+    store_ticks(tmp_path, ticks[:1000])
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url:
+        feeds = app.state.feeds
+        a = EventStream(f"{url}{STREAM}?backlog=1")
+        b = EventStream(f"{url}{STREAM}?backlog=1")
+        a.take(1), b.take(1)
+        assert feeds.clients == 2 and len(feeds.feeds) == 1  # one feed serves both
+        feed = next(iter(feeds.feeds.values()))
+        a.close()
+        wait_for(lambda: feeds.clients == 1)
+        assert feed.running
+        b.close()
+        wait_for(lambda: feeds.clients == 0 and not feeds.feeds and not feed.running)
+        # the service streams again afterwards
+        with EventStream(f"{url}{STREAM}?backlog=1") as c:
+            assert len(c.take(1)) == 1
+        assert "tickcast_stream_clients" in httpx.get(f"{url}/metrics").text
+
+
+def test_refusals_come_before_the_stream(tmp_path: Path, ticks) -> None:  # noqa: ANN001
+    store_ticks(tmp_path, ticks[:100])
+    store_ticks(tmp_path, ticks[:100], "kraken", "ETH-USD")  # stored, though not configured
+    app = create_app(make_settings(tmp_path, stream_max_clients=1))
+    with live_server(app) as url:
+        assert httpx.get(f"{url}/stream/kraken/XRP-USD").status_code == 404
+        assert httpx.get(f"{url}/stream/kraken/BTC%20USD").status_code == 422
+        assert httpx.get(f"{url}{STREAM}?backlog=-1").status_code == 422
+        with EventStream(f"{url}/stream/kraken/ETH-USD?backlog=2") as s:
+            # no model: ticks still flow, without a probability
+            for k, e in enumerate(s.take(2)):
+                assert_tick(e, ticks, 98 + k, None)
+            busy = httpx.get(f"{url}{STREAM}")
+            assert busy.status_code == 503 and busy.headers["retry-after"]
+            assert "TICKCAST_STREAM_MAX_CLIENTS" in busy.json()["detail"]
+        wait_for(lambda: app.state.feeds.clients == 0)
+        with EventStream(f"{url}{STREAM}?backlog=1") as s:
+            assert s.response.status_code == 200 and len(s.take(1)) == 1
+
+
+def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) -> None:  # noqa: ANN001
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
+    from fake_exchange import FakeExchange
+    from test_binance import Market
+
+    from tests.api.test_markets import recent_trades
+
+    install_models(tmp_path, trained)
+    trades = recent_trades(80)
+    market = Market(trades[:50])
+    with FakeExchange(market) as fx:
+        settings = make_settings(tmp_path, markets=["binance:BTC-USD"], source_urls={"binance": fx.url},
+                                 stream_poll_s=60)
+        with live_server(create_app(settings)) as url:
+            assert httpx.post(f"{url}/markets/binance/BTC-USD/pull").json()["new_ticks"] == 50
+            with EventStream(f"{url}/stream/binance/BTC-USD?backlog=0", timeout=15) as s:
+                assert s.next().event == "reset"  # type: ignore[union-attr]
+                market.trades = trades
+                assert httpx.post(f"{url}/markets/binance/BTC-USD/pull").json()["new_ticks"] == 30
+                got = s.take(30)  # within the read timeout, far sooner than the 60 s poll
+                assert [e.json()["time"] for e in got] == [t["T"] / 1000 for t in trades[50:]]
+                assert all(e.json()["probability"] is not None for e in got)
+
+
+def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:  # noqa: ANN001
+    """SIGTERM with a dashboard open: the process exits promptly instead of waiting for
+    the never-ending response (uvicorn drains responses before the lifespan shutdown)."""
+    store_ticks(tmp_path, ticks[:100])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "TICKCAST_PORT": str(port),
+           "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
+           "TICKCAST_MODELS_DIR": str(tmp_path / "models"), "TICKCAST_BOOTSTRAP": "false",
+           "TICKCAST_INGEST": "false", "TICKCAST_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url), timeout=60)
+        with EventStream(f"{url}{STREAM}?backlog=1") as s:
+            s.take(1)
+            proc.send_signal(signal.SIGTERM)
+            assert s.next() is None  # the server ended the stream
+        # uvicorn re-raises the signal once it has shut down, as if unhandled
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert b"Traceback" not in proc.stdout.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

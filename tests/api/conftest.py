@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -86,8 +87,14 @@ def live_server(app: FastAPI) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
-    th = threading.Thread(target=server.run, daemon=True)
+                                           timeout_graceful_shutdown=10))
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve()
+
+    th = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     th.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -96,5 +103,7 @@ def live_server(app: FastAPI) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        # what SIGTERM does in `tickcast serve` (signals reach only the main thread)
+        loops[0].call_soon_threadsafe(app.state.feeds.close)
         server.should_exit = True
         th.join(20)

@@ -81,37 +81,42 @@ class FeedsClosed(Exception):
 
 
 class Subscription:
-    """One client's view of a feed: what it gets first, then a queue of live events."""
+    """One client's view of a feed: what it gets first, then the live events, in order."""
 
     def __init__(self, feed: MarketFeed, first: list[TickEvent], resumed: bool, queue_max: int) -> None:
         self.feed = feed
         self.first = first  # backlog, or what a reconnecting client missed
         self.resumed = resumed  # False: `first` starts the series afresh
-        self._queue: asyncio.Queue[TickEvent | None] = asyncio.Queue(queue_max)
+        self.queue_max = queue_max
         self.ended = False
+        self._events: deque[TickEvent] = deque()
+        self._ready = asyncio.Event()
 
     def put(self, event: TickEvent) -> None:
         if self.ended:
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._events) >= self.queue_max:
+            # Everything it has is gapless up to its last event id, so it can resume there.
             log.info("stream %s:%s: a client fell %d events behind; letting it reconnect",
-                     self.feed.exchange, self.feed.symbol, self._queue.maxsize)
+                     self.feed.exchange, self.feed.symbol, self.queue_max)
             self.end()
+            return
+        self._events.append(event)
+        self._ready.set()
 
     def end(self) -> None:
-        """Make `next()` answer None once what is queued is read (or at once, if behind)."""
-        if self.ended:
-            return
+        """`next()` answers None once what is queued has been read."""
         self.ended = True
-        while self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
+        self._ready.set()
 
     async def next(self) -> TickEvent | None:
         """The next live event; None when the stream should end."""
-        return await self._queue.get()
+        while not self._events:
+            if self.ended:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._events.popleft()
 
 
 class MarketFeed:
@@ -197,16 +202,14 @@ class MarketFeed:
         preds: list[Prediction | None] = [None] * n
         model = self.predictor.model
         if model is not None:
-            need = features.min_ticks(model.seq_len)
-            ends = range(max(start, need - 1), len(ticks))
+            first = max(start, model.seq_len)  # the first tick with a full window before it
             try:
-                scored = await self.predictor.predict_many(
-                    [ticks[i + 1 - need:i + 1] for i in ends], model.id)
+                scored = await self.predictor.predict_each(ticks, first, model.id)
             except (NoModel, ValueError, RegistryError) as e:  # swapped or deleted meanwhile
                 log.info("stream %s:%s: not scored: %s", self.exchange, self.symbol, e)
                 scored = []
-            for i, p in zip(ends, scored, strict=False):
-                preds[i - start] = p
+            for k, p in enumerate(scored):
+                preds[first - start + k] = p
         t, price, amount = ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()
         return [TickEvent.of((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
                 for k, p in enumerate(preds)]

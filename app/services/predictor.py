@@ -213,6 +213,23 @@ class Predictor:
         return [self._prediction(model, float(p[i]), float(t.time[-1]))
                 for i, t in enumerate(windows)]
 
+    async def predict_each(self, ticks: TickArrays, first: int,
+                           model_id: str | None = None) -> list[Prediction]:
+        """What `predict(ticks[:i + 1])` answers, for each i from `first` on (from the model's
+        sequence length on, if later): one feature pass over the series, for a feed of ticks."""
+        model = await self._resolve(model_id)
+        if not _plainly_valid(ticks):
+            validate(ticks)
+        first = max(first, model.seq_len)
+        if first >= len(ticks):
+            return []
+        x = features.windows_ending_at(ticks, model.seq_len, model.norm, first)
+        parts = [self._submit(model, x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        p = np.concatenate(await asyncio.gather(*parts))
+        self.stats.requests += 1
+        t = ticks.time.tolist()
+        return [self._prediction(model, float(p[k]), t[first + k]) for k in range(len(x))]
+
     @staticmethod
     def _prediction(model: checkpoint.Model, p: float, as_of: float) -> Prediction:
         thr = model.threshold

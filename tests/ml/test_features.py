@@ -20,6 +20,7 @@ from app.ml.features import (
     last_window,
     rise_targets,
     windows,
+    windows_ending_at,
 )
 
 # ---------------------------------------------------------------- hand-computed example
@@ -289,3 +290,16 @@ def test_last_window_uses_only_the_last_ticks(make_ticks):
     full = last_window(ticks, 10, norm)
     np.testing.assert_array_equal(full, last_window(ticks[-11:], 10, norm))
     np.testing.assert_array_equal(full, norm.apply(feature_matrix(ticks))[-10:])
+
+
+def test_windows_ending_at_equal_last_window_of_each_prefix(make_ticks):
+    ticks = make_ticks(300, seed=4)
+    norm = Normalizer.fit(feature_matrix(ticks))
+    w = windows_ending_at(ticks, 10, norm, 200)
+    assert w.shape == (100, 10, len(FEATURES)) and w.flags.c_contiguous
+    for k in (0, 1, 57, 99):
+        np.testing.assert_array_equal(w[k], last_window(ticks[:200 + k + 1], 10, norm))
+    assert windows_ending_at(ticks, 10, norm, 10).shape[0] == 290
+    for bad in (9, 300):
+        with pytest.raises(ValueError, match="windows can end"):
+            windows_ending_at(ticks, 10, norm, bad)

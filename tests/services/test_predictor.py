@@ -56,6 +56,27 @@ def windows_of(ticks: TickArrays, n: int, size: int = 100) -> list[TickArrays]:
     return [ticks[i * 7:i * 7 + size] for i in range(n)]
 
 
+def test_predict_each_answers_what_predict_would_for_each_prefix(setup) -> None:
+    reg, ticks, a, _ = setup
+    pred = make(reg, max_batch=8)
+
+    async def go() -> tuple[list[Prediction], list[Prediction], list[Prediction]]:
+        try:
+            each = await pred.predict_each(ticks[:300], 250)
+            singles = [await pred.predict(ticks[:i + 1]) for i in range(250, 300)]
+            early = await pred.predict_each(ticks[:40], 0)  # from the first full window on
+            return each, singles, early
+        finally:
+            await pred.stop()
+
+    each, singles, early = asyncio.run(go())
+    assert len(each) == 50 and pred.stats.batches >= 7  # in passes of at most 8
+    for e, s in zip(each, singles, strict=True):
+        assert e.as_of == s.as_of and e.model_id == s.model_id == a
+        assert e.probability == pytest.approx(s.probability, abs=1e-6)
+    assert [p.as_of for p in early] == ticks.time[32:40].tolist()  # model a: L=32
+
+
 def test_matches_model_predict(setup) -> None:
     reg, ticks, a, _ = setup
     pred = make(reg)

@@ -84,3 +84,19 @@ def test_compose_config_is_valid() -> None:
     out = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "--profile", "gpu", "config", "-q"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_package_carries_the_dashboard(tmp_path: Path) -> None:
+    """The image installs the wheel (`pip install .`), not the source tree: the page and its
+    vendored chart library must be inside it."""
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
+                    "-q", "-w", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("tickcast-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = Path(ROOT, "app", "static")
+    want = {f"app/static/{p.relative_to(static).as_posix()}" for p in static.rglob("*") if p.is_file()}
+    assert "app/static/index.html" in want and "app/static/vendor/uplot/uPlot.iife.min.js" in want
+    assert want <= names, want - names

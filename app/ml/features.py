@@ -113,7 +113,7 @@ def windows_ending_at(ticks: TickArrays, seq_len: int, norm: Normalizer, first: 
         raise ValueError(f"windows can end at ticks {seq_len} .. {len(ticks) - 1}, not from {first}")
     rows = norm.apply(feature_matrix(ticks[first - seq_len:]))
     view = np.lib.stride_tricks.sliding_window_view(rows, seq_len, axis=0)  # (k, F, L)
-    return np.ascontiguousarray(view.transpose(0, 2, 1))
+    return view.transpose(0, 2, 1).copy()  # C order, writable (torch wants to own it)
 
 
 @dataclass(frozen=True)

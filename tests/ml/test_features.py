@@ -300,6 +300,8 @@ def test_windows_ending_at_equal_last_window_of_each_prefix(make_ticks):
     for k in (0, 1, 57, 99):
         np.testing.assert_array_equal(w[k], last_window(ticks[:200 + k + 1], 10, norm))
     assert windows_ending_at(ticks, 10, norm, 10).shape[0] == 290
+    one = windows_ending_at(ticks, 10, norm, 299)  # a single window is still a writable copy
+    assert one.shape == (1, 10, len(FEATURES)) and one.flags.writeable and one.flags.c_contiguous
     for bad in (9, 300):
         with pytest.raises(ValueError, match="windows can end"):
             windows_ending_at(ticks, 10, norm, bad)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -59,6 +61,11 @@ class TickEvent:
         return {"time": self.time, "price": self.price, "amount": self.amount,
                 "probability": self.probability, "decision": self.decision,
                 "threshold": self.threshold, "model_id": self.model_id}
+
+    @cached_property
+    def json(self) -> str:
+        """The payload as JSON, encoded once however many clients receive it."""
+        return json.dumps(self.payload(), separators=(",", ":"))
 
 
 def parse_event_id(value: str | None) -> Position | None:
@@ -117,6 +124,18 @@ class Subscription:
             self._ready.clear()
             await self._ready.wait()
         return self._events.popleft()
+
+    async def drain(self) -> list[TickEvent] | None:
+        """Every live event queued so far (waiting for one); None when the stream should end.
+
+        A client takes what one update brought in one go: one write per update, not per tick.
+        """
+        first = await self.next()
+        if first is None:
+            return None
+        out = [first, *self._events]
+        self._events.clear()
+        return out
 
 
 class MarketFeed:

@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if settings.log_level != "debug":  # two lines per market per pull otherwise
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         store = TickStore(settings.store_path)
         registry = Registry(settings.models_dir)
         predictor = Predictor(registry, str(best_device(settings.device)),

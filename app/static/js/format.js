@@ -23,11 +23,3 @@ export function duration(seconds) {
   if (seconds < 86400) return `${(seconds / 3600).toFixed(1)} h`;
   return `${(seconds / 86400).toFixed(1)} d`;
 }
-
-// A table cell (or any element) holding text: server strings never become markup.
-export function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text != null) node.textContent = String(text);
-  if (className) node.className = className;
-  return node;
-}

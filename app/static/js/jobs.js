@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import * as fmt from "./format.js";
+import { actionButton, el } from "./ui.js";
 
 // Share of the job done: finished epochs plus the running epoch's batches.
 export function fraction(job) {
@@ -41,29 +42,17 @@ export function renderJobs(tbody, jobs, onError, onChange) {
     const barCell = document.createElement("td");
     barCell.append(bar);
     tr.append(
-      fmt.el("td", job.id, "mono"),
-      fmt.el("td", `${spec.exchange}:${spec.symbol}`),
-      fmt.el("td", spec.config ? spec.config.arch : "–"),
-      fmt.el("td", job.status, `status status-${job.status}`),
+      el("td", job.id, "mono"),
+      el("td", `${spec.exchange}:${spec.symbol}`),
+      el("td", spec.config ? spec.config.arch : "–"),
+      el("td", job.status, `status status-${job.status}`),
       barCell,
-      fmt.el("td", detail(job), job.error ? "error" : ""),
+      el("td", detail(job), job.error ? "error" : ""),
     );
     const cell = document.createElement("td");
     if (job.status === "queued" || job.status === "running") {
-      const button = fmt.el("button", "Cancel", "cancel");
-      button.type = "button";
-      button.addEventListener("click", async () => {
-        button.disabled = true;
-        try {
-          await api(`/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" });
-          onError("");
-          onChange();
-        } catch (e) {
-          onError(`cancelling ${job.id} failed: ${e.message}`, e);
-          button.disabled = false;
-        }
-      });
-      cell.append(button);
+      cell.append(actionButton("Cancel", "cancel", `cancelling ${job.id}`, () =>
+        api(`/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }), onError, onChange));
     }
     tr.append(cell);
     return tr;

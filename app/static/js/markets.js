@@ -62,8 +62,13 @@ export class MarketCard {
     this.source = new EventSource(`${path}?backlog=${MAX_POINTS}`);
     this.source.addEventListener("open", () => this.setStreamState("live", "live"));
     this.source.addEventListener("error", () => {
-      const closed = this.source.readyState === EventSource.CLOSED;
-      this.setStreamState(closed ? "closed" : "reconnecting", closed ? "closed" : "reconnecting…");
+      if (this.source.readyState !== EventSource.CLOSED) {
+        this.setStreamState("reconnecting", "reconnecting…"); // the browser retries by itself
+        return;
+      }
+      // An HTTP error (503: busy or restarting) stops EventSource for good: try again later.
+      this.setStreamState("closed", "closed, retrying in 10 s");
+      setTimeout(() => this.connect(), 10000);
     });
     this.source.addEventListener("reset", () => {
       this.data = [[], [], []];

@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import * as fmt from "./format.js";
+import { actionButton, el } from "./ui.js";
 
 export function renderModels(tbody, models, onError, onChange) {
   const rows = models.map((m) => {
@@ -10,29 +11,18 @@ export function renderModels(tbody, models, onError, onChange) {
     if (m.active) tr.classList.add("active");
     const test = (m.metrics && m.metrics.test) || (m.metrics && m.metrics.val) || {};
     tr.append(
-      fmt.el("td", m.id, "mono"),
-      fmt.el("td", m.arch ?? "–"),
-      fmt.el("td", m.seq_len ?? "–"),
-      fmt.el("td", m.created_at ? new Date(m.created_at).toLocaleString() : "–"),
-      fmt.el("td", fmt.metric(test.auc)),
-      fmt.el("td", fmt.metric(test.brier)),
-      fmt.el("td", m.active ? "active" : "", m.active ? "badge" : ""),
+      el("td", m.id, "mono"),
+      el("td", m.arch ?? "–"),
+      el("td", m.seq_len ?? "–"),
+      el("td", m.created_at ? new Date(m.created_at).toLocaleString() : "–"),
+      el("td", fmt.metric(test.auc)),
+      el("td", fmt.metric(test.brier)),
+      el("td", m.active ? "active" : "", m.active ? "badge" : ""),
     );
     const cell = document.createElement("td");
-    const button = fmt.el("button", "Activate", "activate");
-    button.type = "button";
+    const button = actionButton("Activate", "activate", `activating ${m.id}`, () =>
+      api(`/models/${encodeURIComponent(m.id)}/activate`, { method: "POST" }), onError, onChange);
     button.disabled = m.active;
-    button.addEventListener("click", async () => {
-      button.disabled = true;
-      try {
-        await api(`/models/${encodeURIComponent(m.id)}/activate`, { method: "POST" });
-        onError("");
-        onChange();
-      } catch (e) {
-        onError(`activating ${m.id} failed: ${e.message}`, e);
-        button.disabled = false;
-      }
-    });
     cell.append(button);
     tr.append(cell);
     return tr;

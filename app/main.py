@@ -85,7 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       max_clients=settings.stream_max_clients)
         app.state.feeds = feeds
         ingestor.on_stored = feeds.notify
-        restore_signals = _end_streams_on_exit_signal(feeds)
         if settings.bootstrap and predictor.model is None and bootstrap.needed(registry):
             synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
             symbol = synthetic[0] if synthetic else "BTC-USD"
@@ -95,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job = bootstrap.queue_first_job(manager, symbol)
             predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
         ingestor.start()
+        restore_signals = _end_streams_on_exit_signal(feeds)
         try:
             yield
         finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.market.sources import synthetic
-from app.market.ticks import TickArrays
+from app.market.ticks import TickArrays, write_csv_to
 from app.ml import training
 from app.settings import Settings
 
@@ -107,3 +108,17 @@ def live_server(app: FastAPI) -> Iterator[str]:
         loops[0].call_soon_threadsafe(app.state.feeds.close)
         server.should_exit = True
         th.join(20)
+
+
+def wait_for(pred: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def csv_body(ticks: TickArrays) -> bytes:
+    """Ticks as the CSV body POST /markets/.../import takes."""
+    buf = io.StringIO()
+    write_csv_to(ticks, buf)
+    return buf.getvalue().encode()

@@ -24,8 +24,7 @@ from app.api.routes.dashboard import STATIC
 from app.main import create_app
 from app.market.sources import synthetic
 from app.market.store import TickStore
-from tests.api.conftest import body, install_models, live_server, make_settings
-from tests.api.test_stream import csv_body
+from tests.api.conftest import body, csv_body, install_models, live_server, make_settings
 
 CHROMIUM = os.environ.get("TICKCAST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TICKCAST_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_settings, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
 from fake_exchange import FakeExchange, server_error  # noqa: E402
@@ -27,13 +27,6 @@ def settings_for(tmp: Path, url: str, **over: object):  # noqa: ANN201
     kw = {"markets": ["binance:BTC-USD"], "source_urls": {"binance": url}, "ingest": True,
           "pull_interval_s": 0.3, **over}
     return make_settings(tmp, **kw)
-
-
-def wait_for(pred, timeout: float = 20.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_schedule_pulls_reports_status_and_resumes_after_restart(tmp_path: Path) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,29 +14,16 @@ import pytest
 
 from app.main import create_app
 from app.market.store import TickStore
-from app.market.ticks import TickArrays, write_csv_to
-from tests.api.conftest import body, install_models, live_server, make_settings
+from app.market.ticks import TickArrays
+from tests.api.conftest import body, csv_body, install_models, live_server, make_settings, wait_for
 from tests.api.sse import Event, EventStream
 
 STREAM = "/stream/synthetic/BTC-USD"
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def store_ticks(tmp: Path, ticks: TickArrays, exchange: str = "synthetic", symbol: str = "BTC-USD") -> None:
     with TickStore(tmp / "db" / "tickcast.db") as store:
         store.insert(exchange, symbol, ticks)
-
-
-def csv_body(ticks: TickArrays) -> bytes:
-    buf = io.StringIO()
-    write_csv_to(ticks, buf)
-    return buf.getvalue().encode()
 
 
 def predicted(url: str, ticks: TickArrays, end: int) -> float:

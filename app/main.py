@@ -19,7 +19,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.staticfiles import StaticFiles
 
 from app.api import errors
 from app.api.metrics import Metrics
@@ -112,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (predict.router, jobs.router, models.router, markets.router, stream.router,
               health.router, dashboard.router):
         app.include_router(r)
-    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    app.mount("/static", dashboard.Static(directory=dashboard.STATIC), name="static")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])

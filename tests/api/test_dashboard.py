@@ -43,7 +43,9 @@ def test_page_and_its_files_are_served_from_the_service(client: TestClient) -> N
     assert "/static/vendor/uplot/uPlot.iife.min.js" in assets and "/static/js/main.js" in assets
     for path in assets:
         r = client.get(path)
-        assert r.status_code == 200, path
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache", path
+        again = client.get(path, headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304, path  # revalidated, not downloaded again
     # everything the page runs comes from this service: no CDN, no other origin
     for f in STATIC.rglob("*"):
         if f.suffix in (".html", ".js", ".css") and "vendor" not in f.parts:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 router = APIRouter(tags=["dashboard"])
 
@@ -22,3 +25,14 @@ async def dashboard() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers={
         "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"})
+
+
+class Static(StaticFiles):
+    """The page's files, revalidated on every load (a 304 when unchanged), so a browser never
+    runs an earlier release's scripts against a newer API."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response

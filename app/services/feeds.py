@@ -37,7 +37,6 @@ CONTEXT = 512  # ticks kept before the newest, enough for any model up to seq_le
 @dataclass(frozen=True)
 class TickEvent:
     position: Position
-    time: float
     price: float
     amount: float
     probability: float | None  # None: no model yet, or too few ticks before this one
@@ -48,9 +47,12 @@ class TickEvent:
     @classmethod
     def of(cls, position: Position, price: float, amount: float, p: Prediction | None) -> TickEvent:
         if p is None:
-            return cls(position, position[0], price, amount, None, None, None, None)
-        return cls(position, position[0], price, amount, p.probability, p.decision, p.threshold,
-                   p.model_id)
+            return cls(position, price, amount, None, None, None, None)
+        return cls(position, price, amount, p.probability, p.decision, p.threshold, p.model_id)
+
+    @property
+    def time(self) -> float:
+        return self.position[0]
 
     @property
     def id(self) -> str:
@@ -248,13 +250,17 @@ class Feeds:
     def clients(self) -> int:
         return sum(len(f.subscribers) for f in self.feeds.values())
 
-    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
-                        last_event_id: str | None = None) -> Subscription:
+    def admit(self) -> None:
+        """Raise FeedsClosed or TooManyClients if a new stream would be refused now."""
         if self.closed:
             raise FeedsClosed("the service is shutting down; reconnect in a moment")
         if self.clients >= self.max_clients:
             raise TooManyClients(f"{self.max_clients} streams are open, the most this service "
                                  "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later")
+
+    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
+                        last_event_id: str | None = None) -> Subscription:
+        self.admit()
         key = (exchange, symbol)
         feed = self.feeds.get(key)
         if feed is None:

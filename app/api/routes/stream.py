@@ -27,13 +27,12 @@ async def _streamable(exchange: str, symbol: str, feeds: FeedsDep, ingestor: Ing
     if (exchange, symbol) not in ingestor.status and store.time_range(exchange, symbol) is None:
         raise HTTPException(404, f"{exchange}:{symbol} is neither a configured market nor has "
                                  "stored ticks; add it to TICKCAST_MARKETS or import ticks")
-    if feeds.closed:
-        raise HTTPException(503, "the service is shutting down; reconnect in a moment",
-                            headers={"Retry-After": "5"})
-    if feeds.clients >= feeds.max_clients:
-        raise HTTPException(503, f"{feeds.max_clients} streams are open, the most this service allows "
-                                 "(TICKCAST_STREAM_MAX_CLIENTS); retry later",
-                            headers={"Retry-After": "30"})
+    try:
+        feeds.admit()
+    except FeedsClosed as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
+    except TooManyClients as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "30"}) from None
     return feeds
 
 

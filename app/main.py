@@ -22,11 +22,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.metrics import Metrics
-from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.middleware import BodyLimit, RequestMetrics, SealedWrites, document
 from app.api.routes import dashboard, health, jobs, markets, models, predict, stream
 from app.market.store import TickStore
 from app.ml.checkpoint import best_device
-from app.services import bootstrap
+from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
 from app.services.jobs import JobManager, JobRecord
 from app.services.predictor import Predictor
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if settings.log_level != "debug":  # two lines per market per pull otherwise
             logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        housekeeping.at_start(settings.models_dir, settings.store_path)
         store = TickStore(settings.store_path)
         registry = Registry(settings.models_dir)
         predictor = Predictor(registry, str(best_device(settings.device)),
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          result.get("reason", ""))
 
         manager = JobManager(store, registry, concurrency=settings.job_concurrency,
-                             threads=settings.job_threads, on_finish=on_finish)
+                             threads=settings.job_threads, queue_max=settings.job_queue_max,
+                             on_finish=on_finish)
         app.state.settings, app.state.store, app.state.registry = settings, store, registry
         app.state.predictor, app.state.jobs, app.state.metrics = predictor, manager, metrics
         metrics.on_scrape(lambda m: _refresh_gauges(m, app))
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               health.router, dashboard.router):
         app.include_router(r)
     app.mount("/static", dashboard.Static(directory=dashboard.STATIC), name="static")
+    # innermost: its 403/415 pass through CORSMiddleware, which adds a configured origin's headers
+    app.add_middleware(SealedWrites, origins=settings.cors_origins, openapi=lambda: app.openapi())
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
@@ -133,6 +137,7 @@ def _openapi(app: FastAPI) -> dict:
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(body.pop("$defs", {}))
         schemas["PredictRequest"] = body
+        document(spec)
         app.openapi_schema = spec
     return app.openapi_schema
 
@@ -141,6 +146,8 @@ def _refresh_gauges(m: Metrics, app: FastAPI) -> None:
     for status, n in app.state.jobs.counts().items():
         m.jobs.labels(status).set(n)
     m.streams.set(app.state.feeds.clients)
+    m.count_worker_restarts("ingest", app.state.ingestor.worker_restarts)
+    m.count_worker_restarts("job", getattr(app.state.jobs, "worker_deaths", 0))
     model = app.state.predictor.model
     m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
                   "seq_len": str(model.seq_len)} if model else {"id": ""})

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
                                                        "the if_better policy; unset: never")
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once")
     job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker")
+    job_queue_max: int = Field(20, ge=1, le=10_000, description="training jobs allowed to wait for a "
+                                                                "worker; POST /train answers 429 with "
+                                                                "Retry-After beyond it")
     predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving")
     batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for a batch")
     batch_max: int = Field(64, ge=1, le=4096, description="largest micro-batch")

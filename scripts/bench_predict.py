@@ -29,9 +29,21 @@ generator is not the bottleneck. `--no-pin` runs both unpinned. Pinning the
 naive app to one core also keeps its thread-pool requests from borrowing
 wrk's core, so all three are compared on one core each.
 
+`--during-training` measures the service alone, idle and then while a GRU job
+trains in its worker process (started with POST /train, cancelled at the end),
+in the same run: p50/p99 at 1 connection, throughput and p99 at 16. Here the
+server is not pinned, as in a deployment: a pinned server's job worker would
+inherit its single core, where it yields to serving so completely that it
+does not train at all under load. wrk stays on core 1 (unless --no-pin), and
+the worker keeps off the first core by itself (job_worker.yield_cpu). The
+batches the job trained during the load are reported too. Targets: p99 while
+training <= 1.5x idle at 1 connection and <= 2x at 16, throughput at 16 while
+training >= 70% of idle.
+
     python scripts/bench_predict.py              # table and targets
     python scripts/bench_predict.py --json       # ... last line: one JSON object
     python scripts/bench_predict.py --model models/cnn-....pt --duration 15
+    python scripts/bench_predict.py --during-training --json
 """
 
 from __future__ import annotations
@@ -60,6 +72,10 @@ from app.market.sources import synthetic  # noqa: E402
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 TARGETS = {"p50_ms_c1": 2.0, "rps_vs_bare": 0.7, "rps_vs_naive": 2.0, "p99_vs_bare": 2.0,
            "rss_mb": 600.0}
+TRAINING_TARGETS = {"p99_c1_ratio": 1.5, "p99_c16_ratio": 2.0, "rps_c16_ratio": 0.7}
+TRAINING_CONNECTIONS = 16
+# long enough to outlast the measurements; cancelled when they are done
+GRU_JOB = {"config": {"arch": "GRU", "num_epochs": 1000, "patience": 0}, "activate": "never"}
 
 
 # ---------------------------------------------------------------- model and body
@@ -253,6 +269,105 @@ def run_wrk(url: str, lua: Path, threads: int, conns: int, seconds: float,
     return parse_wrk(out.stdout)
 
 
+# ---------------------------------------------------------------- while a job trains
+
+
+def api(base: str, method: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def start_training(base: str, timeout: float = 120.0) -> str:
+    """POST /train a GRU job and wait until its worker is past loading data, into training."""
+    job = api(base, "POST", "/train", GRU_JOB)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        j = api(base, "GET", f"/jobs/{job['id']}")
+        if j["status"] not in ("queued", "running"):
+            raise RuntimeError(f"the training job ended before the measurement: {j}")
+        if j["status"] == "running" and (j.get("progress") or {}).get("phase") == "training":
+            return job["id"]
+        time.sleep(0.2)
+    raise RuntimeError(f"the training job did not start training within {timeout:.0f}s")
+
+
+def measure(url: str, lua: Path, args: argparse.Namespace, pin: str | None) -> dict[str, WrkResult]:
+    return {"c1": run_wrk(url, lua, 1, 1, args.duration_c1, pin),
+            "c16": run_wrk(url, lua, args.threads, TRAINING_CONNECTIONS, args.duration, pin)}
+
+
+def during_training(args: argparse.Namespace, server: Server, body: bytes, lua: Path,
+                    pin_wrk: str | None) -> dict[str, dict[str, WrkResult]]:
+    """The service idle, then while a job trains: the same load, in the same run."""
+    print("service: starting", file=sys.stderr)
+    server.start()
+    base = server.url.rsplit("/", 1)[0]
+    server.wait_ready(body)
+    if args.warmup > 0:
+        run_wrk(server.url, lua, 1, 8, args.warmup, pin_wrk)
+    idle = measure(server.url, lua, args, pin_wrk)
+    print(f"idle: c1 p99 {idle['c1'].p99_ms:.2f} ms, c16 {idle['c16'].rps:.0f} req/s",
+          file=sys.stderr)
+    job_id = start_training(base)
+    before = batches_done(api(base, "GET", f"/jobs/{job_id}"))
+    print(f"job {job_id} training", file=sys.stderr)
+    t0 = time.monotonic()
+    busy = measure(server.url, lua, args, pin_wrk)
+    seconds = time.monotonic() - t0
+    j = api(base, "GET", f"/jobs/{job_id}")
+    if j["status"] != "running":
+        raise RuntimeError(f"the training job stopped during the measurement: {j}")
+    print(f"training: c1 p99 {busy['c1'].p99_ms:.2f} ms, c16 {busy['c16'].rps:.0f} req/s; the job "
+          f"trained {batches_done(j) - before} batches in those {seconds:.0f} s (it yields the CPU "
+          "to serving, so it goes slower while serving is busy)", file=sys.stderr)
+    api(base, "DELETE", f"/jobs/{job_id}")
+    return {"idle": idle, "training": busy}
+
+
+def batches_done(job: dict) -> int:
+    p = job.get("progress") or {}
+    n = int(p.get("num_batches") or 0)
+    return (int(p.get("epoch") or 1) - 1) * n + int(p.get("batch") or 0)
+
+
+def report_training(res: dict[str, dict[str, WrkResult]], args: argparse.Namespace,
+                    pinned: bool) -> int:
+    idle, busy = res["idle"], res["training"]
+    print(f"\n/predict while a GRU job trains, body of {args.ticks} ticks; uvicorn 1 worker; "
+          + ("server unpinned, wrk on core 1" if pinned else "unpinned"))
+    print(f"{'':9} {'p50 c1':>9} {'p99 c1':>9} {'req/s c16':>10} {'p50 c16':>9} {'p99 c16':>9} "
+          f"{'errors':>7}")
+    for name, r in res.items():
+        print(f"{name:9} {r['c1'].p50_ms:7.2f}ms {r['c1'].p99_ms:7.2f}ms {r['c16'].rps:10.0f} "
+              f"{r['c16'].p50_ms:7.2f}ms {r['c16'].p99_ms:7.2f}ms {r['c1'].bad + r['c16'].bad:7d}")
+    c1 = busy["c1"].p99_ms / idle["c1"].p99_ms
+    c16 = busy["c16"].p99_ms / idle["c16"].p99_ms
+    rps = busy["c16"].rps / idle["c16"].rps
+    t = TRAINING_TARGETS
+    for text, ok in ((f"p99 at 1 connection while training {c1:.2f}x idle <= {t['p99_c1_ratio']}x",
+                      c1 <= t["p99_c1_ratio"]),
+                     (f"p99 at 16 while training {c16:.2f}x idle <= {t['p99_c16_ratio']}x",
+                      c16 <= t["p99_c16_ratio"]),
+                     (f"req/s at 16 while training {rps:.2f}x idle >= {t['rps_c16_ratio']}x",
+                      rps >= t["rps_c16_ratio"])):
+        print(f"  [{'ok' if ok else 'MISS'}] {text}")
+    bad = sum(r[k].bad for r in res.values() for k in ("c1", "c16"))
+    if bad:
+        print(f"  [MISS] the service answered {bad} requests with an error or a socket error")
+    if args.json:
+        print(json.dumps({
+            "p50_ms_c1_idle": round(idle["c1"].p50_ms, 3), "p50_ms_c1_training": round(busy["c1"].p50_ms, 3),
+            "p99_ms_c1_idle": round(idle["c1"].p99_ms, 3), "p99_ms_c1_training": round(busy["c1"].p99_ms, 3),
+            "p99_ms_c16_idle": round(idle["c16"].p99_ms, 3),
+            "p99_ms_c16_training": round(busy["c16"].p99_ms, 3),
+            "rps_c16_idle": round(idle["c16"].rps, 1), "rps_c16_training": round(busy["c16"].rps, 1),
+        }))
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -270,10 +385,14 @@ def main() -> int:
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin the server to core 0 and wrk to core 1")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ap.add_argument("--during-training", action="store_true",
+                    help="the service alone, idle and while a GRU job trains (16 connections)")
     args = ap.parse_args()
     if not Path(WRK).exists():
         sys.exit("wrk not found (apt-get install wrk)")
     pin_server, pin_wrk = (None, None) if args.no_pin or (os.cpu_count() or 1) < 2 else ("0", "1")
+    if args.during_training:
+        pin_server = None  # its job worker would inherit the pin: see the module's docstring
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # so that the finally below stops the servers
@@ -296,9 +415,21 @@ def main() -> int:
         env.update(TICKCAST_MODELS_DIR=str(models), TICKCAST_STORE_PATH=str(tmp / "store.db"),
                    TICKCAST_BOOTSTRAP="false", TICKCAST_DEVICE="cpu", TICKCAST_LOG_LEVEL="warning",
                    BENCH_MODEL_PATH=str(model_path), PYTHONUNBUFFERED="1")
+        if args.during_training:  # the job trains on the synthetic market's 60,000 ticks
+            env.update(TICKCAST_INGEST="false")
         servers = [Server("service", "app.main:create_app", env, tmp / "service.log", pin_server),
                    Server("bare", "bench_apps:bare_app", env, tmp / "bare.log", pin_server),
                    Server("naive", "bench_apps:naive_app", env, tmp / "naive.log", pin_server)]
+        if args.during_training:
+            servers = servers[:1]
+            try:
+                phases = during_training(args, servers[0], body, lua, pin_wrk)
+            except (RuntimeError, OSError) as e:  # OSError: urllib's errors, a refused connection
+                print(f"{e}\n{servers[0].tail()}", file=sys.stderr)
+                return 1
+            finally:
+                servers[0].stop()
+            return report_training(phases, args, pin_wrk is not None)
         res: dict[str, dict[str, WrkResult]] = {}
         rss = 0.0
         for s in servers:

@@ -34,6 +34,12 @@ class Metrics:
         self.jobs = Gauge("tickcast_jobs", "training jobs by status", ("status",), registry=r)
         self.streams = Gauge("tickcast_stream_clients", "open /stream connections", registry=r)
         self.model = Info("tickcast_active_model", "the model /predict uses", registry=r)
+        self.worker_restarts = Counter("tickcast_worker_restarts", "worker processes that died and were "
+                                       "replaced, by kind (ingest: the pull worker; job: a training job)",
+                                       ("kind",), registry=r)
+        self._restarts_seen: dict[str, int] = {}
+        for kind in ("ingest", "job"):  # present at 0, so an alert on its rate has a series
+            self.worker_restarts.labels(kind)
         self._refresh: list[Callable[[Metrics], None]] = []
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -43,6 +49,14 @@ class Metrics:
     def observe_batch(self, size: int) -> None:
         self.predictions.inc(size)
         self.batch_size.observe(size)
+
+    def count_worker_restarts(self, kind: str, total: int) -> None:
+        """Bring the counter up to `total`, a count the supervisor keeps (read at scrape time, so
+        the supervisors need not know about Prometheus)."""
+        seen = self._restarts_seen.get(kind, 0)
+        if total > seen:
+            self.worker_restarts.labels(kind).inc(total - seen)
+            self._restarts_seen[kind] = total
 
     def on_scrape(self, fn: Callable[[Metrics], None]) -> None:
         """Gauges that are cheaper to read at scrape time than to keep up to date."""

@@ -13,15 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.market.ticks import TickArrays
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON number only (an integer is a fine float); `true` and `"6000"` are not numbers.
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class TickIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    time: Annotated[float, Field(allow_inf_nan=False, ge=0, description="unix seconds")]
-    price: Annotated[float, Field(allow_inf_nan=False, gt=0)]
-    amount: Annotated[float, Field(allow_inf_nan=False, ge=0)]
+    time: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, description="unix seconds")]
+    price: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
+    amount: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
 
 
 def _check_order(ticks: list[TickIn], where: str) -> None:
@@ -76,9 +77,10 @@ class PredictBatchOut(BaseModel):
 
 
 class TrainConfigIn(BaseModel):
-    """Hyper-parameters; bounded so that one request cannot occupy the machine for days."""
+    """Hyper-parameters; bounded so that one request cannot occupy the machine for days.
+    Strict: numbers must be JSON numbers (integers for the counts), never booleans or strings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     arch: Literal["CNN", "LSTM", "RNNLinear", "GRU", "PureRNN"] = "CNN"
     seq_len: int = Field(32, ge=2, le=512)
@@ -141,7 +143,12 @@ class ModelOut(BaseModel):
     seq_len: int | None
     created_at: str | None
     metrics: dict[str, Any] | None
-    meta: dict[str, Any] = Field(description="the checkpoint's metadata (no weights)")
+    meta: dict[str, Any] = Field(description="the checkpoint's metadata (no weights); empty when the "
+                                             "file is too damaged to read")
+    loadable: bool = Field(description="the file passed every check (metadata within bounds, weights "
+                                       "of the described shapes): it can be activated and predicted with")
+    unloadable_reason: str | None = Field(description="why the model cannot be loaded and what to do; "
+                                                      "null when loadable")
 
 
 class Message(BaseModel):

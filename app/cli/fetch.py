@@ -147,7 +147,9 @@ class CsvSink:
     that size, so a page written but not committed (a crash in between) is fetched
     again instead of duplicated. Rows are kept in time order: a tick older than the
     last written one is dropped, and ticks at the last written time are matched
-    against the ones already written there (overlapping pages, a page cut at --end).
+    against the ones already written there (overlapping pages, a page cut at --end):
+    by trade id, else by (price, amount, ordinal) where the source numbers its id-less
+    rows, so a page that continues a second is not taken for a resend of it.
     """
 
     def __init__(self, path: Path, exchange: str, symbol: str) -> None:
@@ -197,7 +199,8 @@ class CsvSink:
         tid = None if ticks.trade_id is None else ticks.trade_id[i]
         if tid is not None:
             return f"id:{tid}"
-        return f"v:{float(ticks.price[i])!r}:{float(ticks.amount[i])!r}"
+        key = f"v:{float(ticks.price[i])!r}:{float(ticks.amount[i])!r}"
+        return key if ticks.ordinal is None else f"{key}:{int(ticks.ordinal[i])}"
 
     async def write(self, ticks: TickArrays, cursor: str | None) -> int:
         last = self.state["last_time"]
@@ -209,6 +212,8 @@ class CsvSink:
                 continue
             if last is not None and t == last:
                 k = self._key(ticks, i)
+                if seen[k] <= 0 and ticks.ordinal is not None and k.startswith("v:"):
+                    k = k.rsplit(":", 1)[0]  # a key written by a version without ordinals
                 if seen[k] > 0:
                     seen[k] -= 1
                     continue

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.market.ticks import TickArrays, validate
+from app.market.ticks import TickArrays, ordinals, validate
 
 DEFAULT_PATH = Path("data/tickcast.db")
 
@@ -39,8 +39,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             has_side INTEGER NOT NULL DEFAULT 0, UNIQUE (exchange, symbol))""",
         # seq keeps arrival order among equal times across inserts; ord is a
         # tick's ordinal among identical (time, price, amount) rows of its
-        # batch, which tells two real same-second trades apart from one trade
-        # delivered twice when the exchange gives no id.
+        # source (or, when the source gives none, of its batch), which tells two
+        # real same-second trades apart from one trade delivered twice when the
+        # exchange gives no id.
         """CREATE TABLE ticks (
             market_id INTEGER NOT NULL REFERENCES markets (id), time REAL NOT NULL,
             seq INTEGER NOT NULL, price REAL NOT NULL, amount REAL NOT NULL,
@@ -161,6 +162,9 @@ class TickStore:
                cursor: str | None = None) -> int:
         """Store ticks, skipping ones already stored; returns how many were new.
 
+        A tick without a trade id is known by (time, price, amount, ordinal): its
+        `ticks.ordinal` when the source numbered it (the same trade then has the same
+        key however the source was paged), else its number within this batch.
         Validation happens before the transaction opens, so bad input leaves
         the store exactly as it was. `cursor` (an ingestion source's resume
         point after these ticks) commits together with them or not at all.
@@ -171,7 +175,7 @@ class TickStore:
             return 0
         trade_id, no_id = _opt_str_col(ticks.trade_id, n)
         side, no_side = _opt_str_col(ticks.side, n)
-        ords = _ordinals(ticks, no_id)
+        ords = _ord_col(ordinals(ticks, no_id) if ticks.ordinal is None else ticks.ordinal, no_id)
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO markets (exchange, symbol) VALUES (?, ?)", (exchange, symbol)
@@ -327,7 +331,8 @@ class TickStore:
 
 def _opt_str_col(col: np.ndarray | None, n: int) -> tuple[Iterable[str | None], np.ndarray | None]:
     """Values sqlite3 can bind (str or None; numpy scalars it cannot) and the mask of
-    missing ones; '' and NaN mean unknown, as in the CSV reader."""
+    missing ones; '' and NaN mean unknown, as in the CSV reader and `ticks.missing_ids`
+    (inlined here: one Series for both is measurably faster on every page stored)."""
     if col is None:
         return repeat(None, n), None
     s = pd.Series(col, dtype=object)
@@ -336,27 +341,11 @@ def _opt_str_col(col: np.ndarray | None, n: int) -> tuple[Iterable[str | None], 
     return np.where(missing, None, text.to_numpy(dtype=object)).tolist(), missing
 
 
-def _ordinals(ticks: TickArrays, no_id: np.ndarray | None) -> list[int | None]:
-    """Each id-less tick's ordinal among identical (time, price, amount) ticks of the batch.
-
-    Re-sending a batch (or an overlapping one that starts on a timestamp
-    boundary) gives the same ordinals, so the unique index drops the repeats,
-    while two genuine identical trades (ordinals 0 and 1) are both kept.
-    Ticks with a trade id get None: the id alone identifies them.
-    """
-    idx = np.arange(len(ticks)) if no_id is None else np.flatnonzero(no_id)
-    out = np.full(len(ticks), -1, dtype=np.int64)
-    if idx.size:
-        t, p, a = ticks.time[idx], ticks.price[idx], ticks.amount[idx]
-        order = np.lexsort((a, p, t))  # stable: equal rows keep batch order
-        t, p, a = t[order], p[order], a[order]
-        new = np.ones(idx.size, dtype=bool)
-        new[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1]) | (a[1:] != a[:-1])
-        pos = np.arange(idx.size)
-        out[idx[order]] = pos - np.maximum.accumulate(np.where(new, pos, 0))
+def _ord_col(ords: np.ndarray, no_id: np.ndarray | None) -> list[int | None]:
+    """The ord column: NULL for ticks with a trade id, which the no-id index skips."""
     if no_id is None:
-        return out.tolist()
-    return np.where(out >= 0, out.astype(object), None).tolist()
+        return ords.tolist()
+    return np.where(no_id, ords.astype(object), None).tolist()
 
 
 def _any_known(missing: np.ndarray | None) -> bool:

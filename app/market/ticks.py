@@ -12,7 +12,7 @@ import csv
 import io
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -42,17 +42,25 @@ class Tick:
 
 @dataclass(frozen=True)
 class TickArrays:
-    """Columns of ticks in time order. `trade_id`/`side` are object arrays or None when unknown."""
+    """Columns of ticks in time order. `trade_id`/`side` are object arrays or None when unknown.
+
+    `ordinal` is how a source without trade ids tells identical-looking trades apart: a
+    tick's index among the id-less ticks of the *source* with the same (time, price,
+    amount), counted from the start of that time in the source (see `ordinals`). It
+    travels with slices, so a page carries its rows' place in the whole source and the
+    store keys them by it; where it is None the store numbers the ticks within the batch.
+    """
 
     time: np.ndarray  # float64, unix seconds
     price: np.ndarray  # float64
     amount: np.ndarray  # float64
     trade_id: np.ndarray | None = None
     side: np.ndarray | None = None
+    ordinal: np.ndarray | None = None  # int64; -1 on ticks that have a trade id
 
     def __post_init__(self) -> None:
         n = len(self.time)
-        for name in ("price", "amount", "trade_id", "side"):
+        for name in ("price", "amount", "trade_id", "side", "ordinal"):
             col = getattr(self, name)
             if col is not None and len(col) != n:
                 raise TickError(f"column {name!r} has {len(col)} values, time has {n}")
@@ -69,7 +77,13 @@ class TickArrays:
             self.amount[key],
             None if self.trade_id is None else self.trade_id[key],
             None if self.side is None else self.side[key],
+            None if self.ordinal is None else self.ordinal[key],
         )
+
+    def with_ordinals(self) -> TickArrays:
+        """These ticks numbered as a whole source (`ordinals`), for sources that see every
+        row of each time they hand out, so that any slice of them keeps its true keys."""
+        return replace(self, ordinal=ordinals(self))
 
     def row(self, i: int) -> Tick:
         return Tick(
@@ -115,12 +129,16 @@ class TickArrays:
                  for p, c in zip(parts, cols, strict=True)]
             )
 
+        # Ordinals only mean something when every part has them (numbered by one source);
+        # otherwise the store numbers the concatenation as one batch.
+        has_ord = all(p.ordinal is not None for p in parts)
         return cls(
             np.concatenate([p.time for p in parts]),
             np.concatenate([p.price for p in parts]),
             np.concatenate([p.amount for p in parts]),
             opt("trade_id"),
             opt("side"),
+            np.concatenate([p.ordinal for p in parts]) if has_ord else None,
         )
 
 
@@ -128,6 +146,39 @@ def _opt_str(v: object) -> str | None:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return None
     return str(v)
+
+
+def missing_ids(trade_id: np.ndarray) -> np.ndarray:
+    """Mask of ticks without a trade id: None, NaN and '' all mean unknown (as in the CSV reader)."""
+    s = pd.Series(trade_id, dtype=object)
+    return s.isna().to_numpy() | (s.astype(str) == "").to_numpy()
+
+
+def ordinals(ticks: TickArrays, no_id: np.ndarray | None = None) -> np.ndarray:
+    """Each id-less tick's index among the id-less ticks with its (time, price, amount); -1
+    for ticks with a trade id (the id alone identifies them). `no_id`: the mask, if known.
+
+    Two real trades that look alike get 0 and 1, so both are kept, while the same trade
+    delivered again gets the same number and the store drops it. The numbers are only
+    right if the ticks hold every row of each of their times from the source (a whole
+    file, a page that begins at the start of a second): numbering a page that begins
+    inside a second from 0 would take its first repeats for ones already stored.
+    Vectorised: one stable lexsort, no per-row Python.
+    """
+    n = len(ticks)
+    if no_id is None:
+        no_id = np.ones(n, dtype=bool) if ticks.trade_id is None else missing_ids(ticks.trade_id)
+    idx = np.flatnonzero(no_id)
+    out = np.full(n, -1, dtype=np.int64)
+    if idx.size:
+        t, p, a = ticks.time[idx], ticks.price[idx], ticks.amount[idx]
+        order = np.lexsort((a, p, t))  # stable: equal rows keep their order
+        t, p, a = t[order], p[order], a[order]
+        new = np.ones(idx.size, dtype=bool)
+        new[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1]) | (a[1:] != a[:-1])
+        pos = np.arange(idx.size)
+        out[idx[order]] = pos - np.maximum.accumulate(np.where(new, pos, 0))
+    return out
 
 
 def validate(ticks: TickArrays, *, first_row: int = 0) -> None:
@@ -162,6 +213,30 @@ def validate(ticks: TickArrays, *, first_row: int = 0) -> None:
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             raise TickError(f"side must be 'buy', 'sell' or empty, got {ticks.side[i]!r}", first_row + i)
+    if ticks.ordinal is not None:
+        _validate_ordinals(ticks, first_row)
+
+
+def _validate_ordinals(ticks: TickArrays, first_row: int) -> None:
+    """Ordinals come from code, not people, but a wrong one loses a trade silently (the
+    store drops a repeated key), so a source's numbering bug fails loudly instead."""
+    o = ticks.ordinal
+    if o.dtype.kind not in "iu":
+        raise TickError(f"ordinal must hold integers, got {o.dtype}")
+    no_id = np.ones(len(o), dtype=bool) if ticks.trade_id is None else missing_ids(ticks.trade_id)
+    bad = np.flatnonzero(no_id & (o < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise TickError(f"a tick without a trade id needs an ordinal >= 0, got {int(o[i])}", first_row + i)
+    idx = np.flatnonzero(no_id)
+    t, p, a, k = ticks.time[idx], ticks.price[idx], ticks.amount[idx], o[idx]
+    order = np.lexsort((k, a, p, t))
+    t, p, a, k = t[order], p[order], a[order], k[order]
+    same = (t[1:] == t[:-1]) & (p[1:] == p[:-1]) & (a[1:] == a[:-1]) & (k[1:] == k[:-1])
+    if same.any():
+        i = int(idx[order[int(np.flatnonzero(same)[0]) + 1]])
+        raise TickError(f"ordinal {int(o[i])} repeats for identical (time, price, amount) ticks; "
+                        "it must tell them apart", first_row + i)
 
 
 # ---------------------------------------------------------------- CSV

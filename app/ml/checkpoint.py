@@ -5,13 +5,22 @@ plain types (str, int, float, bool, None, lists, dicts, tensors): a checkpoint
 can never run code on load. Writes go to a temporary name in the same folder
 and are renamed over the target, so a crash leaves the old file or the new
 one, never half of either.
+
+A file is judged before it is trusted: `check` bounds every hyper-parameter
+the metadata hands to `nets.build`, derives the expected weight shapes by
+building the net on the `meta` device (which allocates nothing) and compares
+them with the file's tensors, all before a single weight is allocated. Reading
+memory-maps the archive, so even a file holding a huge tensor costs no memory
+until it has passed. `load` raises nothing but CheckpointError.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +39,31 @@ FORMAT_VERSION = 1
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # every torch.save archive starts with a zip local header
+
+# What loading accepts, beyond what training produces: the API trains at most seq_len 512,
+# hidden_size 1024 and 16 layers; the CLI is unbounded but larger nets are impractical on the
+# hardware tickcast targets. The headroom keeps any plausible CLI model loadable while a number
+# such as hidden_size 10**8 (petabytes of weights) is refused before anything is built.
+MAX_SEQ_LEN = 100_000
+MAX_HIDDEN_SIZE = 4096
+MAX_NUM_LAYERS = 64
+# The largest net the API can train (16-layer LSTM/PureRNN, hidden 1024) has ~134M parameters;
+# twice that, 1 GiB of float32, is the most a checkpoint may describe.
+MAX_PARAMETERS = 2**28
+# The keyword arguments of nets.build that metadata may set, with their bounds.
+INT_HPARAMS: dict[str, tuple[int, int]] = {"hidden_size": (1, MAX_HIDDEN_SIZE),
+                                           "num_layers": (1, MAX_NUM_LAYERS)}
+FLOAT_HPARAMS: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}  # [low, high)
+
+
 class CheckpointError(ValueError):
     """A file that cannot be used as a model; the message says why and what to do."""
+
+
+class NotACheckpoint(CheckpointError):
+    """The file is no tickcast checkpoint at all (another torch file, or not a torch archive):
+    a stray file in the models folder rather than a damaged model."""
 
 
 def new_model_id(arch: str, now: datetime | None = None) -> str:
@@ -70,22 +102,35 @@ def save(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], meta
     return path
 
 
-def read(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw payload, checked for shape and version; weights are not put into a module."""
+def _first_line(e: BaseException) -> str:
+    first = (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
+    return re.sub(r"\x1b\[[0-9;]*m", "", first)[:200]
+
+
+def read(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
+         mmap: bool = False) -> dict[str, Any]:
+    """The raw payload, checked for shape and version; weights are not put into a module.
+
+    With `mmap` the tensors stay in the file's pages until touched: judging a file costs no
+    memory for its weights, however large they claim to be."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with path.open("rb") as f:
+            is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read: {_first_line(e)}") from e
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except Exception as e:  # torch raises a zoo of types on corrupt files (OSError, IndexError, ...)
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:200]
-        raise CheckpointError(
+        error = CheckpointError if is_zip else NotACheckpoint  # a cut-short archive is still a model
+        raise error(
             f"{path} is not a readable checkpoint (truncated, corrupt, or holding more than "
-            f"plain data): {first}"
+            f"plain data): {_first_line(e)}"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a torch file but not a tickcast checkpoint")
+        raise NotACheckpoint(f"{path} is a torch file but not a tickcast checkpoint")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -152,27 +197,152 @@ class Model:
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Model:
-    """Rebuild the net from metadata and load its weights strictly onto `device`."""
+    """Judge the file (`check`), then put its weights into a net on `device`.
+
+    The net is built on the `meta` device and given the file's tensors (copied out of the
+    mapped file), so no random initialisation is spent on weights that are replaced anyway."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
-    payload = read(path, map_location=dev)
+    payload = read(path, map_location="cpu", mmap=True)
+    expected = check(payload, path)
+    meta, state = payload["meta"], payload["state_dict"]
+    try:
+        norm = features.Normalizer.from_dict(meta["norm"])
+        with torch.device("meta"):
+            net = build_net(meta)
+        net.load_state_dict({k: v.to(dtype=expected[k].dtype, copy=True) for k, v in state.items()},
+                            strict=True, assign=True)
+        net.to(dev).eval()
+    except Exception as e:  # anything left (out of memory on the device...) is still a refusal
+        raise CheckpointError(f"{path} could not be loaded onto {dev}: {_first_line(e)}") from e
+    return Model(str(meta.get("id", Path(path).stem)), net, meta, norm, dev)
+
+
+def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Refuse (CheckpointError) a payload from `read` that would not make a usable model: its
+    metadata out of bounds, or its weights not those of the net the metadata describes.
+
+    Nothing is allocated: the expected tensors, returned, live on the `meta` device."""
     meta = payload["meta"]
+    try:
+        check_meta(meta, path)
+        expected = expected_state(meta, path)
+        check_weights(payload["state_dict"], expected, path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # a check that trips over some odd value is a refusal too
+        raise CheckpointError(f"{path}: metadata does not describe a usable model: "
+                              f"{_first_line(e)}") from e
+    return expected
+
+
+def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Every value `build_net`, the normaliser and `Model` read, typed and within bounds."""
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"{path} metadata lacks {', '.join(missing)}: retrain the model")
-    if list(meta["features"]) != list(features.FEATURES):
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: metadata does not describe a usable model: {why}")
+
+    if not isinstance(meta["features"], list | tuple) or list(meta["features"]) != list(features.FEATURES):
         raise CheckpointError(
-            f"{path} was trained on features {meta.get('features')}, this tickcast computes "
-            f"{list(features.FEATURES)}: retrain the model"
+            f"{path} was trained on features {str(meta.get('features'))[:200]}, this tickcast "
+            f"computes {list(features.FEATURES)}: retrain the model"
         )
+    if not isinstance(meta["arch"], str):
+        raise bad(f"arch must be a name, got {type(meta['arch']).__name__}")
     try:
-        net = build_net(meta)
-        norm = features.Normalizer.from_dict(meta["norm"])
-        float(meta["logit_offset"]), float(meta["threshold"])
+        nets.canonical_arch(meta["arch"])
+    except ValueError as e:
+        raise bad(str(e)) from e
+    _check_int("seq_len", meta["seq_len"], 1, MAX_SEQ_LEN, bad)
+    hparams = meta["hparams"]
+    if not isinstance(hparams, dict):
+        raise bad(f"hparams must be a mapping, got {type(hparams).__name__}")
+    unknown = sorted(str(k) for k in hparams if k not in INT_HPARAMS and k not in FLOAT_HPARAMS)
+    if unknown:
+        raise bad(f"unknown hyper-parameter(s) {', '.join(unknown)[:200]}; this tickcast knows "
+                  f"{', '.join([*INT_HPARAMS, *FLOAT_HPARAMS])}")
+    for name, (low, high) in INT_HPARAMS.items():
+        if name in hparams:
+            _check_int(f"hparams.{name}", hparams[name], low, high, bad)
+    for name, (flow, fhigh) in FLOAT_HPARAMS.items():
+        v = hparams.get(name, flow)
+        if not (_is_real(v) and flow <= v < fhigh):
+            raise bad(f"hparams.{name} must be a number in [{flow}, {fhigh}), got {str(v)[:50]}")
+    norm = meta["norm"]
+    if not isinstance(norm, dict):
+        raise bad(f"norm must be a mapping of mean and std, got {type(norm).__name__}")
+    for key in ("mean", "std"):
+        v = norm.get(key)
+        if (not isinstance(v, list | tuple) or len(v) != len(features.FEATURES)
+                or not all(_is_real(x) for x in v)):
+            raise bad(f"norm.{key} must be {len(features.FEATURES)} finite numbers, one per feature")
+    if not all(x > 0 for x in norm["std"]):
+        raise bad("norm.std must be positive")
+    if not _is_real(meta["logit_offset"]):
+        raise bad(f"logit_offset must be a finite number, got {str(meta['logit_offset'])[:50]}")
+    if not (_is_real(meta["threshold"]) and 0.0 <= meta["threshold"] <= 1.0):
+        raise bad(f"threshold must be a probability in [0, 1], got {str(meta['threshold'])[:50]}")
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_int(name: str, v: object, low: int, high: int,
+               bad: Callable[[str], CheckpointError]) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise bad(f"{name} must be an integer, got {str(v)[:50]}")
+    if not low <= v <= high:
+        raise bad(f"{name} {v} is outside {low}..{high}, the range this tickcast loads: "
+                  "it is corrupt, or retrain with a value in range")
+
+
+def expected_state(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state_dict the metadata's net has, as `meta`-device tensors (shapes and dtypes, no
+    data), with its parameter count bounded. Call after `check_meta`."""
+    try:
+        with torch.device("meta"):
+            net = build_net(meta)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: metadata does not describe a usable model: {e}") from e
-    try:
-        net.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the described model: {e}") from e
-    net.to(dev).eval()
-    return Model(str(meta.get("id", Path(path).stem)), net, meta, norm, dev)
+    expected = net.state_dict()
+    n = sum(t.numel() for t in expected.values())
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: metadata does not describe a usable model: the net it describes has {n:,} "
+            f"weights, more than the {MAX_PARAMETERS:,} this tickcast loads; retrain a smaller one"
+        )
+    return expected
+
+
+def check_weights(state: dict[str, Any], expected: dict[str, torch.Tensor],
+                  path: str | os.PathLike[str]) -> None:
+    """The file's tensors are exactly the expected ones: same names, shapes, kinds of number,
+    plain dense tensors with finite values (a NaN weight would answer NaN for every request)."""
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: weights do not fit the described model ({why}): the file "
+                               "is damaged or its metadata is wrong; retrain the model")
+
+    missing = [k for k in expected if k not in state]
+    extra = [str(k) for k in state if k not in expected]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")]
+                 if missing else [])
+        parts += [f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else "")] if extra else []
+        raise bad("; ".join(parts)[:400])
+    for k, want in expected.items():
+        got = state[k]
+        if not isinstance(got, torch.Tensor):
+            raise bad(f"{k} is a {type(got).__name__}, not a tensor")
+        if got.layout != torch.strided or got.is_quantized or got.device.type == "meta":
+            raise bad(f"{k} is not a plain tensor holding data")
+        if tuple(got.shape) != tuple(want.shape):
+            raise bad(f"{k} has shape {tuple(got.shape)}, the model needs {tuple(want.shape)}")
+        if want.is_floating_point() != got.is_floating_point() or got.is_complex() \
+                or got.dtype == torch.bool:
+            raise bad(f"{k} holds {got.dtype}, the model needs {want.dtype}")
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise bad(f"{k} holds NaN or infinite values")

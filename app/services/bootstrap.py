@@ -21,8 +21,11 @@ SYNTHETIC_SECONDS_PER_TICK = 4.66  # the synthetic market's mean gap, as on the 
 
 
 def needed(registry: Registry) -> bool:
-    """No model at all: neither an active one nor any in the folder to activate."""
-    return registry.active_id() is None and not registry.list()
+    """No model at all: neither an active one nor any loadable one in the folder to activate.
+
+    An ACTIVE naming an unloadable model is an operator's choice to fix (/ready says how), not a
+    first start: training would silently replace it."""
+    return registry.active_id() is None and not any(m.loadable for m in registry.list())
 
 
 def queue_first_job(jobs: JobManager, symbol: str) -> JobRecord:

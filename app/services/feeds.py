@@ -9,6 +9,11 @@ gets recent history at once and a reconnecting one (SSE's Last-Event-ID) gets
 exactly what it missed. A client that falls `queue_max` events behind is let go;
 its EventSource reconnects and resumes from the ring. The feed stops with its
 last subscriber.
+
+The client limit counts seats, not subscribers: a seat is taken synchronously
+when a stream is admitted (before its 200 and before any await) and given
+back exactly once, however the stream ends. A burst of connects on a feed
+that is still priming therefore cannot overshoot the limit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -89,11 +95,30 @@ class FeedsClosed(Exception):
     """The service is shutting down."""
 
 
+class Seat:
+    """One admitted stream's place under the client limit, from admission until it ends."""
+
+    def __init__(self, on_release: Callable[[], None]) -> None:
+        self._on_release: Callable[[], None] | None = on_release
+
+    @property
+    def held(self) -> bool:
+        return self._on_release is not None
+
+    def release(self) -> None:
+        """Give the place back; later calls do nothing, so every exit path may call it."""
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            on_release()
+
+
 class Subscription:
     """One client's view of a feed: what it gets first, then the live events, in order."""
 
-    def __init__(self, feed: MarketFeed, first: list[TickEvent], resumed: bool, queue_max: int) -> None:
+    def __init__(self, feed: MarketFeed, first: list[TickEvent], resumed: bool, queue_max: int,
+                 seat: Seat | None = None) -> None:
         self.feed = feed
+        self.seat = seat
         self.first = first  # backlog, or what a reconnecting client missed
         self.resumed = resumed  # False: `first` starts the series afresh
         self.queue_max = queue_max
@@ -166,20 +191,22 @@ class MarketFeed:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        self.primed.set()  # clients still waiting for the first read wake and see why it ended
         for sub in list(self.subscribers):
             sub.end()
 
     def notify(self) -> None:
         self._wake.set()
 
-    def subscribe(self, backlog: int, last_seen: Position | None, queue_max: int) -> Subscription:
+    def subscribe(self, backlog: int, last_seen: Position | None, queue_max: int,
+                  seat: Seat | None = None) -> Subscription:
         """Snapshot the ring and join, with no await in between: nothing is missed or doubled."""
         resumed = last_seen is not None and bool(self.ring) and self.ring[0].position <= last_seen
         if resumed:
             first = [e for e in self.ring if e.position > last_seen]  # type: ignore[operator]
         else:
             first = list(self.ring)[max(0, len(self.ring) - backlog):]
-        sub = Subscription(self, first, resumed, queue_max)
+        sub = Subscription(self, first, resumed, queue_max, seat)
         self.subscribers.add(sub)
         return sub
 
@@ -245,42 +272,65 @@ class Feeds:
         self.poll_s, self.ring, self.max_clients, self.queue_max = poll_s, ring, max_clients, queue_max
         self.feeds: dict[tuple[str, str], MarketFeed] = {}
         self.closed = False
+        self._seats = 0  # admitted streams, joining or subscribed: taken by reserve, freed by Seat
 
     @property
     def clients(self) -> int:
-        return sum(len(f.subscribers) for f in self.feeds.values())
+        """Streams admitted and not yet ended, including those still waiting for their feed."""
+        return self._seats
 
     def admit(self) -> None:
         """Raise FeedsClosed or TooManyClients if a new stream would be refused now."""
         if self.closed:
             raise FeedsClosed("the service is shutting down; reconnect in a moment")
-        if self.clients >= self.max_clients:
+        if self._seats >= self.max_clients:
             raise TooManyClients(f"{self.max_clients} streams are open, the most this service "
                                  "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later")
 
-    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
-                        last_event_id: str | None = None) -> Subscription:
+    def reserve(self) -> Seat:
+        """Admit one stream now or raise as `admit` does. Synchronous on purpose: the check and
+        the count change together, so concurrent connects cannot all pass the same check."""
         self.admit()
-        key = (exchange, symbol)
-        feed = self.feeds.get(key)
-        if feed is None:
-            feed = self.feeds[key] = MarketFeed(self.store, self.predictor, exchange, symbol,
-                                                poll_s=self.poll_s, ring=self.ring)
-            feed.start()
-        feed.joining += 1
+        self._seats += 1
+        return Seat(self._free_seat)
+
+    def _free_seat(self) -> None:
+        self._seats -= 1
+
+    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
+                        last_event_id: str | None = None, seat: Seat | None = None) -> Subscription:
+        """Join a market's feed, starting it if needed. Takes a seat first unless given one;
+        on any failure (refused, shut down, the client gone while the feed primes) the seat
+        is released before this raises."""
+        seat = seat if seat is not None else self.reserve()
+        feed: MarketFeed | None = None
         try:
-            await feed.primed.wait()
-        except BaseException:  # the client left while the feed was priming
-            feed.joining -= 1
-            self._drop_if_idle(feed)
+            if self.closed:
+                raise FeedsClosed("the service is shutting down; reconnect in a moment")
+            key = (exchange, symbol)
+            feed = self.feeds.get(key)
+            if feed is None:
+                feed = self.feeds[key] = MarketFeed(self.store, self.predictor, exchange, symbol,
+                                                    poll_s=self.poll_s, ring=self.ring)
+                feed.start()
+            feed.joining += 1
+            try:
+                await feed.primed.wait()
+            finally:
+                feed.joining -= 1
+            if self.closed:
+                raise FeedsClosed("the service is shutting down; reconnect in a moment")
+            return feed.subscribe(backlog, parse_event_id(last_event_id), self.queue_max, seat)
+        except BaseException:
+            seat.release()
+            if feed is not None:
+                self._drop_if_idle(feed)
             raise
-        feed.joining -= 1
-        if self.closed:
-            raise FeedsClosed("the service is shutting down; reconnect in a moment")
-        return feed.subscribe(backlog, parse_event_id(last_event_id), self.queue_max)
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub.feed.subscribers.discard(sub)
+        if sub.seat is not None:
+            sub.seat.release()
         self._drop_if_idle(sub.feed)
 
     def _drop_if_idle(self, feed: MarketFeed) -> None:

@@ -6,6 +6,10 @@ going from 1.5 ms to 10 ms while a backfill ran. In a process of its own the
 pull keeps its sources (and their HTTP clients, rate limiters and the live
 synthetic market's state) on one persistent event loop, and writes the SQLite
 file that the API process reads (WAL allows both).
+
+The parent (`ingest_pool`) watches this process and replaces it when it dies;
+`init` makes it die with the parent in turn, so it is never left holding the
+store after the API process is gone.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+import sqlite3
+from typing import Any, Literal
 
 from app.market.sources import make_source
-from app.market.store import TickStore
+from app.market.sources.base import SourceError
+from app.market.store import StoreError, TickStore
+from app.services import lifeline
 from app.services.ingest import PullResult, pull
 
 log = logging.getLogger(__name__)
@@ -24,6 +31,23 @@ log = logging.getLogger(__name__)
 _loop: asyncio.AbstractEventLoop | None = None
 _sources: dict[str, Any] = {}
 _stores: dict[str, TickStore] = {}
+
+
+# How a pull ended, as the parent tells its callers: "source" is the exchange's fault (502),
+# "store" the tick store's (locked, read-only, full: 503), "error" anything else (a bug).
+Outcome = Literal["ok", "source", "store", "error"]
+
+
+def init(parent_pid: int) -> None:
+    """Pool initializer. `parent_pid` is recorded by the parent before it spawns this process, so
+    a parent that died while this one was still importing is noticed too."""
+    lifeline.arm(parent_pid)
+    lower_priority()
+
+
+def ready() -> int:
+    """The start-up probe of a replacement worker: an answer means it started and `init` ran."""
+    return os.getpid()
 
 
 def lower_priority() -> None:
@@ -36,9 +60,9 @@ def lower_priority() -> None:
 
 
 def run_pull(store_path: str, exchange: str, symbol: str, base_url: str | None,
-             source_kw: dict[str, Any], start: float | None) -> tuple[str, Any]:
-    """("ok", PullResult) or ("error", message): exceptions of every source module need not
-    survive pickling back to the parent."""
+             source_kw: dict[str, Any], start: float | None) -> tuple[Outcome, Any]:
+    """("ok", PullResult) or (kind, message): exceptions of every source module need not
+    survive pickling back to the parent, but what they mean for the caller must."""
     global _loop
     try:
         if _loop is None:
@@ -51,5 +75,10 @@ def run_pull(store_path: str, exchange: str, symbol: str, base_url: str | None,
         result: PullResult = _loop.run_until_complete(
             pull(store, _sources[exchange], exchange, symbol, start=start))
         return "ok", result
+    except SourceError as e:
+        return "source", f"{type(e).__name__}: {e}"
+    except (sqlite3.Error, StoreError) as e:
+        return "store", f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - reported to the parent as the market's last error
+        log.exception("pull %s:%s failed", exchange, symbol)
         return "error", f"{type(e).__name__}: {e}"

@@ -30,7 +30,7 @@ import torch
 
 from app.market.ticks import TickArrays, validate
 from app.ml import checkpoint, features
-from app.services.registry import Registry
+from app.services.registry import Registry, UnloadableModel
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,20 @@ class Predictor:
         return self._model
 
     def load_active(self) -> checkpoint.Model | None:
-        """Load the registry's active model onto the device; None (and `load_error`) if none."""
+        """Load the registry's active model onto the device; None (and `load_error`) if none.
+
+        Never raises: a bad ACTIVE must leave the service up, answering 503 with the reason
+        until another model is activated."""
         mid = self.registry.active_id()
         if mid is None:
             return None
         try:
             model = self.registry.load(mid, self.device)
-        except (checkpoint.CheckpointError, OSError) as e:
-            self.load_error = f"active model {mid!r} could not be loaded: {e}"
+        except Exception as e:  # noqa: BLE001 - whatever the cause, the service stays up
+            cause = e.__cause__ if isinstance(e, UnloadableModel) and e.__cause__ is not None else e
+            self.load_error = (f"the active model {mid!r} cannot be loaded: {cause}; activate "
+                               "another with POST /models/{id}/activate (GET /models shows which "
+                               "can be loaded) or train one with POST /train")
             log.error("%s", self.load_error)
             return None
         self._model, self.load_error = model, None
@@ -136,11 +142,12 @@ class Predictor:
         return model
 
     def no_model_reason(self) -> str:
+        if self.load_error:  # the cause first: an operator must act, waiting will not help
+            return f"no model is loaded: {self.load_error}"
         if self.training_hint:
             return f"no model is loaded yet: {self.training_hint}"
         return ("no model is loaded yet: one may be training (see GET /jobs); otherwise train one "
-                "with POST /train or activate one with POST /models/{id}/activate"
-                + (f" ({self.load_error})" if self.load_error else ""))
+                "with POST /train or activate one with POST /models/{id}/activate")
 
     async def seq_len(self, model_id: str | None = None) -> int:
         """The sequence length of the model a request would use (NoModel/UnknownModel if none)."""

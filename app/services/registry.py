@@ -1,9 +1,14 @@
 """The models folder: one `<id>.pt` checkpoint per model, plus a small `ACTIVE` file.
 
-Listing reads only the checkpoints' metadata, cached by (mtime_ns, size), so
-`GET /models` does not re-read unchanged files and never puts weights into the
-predictor. Which model is active is the text of `ACTIVE`, replaced atomically
-(temp file + os.replace), so a crash leaves the old choice or the new one.
+Listing judges each checkpoint once per (mtime_ns, size, inode): its metadata is
+read and checked with `checkpoint.check` (bounds and weight shapes, nothing
+allocated), so `GET /models` shows whether a model can be loaded, and why not,
+without re-reading unchanged files or putting weights into the predictor.
+Files that are no tickcast checkpoint at all (another torch file, stray bytes)
+are left out of the listing; damaged or mis-described models are listed with
+`loadable` False and the reason, and refused by `activate`. Which model is
+active is the text of `ACTIVE`, replaced atomically (temp file + os.replace),
+so a crash leaves the old choice or the new one.
 Model ids are checked against `checkpoint.MODEL_ID` before any path is built,
 so an id can never name a file outside the folder.
 """
@@ -45,13 +50,31 @@ class ModelInUse(RegistryError):
     """The model is active and cannot be deleted."""
 
 
+class UnloadableModel(checkpoint.CheckpointError, UnknownModel):
+    """The file exists but cannot be used as a model; the message says why.
+
+    A CheckpointError first (the API answers 422 with the reason), and an UnknownModel for
+    callers that treat "no usable model by that id" alike."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
     path: Path
     size_bytes: int
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # {} when the file is too damaged to read
     active: bool
+    loadable: bool = True
+    unloadable_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    key: tuple[int, int, int]  # (mtime_ns, size, inode) of the file judged: an atomic
+    # replace changes the inode even when size and mtime happen to match
+    meta: dict[str, Any]
+    reason: str | None  # None: the file passed every check
+    stray: bool = False  # no tickcast checkpoint at all: not listed as a model
 
 
 class Registry:
@@ -59,7 +82,7 @@ class Registry:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder = self.folder.resolve()
-        self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._cache: dict[str, _Verdict] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ ids and paths
@@ -86,25 +109,33 @@ class Registry:
 
     # ------------------------------------------------------------ metadata
 
-    def _meta(self, p: Path) -> tuple[dict[str, Any], int]:
-        """Metadata of one file, re-read only when its (mtime_ns, size) changed."""
+    def _judge(self, p: Path) -> _Verdict:
+        """The verdict on one file, re-judged only when its (mtime_ns, size, inode) changed."""
         st = p.stat()
-        key = (st.st_mtime_ns, st.st_size)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             hit = self._cache.get(p.name)
-        if hit is not None and hit[0] == key:
-            return hit[1], st.st_size
-        meta = checkpoint.read(p, map_location="cpu")["meta"]
+        if hit is not None and hit.key == key:
+            return hit
+        verdict = _judge_file(p, key)
+        if verdict.reason is not None:
+            log.warning("%s: %s", "skipping a file that is no model" if verdict.stray
+                        else "unloadable model", verdict.reason)
         with self._lock:
-            self._cache[p.name] = (key, meta)
-        return meta, st.st_size
+            self._cache[p.name] = verdict
+        return verdict
 
     def _info(self, model_id: str, p: Path, active: str | None) -> ModelInfo:
-        meta, size = self._meta(p)
-        return ModelInfo(model_id, p, size, meta, model_id == active)
+        """A listed model's info; UnloadableModel for a file that is no model at all."""
+        v = self._judge(p)
+        if v.stray:
+            raise UnloadableModel(f"model {model_id!r} is not usable: {v.reason}; delete the file "
+                                  "or replace it with a tickcast checkpoint")
+        return ModelInfo(model_id, p, v.key[1], v.meta, model_id == active, v.reason is None, v.reason)
 
     def list(self) -> list[ModelInfo]:
-        """All readable models, newest first (by metadata created_at, then file mtime)."""
+        """Every model file, loadable or not, newest first (by metadata created_at, then file
+        mtime); files that are no tickcast checkpoint at all are left out (and logged once)."""
         active = self.active_id()
         out: list[ModelInfo] = []
         seen: set[str] = set()
@@ -115,7 +146,9 @@ class Registry:
             seen.add(p.name)
             try:
                 out.append(self._info(mid, p, active))
-            except (checkpoint.CheckpointError, OSError) as e:
+            except UnloadableModel:
+                continue  # logged when judged
+            except OSError as e:  # gone or unreadable between glob and stat
                 log.warning("skipping unreadable model file %s: %s", p, e)
         with self._lock:
             for name in [n for n in self._cache if n not in seen]:
@@ -132,11 +165,8 @@ class Registry:
         return out
 
     def get(self, model_id: str) -> ModelInfo:
-        p = self._existing(model_id)
-        try:
-            return self._info(model_id, p, self.active_id())
-        except checkpoint.CheckpointError as e:
-            raise UnknownModel(f"model {model_id!r} is not usable: {e}") from e
+        """The model's info, `loadable` False with the reason if it cannot be loaded."""
+        return self._info(model_id, self._existing(model_id), self.active_id())
 
     # ------------------------------------------------------------ active model
 
@@ -154,14 +184,15 @@ class Registry:
         return text if (self.folder / f"{text}{SUFFIX}").is_file() else None
 
     def activate(self, model_id: str) -> ModelInfo:
-        """Make `model_id` the active model; its file must read as a checkpoint."""
+        """Make `model_id` the active model; UnloadableModel (ACTIVE unchanged) unless its file
+        passes every check."""
         p = self._existing(model_id)
-        try:
-            meta, size = self._meta(p)
-        except checkpoint.CheckpointError as e:
-            raise UnknownModel(f"model {model_id!r} cannot be activated: {e}") from e
+        v = self._judge(p)
+        if v.reason is not None:
+            raise UnloadableModel(f"model {model_id!r} cannot be activated: {v.reason}; "
+                                  "GET /models shows which models can be loaded")
         self._write_active(model_id)
-        return ModelInfo(model_id, p, size, meta, True)
+        return ModelInfo(model_id, p, v.key[1], v.meta, True)
 
     def _write_active(self, model_id: str) -> None:
         with atomic_write(self.folder / ACTIVE_FILE, "w", encoding="utf-8") as f:
@@ -178,10 +209,30 @@ class Registry:
             self._cache.pop(p.name, None)
 
     def load(self, model_id: str, device: str | torch.device = "cpu") -> checkpoint.Model:
-        """The model on `device` (CheckpointError if the file is unusable)."""
-        model = checkpoint.load(self._existing(model_id), device)
+        """The model on `device`; UnloadableModel (a CheckpointError) if the file is unusable."""
+        p = self._existing(model_id)
+        try:
+            model = checkpoint.load(p, device)
+        except Exception as e:  # checkpoint.load raises only CheckpointError; OSError if the file went
+            reason = str(e) if isinstance(e, checkpoint.CheckpointError) else f"{p}: {e}"
+            raise UnloadableModel(f"model {model_id!r} cannot be loaded: {reason}") from e
         model.id = model_id  # the file name is the id the API knows it by
         return model
+
+
+def _judge_file(p: Path, key: tuple[int, int, int]) -> _Verdict:
+    """Read the file (memory-mapped) and check it without building its weights."""
+    try:
+        payload = checkpoint.read(p, map_location="cpu", mmap=True)
+    except checkpoint.NotACheckpoint as e:
+        return _Verdict(key, {}, str(e), stray=True)
+    except checkpoint.CheckpointError as e:
+        return _Verdict(key, {}, str(e))
+    try:
+        checkpoint.check(payload, p)
+    except checkpoint.CheckpointError as e:
+        return _Verdict(key, payload["meta"], str(e))
+    return _Verdict(key, payload["meta"], None)
 
 
 def val_auc(meta: dict[str, Any]) -> float | None:

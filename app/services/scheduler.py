@@ -4,30 +4,35 @@ One pull job per configured market, every `pull_interval_s`, with
 max_instances=1 and coalescing: a slow exchange delays its own next pull and
 never stacks pulls up. Pulls run in one worker process (see
 `ingest_worker`), so /predict keeps answering at its idle latency while they run.
+That process is supervised (see `ingest_pool`): a watch job notices its death
+within a second even when no pull runs, every market's status says so, and a
+new worker takes over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing as mp
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from app.market.sources import make_source
+from app.market.sources import SOURCES
 from app.market.sources.base import SourceError
 from app.market.store import TickStore
 from app.services import ingest_worker
 from app.services.ingest import PullResult
-from app.services.jobs import JobManager, JobSpec
+from app.services.ingest_pool import IngestPool
+from app.services.jobs import JobManager, JobSpec, QueueFull
+from app.services.jobs import StoreUnavailable as JobStoreUnavailable
 
 log = logging.getLogger(__name__)
+
+WATCH_S = 1.0  # how often the worker is checked (or each pull interval, if shorter)
 
 
 @dataclass
@@ -38,10 +43,21 @@ class MarketStatus:
     last_new_ticks: int = 0
     last_error: str | None = None
     pulls: int = 0
+    failures: int = 0  # failed pulls, ever
+    consecutive_failures: int = 0  # since the last pull that worked: alert on this
 
 
 class UnknownMarket(LookupError):
     pass
+
+
+class IngestFailed(RuntimeError):
+    """A pull failed in the worker for a reason that is not the exchange's. Pages stored
+    before it are kept with their cursor, so the next pull resumes there."""
+
+
+class StoreUnavailable(IngestFailed):
+    """The worker could not write the tick store (locked, read-only, disk full)."""
 
 
 class Ingestor:
@@ -57,7 +73,7 @@ class Ingestor:
         self.jobs = jobs
         self.retrain_cron = retrain_cron
         self._urls = source_urls
-        self._pool: ProcessPoolExecutor | None = None
+        self.worker = IngestPool(on_death=self._worker_died)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.status: dict[tuple[str, str], MarketStatus] = {}
         for m in markets:
@@ -67,20 +83,35 @@ class Ingestor:
         self.on_stored: Callable[[str, str], None] | None = None  # a pull stored new ticks
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
-        make_source(exchange, self._urls.get(exchange))  # an unknown exchange fails here, loudly
+        if exchange not in SOURCES:  # fails here, loudly (building a source per pull costs an SSL context)
+            raise IngestFailed(f"TICKCAST_MARKETS names {exchange!r}, which has no source (known: "
+                               f"{', '.join(sorted(SOURCES))}); fix the setting and restart")
         # the synthetic market's first pull is the history the first start trains on
         return {"history_s": self.synthetic_history_s} if exchange == "synthetic" else {}
 
+    @property
+    def worker_restarts(self) -> int:
+        """Deaths of the ingest worker noticed and answered with a new one (for Prometheus)."""
+        return self.worker.restarts
+
+    def _worker_died(self, reason: str) -> None:
+        # every market, pulling or not: none is pulled until the new worker is up
+        for st in self.status.values():
+            st.last_error = (f"{reason}; a new worker is starting, the next pull resumes from the "
+                             "stored cursor")
+
     async def _pull(self, exchange: str, symbol: str, start: float | None) -> PullResult:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                             initializer=ingest_worker.lower_priority)
-        status, value = await asyncio.get_running_loop().run_in_executor(
-            self._pool, ingest_worker.run_pull, str(self.store.path), exchange, symbol,
-            self._urls.get(exchange), self._source_kw(exchange), start)
-        if status != "ok":
+        kind, value = await self.worker.run(
+            ingest_worker.run_pull, str(self.store.path), exchange, symbol, self._urls.get(exchange),
+            self._source_kw(exchange), start)
+        if kind == "ok":
+            return value
+        if kind == "source":
             raise SourceError(value)
-        return value
+        if kind == "store":
+            raise StoreUnavailable(f"the tick store {self.store.path} could not be written ({value})")
+        raise IngestFailed(f"the pull failed in the ingest worker ({value}); the traceback is in the "
+                           "server log")
 
     async def fill_synthetic(self, symbol: str) -> PullResult:
         """The first start's data: the live synthetic market's history up to now, with its cursor,
@@ -102,12 +133,15 @@ class Ingestor:
         async with lock:  # a manual pull and a scheduled one never interleave pages
             try:
                 result = await self._pull(exchange, symbol, time.time() - 3600)
-            except (SourceError, OSError, ValueError) as e:
+            except Exception as e:  # every failure shows in the status, then goes to the caller
                 st.last_error, st.last_pull = str(e), time.time()
+                st.failures += 1
+                st.consecutive_failures += 1
                 log.warning("pull %s:%s failed: %s", exchange, symbol, e)
                 raise
             st.last_pull, st.last_new_ticks, st.last_error = time.time(), result.new_ticks, None
             st.pulls += 1
+            st.consecutive_failures = 0
             if result.new_ticks and self.on_stored is not None:
                 self.on_stored(exchange, symbol)
             return result
@@ -115,15 +149,32 @@ class Ingestor:
     async def _scheduled_pull(self, exchange: str, symbol: str) -> None:
         try:
             await self.pull_now(exchange, symbol)
-        except (SourceError, OSError, ValueError):
-            pass  # recorded in the status; the next run retries from the same cursor
+        except Exception:  # noqa: BLE001 - recorded in the status; the next run retries from the cursor
+            # Not retried at once, not even after a worker death: the pull may be what killed it.
+            pass
+
+    async def _watch(self) -> None:
+        """A coroutine, so it runs on the event loop: a replacement worker is spawned from the
+        loop's thread, which its lifeline is tied to."""
+        self.worker.poll()
 
     def _retrain(self) -> None:
+        """One if_better job per market. A market that cannot be queued (a full queue, a store
+        that cannot record the job) is logged and skipped: the others are still queued."""
         if self.jobs is None:
             return
         for exchange, symbol in self.status:
-            self.jobs.submit(JobSpec(exchange=exchange, symbol=symbol, start=None, end=None,
-                                     config={"arch": "CNN"}, activate="if_better"))
+            try:
+                self.jobs.submit(JobSpec(exchange=exchange, symbol=symbol, start=None, end=None,
+                                         config={"arch": "CNN"}, activate="if_better"))
+            except QueueFull as e:
+                log.warning("scheduled retraining of %s:%s was skipped: %s. Raise TICKCAST_JOB_QUEUE_MAX "
+                            "or wait: the next TICKCAST_RETRAIN_CRON run queues it again, or POST /train "
+                            "once the queue has room", exchange, symbol, e)
+            except JobStoreUnavailable as e:
+                log.warning("scheduled retraining of %s:%s was skipped: %s. The next "
+                            "TICKCAST_RETRAIN_CRON run queues it again, or POST /train once the store "
+                            "accepts writes", exchange, symbol, e)
 
     def start(self) -> None:
         if self.enabled:
@@ -133,6 +184,9 @@ class Ingestor:
                                        max_instances=1, coalesce=True,
                                        misfire_grace_time=max(1, int(self.interval_s)),
                                        next_run_time=_now())
+        # a death is noticed even when no pull runs (ingestion off, manual pulls only)
+        self.scheduler.add_job(self._watch, "interval", seconds=min(self.interval_s, WATCH_S),
+                               id="watch:ingest-worker", max_instances=1, coalesce=True)
         if self.retrain_cron:
             self.scheduler.add_job(self._retrain, CronTrigger.from_crontab(self.retrain_cron, "UTC"),
                                    id="retrain", max_instances=1, coalesce=True)
@@ -141,15 +195,9 @@ class Ingestor:
     async def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._pool is not None:
-            # A backfill may be mid-way: stop its process rather than wait. Each page commits
-            # with its cursor in one SQLite transaction, so the next start resumes cleanly.
-            procs = list(getattr(self._pool, "_processes", {}).values())
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                await asyncio.to_thread(proc.join, 5)
+        # A backfill may be mid-way: stop its process rather than wait. Each page commits
+        # with its cursor in one SQLite transaction, so the next start resumes cleanly.
+        await self.worker.close()
 
     def describe(self) -> list[dict[str, Any]]:
         """Per market: last pull, last tick time, lag, ticks stored, last error, next run."""
@@ -159,7 +207,7 @@ class Ingestor:
             rng = self.store.time_range(exchange, symbol)
             job = self.scheduler.get_job(f"pull:{exchange}:{symbol}") if self.scheduler.running else None
             nxt = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
-            out.append({**asdict(st), "ingesting": self.enabled,
+            out.append({**asdict(st), "ingesting": self.enabled, "worker_restarts": self.worker.restarts,
                         "ticks_stored": self.store.count(exchange, symbol),
                         "last_tick_time": rng[1] if rng else None,
                         "lag_s": now - rng[1] if rng else None,

@@ -176,7 +176,8 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
             form = browser.find_element(By.ID, "train-form")
             key = form.find_element(By.NAME, "api_key")
             assert key.is_displayed()
-            for name, value in (("num_epochs", "4"), ("seq_len", "32"), ("hidden_size", "32")):
+            # wide enough that training outlasts a few of the page's 1 s polls of /jobs
+            for name, value in (("num_epochs", "4"), ("seq_len", "32"), ("hidden_size", "256")):
                 field = form.find_element(By.NAME, name)
                 field.clear()
                 field.send_keys(value)

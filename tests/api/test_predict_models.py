@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -236,3 +237,208 @@ def test_openapi_has_examples(client: TestClient) -> None:
                  "/ready", "/metrics"):
         assert path in spec["paths"], path
     assert "examples" in str(spec["components"]["schemas"]["PredictRequest"])
+
+
+# ---------------------------------------------------------------- checkpoints judged before trusted
+
+
+def _craft(good: Path, dest: Path, case: str) -> None:
+    """`dest`: the good checkpoint damaged one way (with the real checkpoint.save, or torch.save of
+    the same structure where save would refuse the damage)."""
+    payload = torch.load(good, weights_only=True)
+    meta, sd = payload["meta"], dict(payload["state_dict"])
+    if case == "truncated":
+        data = good.read_bytes()
+        dest.write_bytes(data[: len(data) // 2])
+        return
+    if case == "hidden_size 10**8":
+        meta = {**meta, "hparams": {**meta["hparams"], "hidden_size": 10**8}}
+    elif case == "wrong shapes":
+        sd["head.weight"] = torch.zeros(1, 5)
+    elif case == "missing key":
+        del sd["head.bias"]
+    elif case == "extra key":
+        sd["head.extra"] = torch.zeros(2)
+    elif case == "NaN weights":
+        sd["body.0.weight"] = torch.full_like(sd["body.0.weight"], float("nan"))
+    elif case == "not a tensor":
+        torch.save({**payload, "state_dict": {**sd, "head.bias": [0.0]}}, dest)
+        return
+    elif case == "weights not a dict":
+        torch.save({**payload, "state_dict": list(sd.values())}, dest)
+        return
+    checkpoint.save(dest, sd, meta)
+
+
+UNLOADABLE = {
+    "hidden_size 10**8": "hparams.hidden_size 100000000 is outside 1..4096",
+    "wrong shapes": "head.weight has shape (1, 5), the model needs (1, 128)",
+    "missing key": "missing head.bias",
+    "extra key": "unexpected head.extra",
+    "NaN weights": "body.0.weight holds NaN or infinite values",
+    "not a tensor": "head.bias is a list, not a tensor",
+    "weights not a dict": "lacks its metadata or weights",
+    "truncated": "truncated",
+}
+
+
+@pytest.mark.parametrize("case", list(UNLOADABLE))
+def test_an_unloadable_model_is_listed_refused_and_changes_nothing(
+        client: TestClient, ticks, trained, case: str) -> None:  # noqa: ANN001
+    models = client.app.state.registry.folder
+    _craft(trained[1], models / "bad-model.pt", case)
+    why = UNLOADABLE[case]
+    active_before = (models / "ACTIVE").read_bytes()
+    client.app.state.store.insert("synthetic", "BTC-USD", ticks)
+
+    listed = {m["id"]: m for m in client.get("/models").json()}
+    assert set(listed) == {trained[0].stem, trained[1].stem, "bad-model"}
+    assert listed["bad-model"]["loadable"] is False and why in listed["bad-model"]["unloadable_reason"]
+    assert all(m["loadable"] and m["unloadable_reason"] is None
+               for k, m in listed.items() if k != "bad-model")
+    one = client.get("/models/bad-model")
+    assert one.status_code == 200 and one.json()["loadable"] is False
+
+    r = client.post("/models/bad-model/activate")
+    assert r.status_code == 422 and why in r.json()["detail"], r.text
+    assert (models / "ACTIVE").read_bytes() == active_before
+    r = client.post("/predict", json=body(ticks, model_id="bad-model"))
+    assert r.status_code == 422 and why in r.json()["detail"], r.text
+    r = client.get("/predict/synthetic/BTC-USD", params={"model_id": "bad-model"})
+    assert r.status_code == 422 and why in r.json()["detail"], r.text
+
+    # serving is unchanged
+    assert client.post("/predict", json=body(ticks)).json()["model_id"] == trained[0].stem
+    assert client.get("/predict/synthetic/BTC-USD").status_code == 200
+    assert client.get("/ready").json() == {"status": "ready", "model_id": trained[0].stem}
+    assert client.delete("/models/bad-model").status_code == 204  # and it can be cleared away
+
+
+@pytest.mark.parametrize("case", list(UNLOADABLE))
+def test_a_bad_active_model_leaves_the_service_up_saying_why(
+        tmp_path: Path, ticks, trained, case: str) -> None:  # noqa: ANN001
+    good, _ = install_models(tmp_path, trained, activate=False)
+    _craft(trained[1], tmp_path / "models" / "bad-model.pt", case)
+    (tmp_path / "models" / "ACTIVE").write_text("bad-model\n")
+    why = UNLOADABLE[case]
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.json()["status"] == "not ready"
+        reason = r.json()["reason"]
+        for text in ("active model 'bad-model' cannot be loaded", why, "POST /models/{id}/activate"):
+            assert text in reason, reason
+        p = c.post("/predict", json=body(ticks))
+        assert p.status_code == 503 and p.json()["detail"] == reason
+        c.app.state.store.insert("synthetic", "BTC-USD", ticks)
+        assert c.get("/predict/synthetic/BTC-USD").status_code == 503
+        listed = {m["id"]: m for m in c.get("/models").json()}
+        assert listed["bad-model"]["active"] and not listed["bad-model"]["loadable"]
+        assert listed[good]["loadable"]
+
+        assert c.post(f"/models/{good}/activate").status_code == 200
+        assert c.get("/ready").json() == {"status": "ready", "model_id": good}
+        r = c.post("/predict", json=body(ticks))
+        assert r.status_code == 200 and r.json()["model_id"] == good
+
+
+def test_a_bad_active_model_is_not_replaced_by_the_first_start_bootstrap(
+        tmp_path: Path, trained) -> None:  # noqa: ANN001
+    """ACTIVE names a model: an operator's choice to fix, not a first start. Training one that
+    activates itself would hide the fault; /ready names it instead."""
+    models = tmp_path / "models"
+    models.mkdir()
+    _craft(trained[0], models / "bad-model.pt", "hidden_size 10**8")
+    (models / "ACTIVE").write_text("bad-model\n")
+    with TestClient(create_app(make_settings(tmp_path, bootstrap=True))) as c:
+        assert c.get("/jobs").json() == []
+        r = c.get("/ready")
+        assert r.status_code == 503 and "bad-model" in r.json()["reason"]
+        assert "training" not in r.json()["reason"]
+
+
+def test_a_folder_of_unloadable_models_still_gets_a_first_model(tmp_path: Path, trained) -> None:  # noqa: ANN001
+    """Without ACTIVE, unloadable files are nothing to activate: the first start trains one."""
+    models = tmp_path / "models"
+    models.mkdir()
+    _craft(trained[0], models / "bad-model.pt", "truncated")
+    with TestClient(create_app(make_settings(tmp_path, bootstrap=True, bootstrap_ticks=2000))) as c:
+        assert len(c.get("/jobs").json()) == 1
+        assert "training" in c.get("/ready").json()["reason"]
+
+
+def test_listing_survives_metadata_that_is_not_plain_json(client: TestClient, trained) -> None:  # noqa: ANN001
+    """A metric undefined on its split (NaN), a tensor or odd types in metadata: the page still
+    answers, as strict JSON, and the model stays loadable (extra keys are not the loader's
+    business)."""
+    payload = torch.load(trained[1], weights_only=True)
+    meta = {**payload["meta"], "metrics": {"val": {"auc": float("nan"), "ppv": float("inf")}},
+            "job_id": "job-1", "extra": torch.zeros(2), "created_at": 5}
+    checkpoint.save(client.app.state.registry.folder / "odd.pt", payload["state_dict"], meta)
+    r = client.get("/models")
+    assert r.status_code == 200, r.text
+    [odd] = [m for m in r.json() if m["id"] == "odd"]
+    assert odd["loadable"] and odd["metrics"] == {"val": {"auc": None, "ppv": None}}
+    assert odd["meta"]["job_id"] == "job-1" and odd["meta"]["extra"] == "<Tensor>"
+    assert odd["created_at"] is None
+    assert client.post("/models/odd/activate").status_code == 200
+
+
+def test_openapi_describes_loadable(client: TestClient) -> None:
+    props = client.get("/openapi.json").json()["components"]["schemas"]["ModelOut"]["properties"]
+    assert props["loadable"]["description"] and props["unloadable_reason"]["description"]
+
+
+@pytest.mark.parametrize(("field", "value"), [("price", True), ("price", "6000"), ("time", False),
+                                              ("amount", "0.5"), ("price", [6000]), ("time", {"t": 1})])
+def test_booleans_and_strings_are_not_numbers(client: TestClient, ticks, field: str, value: object) -> None:  # noqa: ANN001
+    good = body(ticks)["ticks"]
+    bad = [dict(t) for t in good]
+    bad[7][field] = value
+    r = client.post("/predict", json={"ticks": bad})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{"loc": ["body", "ticks", 7, field],
+                                   "msg": "Input should be a valid number", "type": "float_type"}]
+    wins = [good, bad]
+    r = client.post("/predict", json={"windows": wins})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "windows", 1, 7, field]
+
+
+def test_integers_are_numbers(client: TestClient, ticks) -> None:  # noqa: ANN001
+    as_float = body(ticks)
+    as_int = {"ticks": [{"time": int(t["time"]), "price": t["price"], "amount": t["amount"]}
+                        for t in as_float["ticks"]]}
+    as_int["ticks"][-1]["amount"] = 1
+    r = client.post("/predict", json=as_int)
+    assert r.status_code == 200, r.text
+    assert r.json()["as_of"] == float(int(ticks.time[-1]))
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "text/csv"])
+def test_predict_takes_only_json(client: TestClient, ticks, content_type: str) -> None:  # noqa: ANN001
+    import json
+
+    raw = json.dumps(body(ticks))
+    r = client.post("/predict", content=raw, headers={"content-type": content_type})
+    assert r.status_code == 415, r.text
+    assert "application/json" in r.json()["detail"] and r.headers["accept"] == "application/json"
+    for ok in ("application/json", "application/json; charset=utf-8", "Application/JSON",
+               "application/vnd.tickcast+json"):
+        r = client.post("/predict", content=raw, headers={"content-type": ok})
+        assert r.status_code == 200, (ok, r.text)
+
+
+@pytest.mark.parametrize(("where", "value"), [("num_epochs", True), ("seq_len", "16"), ("lr", "0.1"),
+                                              ("dropout", False), ("seed", 1.5)])
+def test_train_numbers_are_strict(client: TestClient, where: str, value: object) -> None:
+    r = client.post("/train", json={"config": {where: value}, "activate": "never"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "config", where]
+    r = client.post("/train", json={"start": True, "activate": "never"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "start"]
+    # integers are fine where a float is wanted: only the boolean is named
+    r = client.post("/train", json={"start": 0, "end": 10**10, "config": {"lr": 1, "gamma": 1,
+                                                                          "num_epochs": True}})
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "config", "num_epochs"]]
+    assert client.get("/jobs").json() == []  # nothing was queued

@@ -185,3 +185,61 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def _burst(url: str, n: int) -> list[tuple[int, str | None]]:
+    """n clients connect at once; each 200 reads its first event and stays connected until every
+    client has its answer, so none leaves before all were counted. (status, first event)."""
+    import asyncio
+
+    answered = 0
+    all_answered = asyncio.Event()
+
+    async def one(client: httpx.AsyncClient) -> tuple[int, str | None]:
+        nonlocal answered
+        async with client.stream("GET", url) as r:
+            answered += 1
+            if answered == n:
+                all_answered.set()
+            first = None
+            if r.status_code == 200:
+                lines = r.aiter_lines()
+                while (line := await anext(lines)) != "":
+                    if line.startswith("event:"):
+                        first = line.partition(":")[2].strip()
+                await asyncio.wait_for(all_answered.wait(), 60)
+            return r.status_code, first
+
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        return await asyncio.gather(*(one(client) for _ in range(n)))
+
+
+def _assert_exactly(got: list[tuple[int, str | None]], admitted: int) -> None:
+    statuses = sorted(s for s, _ in got)
+    assert statuses.count(200) == admitted and statuses.count(503) == len(got) - admitted, statuses
+    assert {e for s, e in got if s == 200} == {"reset"}  # a 200 is a stream, never an error event
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["cold market", "warm market"])
+def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: bool) -> None:  # noqa: ANN001
+    """Cold: no stream is open, so every client waits for the feed's first read (scoring 1000
+    ticks); warm: one client already holds the feed. Either way only the limit gets a 200."""
+    import asyncio
+
+    install_models(tmp_path, trained)
+    store_ticks(tmp_path, ticks[:3000])
+    cap, n = 5, 60
+    app = create_app(make_settings(tmp_path, stream_max_clients=cap))
+    with live_server(app) as url:
+        feeds = app.state.feeds
+        holder = EventStream(f"{url}{STREAM}?backlog=1") if warm else None
+        if holder is not None:
+            holder.take(1)
+        _assert_exactly(asyncio.run(_burst(f"{url}{STREAM}?backlog=1000", n)), cap - warm)
+        if holder is not None:
+            holder.close()
+        wait_for(lambda: feeds.clients == 0 and not feeds.feeds)
+        # every seat came back: the next burst is admitted just the same
+        _assert_exactly(asyncio.run(_burst(f"{url}{STREAM}?backlog=1000", n)), cap)
+        wait_for(lambda: feeds.clients == 0)

@@ -19,6 +19,7 @@ def ticks(
     amount: list[float] | None = None,
     trade_id: list[object] | None = None,
     side: list[str | None] | None = None,
+    ordinal: list[int] | np.ndarray | None = None,
 ) -> TickArrays:
     n = len(time)
     return TickArrays(
@@ -27,6 +28,7 @@ def ticks(
         np.asarray(amount if amount is not None else [1.0] * n, np.float64),
         None if trade_id is None else np.array(trade_id, dtype=object),
         None if side is None else np.array(side, dtype=object),
+        None if ordinal is None else np.asarray(ordinal),
     )
 
 
@@ -77,6 +79,48 @@ def test_overlapping_batches_without_ids_on_a_timestamp_boundary(store: TickStor
     assert store.insert(EX, SYM, full[1:]) == 3  # resends all of time 2, adds 3, 3, 4
     assert store.insert(EX, SYM, full) == 0
     assert as_rows(store.read(EX, SYM)) == as_rows(full)
+
+
+def test_source_ordinals_key_identical_trades_across_batches(store: TickStore) -> None:
+    """A source that numbers its id-less rows (ordinal) keeps a trade's key whatever batch
+    brings it: three identical trades in three pages are three trades, and resending any
+    page stores nothing. Numbered per batch, pages two and three look like resends."""
+    full = ticks([1, 2, 2, 2, 3], [10, 11, 11, 11, 12], [1, 1, 1, 1, 1]).with_ordinals()
+    assert full.ordinal.tolist() == [0, 0, 1, 2, 0]
+    assert [store.insert(EX, SYM, full[i:i + 2]) for i in range(0, 5, 2)] == [2, 2, 1]
+    assert [store.insert(EX, SYM, full[i:i + 1]) for i in range(5)] == [0] * 5
+    assert as_rows(store.read(EX, SYM)) == as_rows(full)
+    plain = ticks([1, 2, 2, 2, 3], [10, 11, 11, 11, 12])
+    assert [store.insert("old", SYM, plain[i:i + 2]) for i in range(0, 5, 2)] == [2, 1, 1]
+
+
+def test_ordinals_on_ticks_with_ids_are_ignored(store: TickStore) -> None:
+    b = ticks([1, 1, 1], [10, 10, 10], trade_id=["a", None, "b"]).with_ordinals()
+    assert b.ordinal.tolist() == [-1, 0, -1]
+    assert store.insert(EX, SYM, b) == 3 and store.insert(EX, SYM, b) == 0
+    assert store.read(EX, SYM).trade_id.tolist() == ["a", None, "b"]
+
+
+def test_whole_seconds_are_numbered_alike_by_source_and_by_batch(store: TickStore) -> None:
+    """Why no migration is needed: a batch holding whole seconds gets the same ordinals
+    from the store's own numbering as from the source's, and a batch split inside a
+    second (the old losses) got a prefix 0..k-1 of each run's numbers, so pulling the
+    range again with source ordinals adds exactly the missing trades, never one twice."""
+    rng = np.random.default_rng(4)
+    t = np.repeat(np.arange(40.0), rng.integers(1, 12, 40))
+    full = ticks(t.tolist(), rng.choice([10.0, 10.5], t.size).tolist(),
+                 rng.choice([1.0, 2.0], t.size).tolist())
+    numbered = full.with_ordinals()
+    starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+    for a, b in zip(starts[:-1:3], starts[3::3], strict=False):  # batches of three whole seconds
+        np.testing.assert_array_equal(full[a:b].with_ordinals().ordinal, numbered.ordinal[a:b])
+    for i in range(0, len(full), 7):  # how an older version stored pages of 7: some lost
+        store.insert(EX, SYM, full[i:i + 7])
+    lost = len(full) - store.count(EX, SYM)
+    assert lost > 0
+    assert store.insert(EX, SYM, numbered) == lost
+    got = store.read(EX, SYM)
+    assert sorted(as_rows(got)) == sorted(as_rows(full))
 
 
 def test_overlapping_batches_with_ids(store: TickStore) -> None:
@@ -220,6 +264,9 @@ def test_markets_are_isolated(store: TickStore) -> None:
         (ticks([3, 4, 5], amount=[1, -1, 1]), "amount must be >= 0"),
         (ticks([3, 5, 4]), "time goes backwards"),
         (ticks([3, 4, 5], side=["buy", "up", None]), "side must be"),
+        (ticks([3, 3, 4], [1, 1, 2], ordinal=[0, 0, 0]), "row 1: ordinal 0 repeats"),
+        (ticks([3, 3, 4], ordinal=[0, -1, 0]), "needs an ordinal >= 0"),
+        (ticks([3, 4], ordinal=np.array([0.0, 1.0])), "ordinal must hold integers"),
     ],
 )
 def test_bad_input_raises_and_changes_nothing(

@@ -297,3 +297,206 @@ def test_model_ids_are_safe_file_names():
     ids = {checkpoint.new_model_id("PureRNN") for _ in range(20)}
     assert len(ids) == 20
     assert all(checkpoint.MODEL_ID.match(i) and i.startswith("purernn-") for i in ids)
+
+
+# ---------------------------------------------------------------- judged before trusted
+
+
+def _payload(meta: dict, state: object) -> dict:
+    return {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+            "meta": meta, "state_dict": state}
+
+
+@pytest.fixture
+def spy_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The default device each time nets.build runs: shows whether a net was ever built with
+    real storage (anything but "meta")."""
+    devices: list[str] = []
+    real = nets.build
+
+    def build(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        devices.append(torch.get_default_device().type)
+        return real(*a, **k)
+
+    monkeypatch.setattr(nets, "build", build)
+    return devices
+
+
+@pytest.mark.parametrize(("arch", "hparams", "seq_len", "bound"), [
+    ("CNN", {"hidden_size": 10**8, "num_layers": 1}, SEQ_LEN,
+     "hparams.hidden_size 100000000 is outside 1..4096"),
+    ("LSTM", {"hidden_size": 10**8, "num_layers": 2}, SEQ_LEN, "hparams.hidden_size 100000000 is outside"),
+    ("PureRNN", {"hidden_size": 8, "num_layers": 10**6}, SEQ_LEN,
+     "hparams.num_layers 1000000 is outside 1..64"),
+    ("CNN", {"hidden_size": 8, "num_layers": 1}, 10**9, "seq_len 1000000000 is outside 1..100000"),
+    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": 1.5}, SEQ_LEN, "hparams.dropout must be"),
+    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": float("nan")}, SEQ_LEN, "hparams.dropout"),
+    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": None}, SEQ_LEN, "hparams.dropout"),
+    ("GRU", {"hidden_size": "8", "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+    ("GRU", {"hidden_size": True, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+    ("GRU", {"hidden_size": 8.0, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+    # each bound passes, the product does not: refused by the parameter count, built on `meta` only
+    ("LSTM", {"hidden_size": 4096, "num_layers": 64}, SEQ_LEN, "weights, more than the 268,435,456"),
+    ("CNN", {"hidden_size": 4096, "num_layers": 2}, 100_000, "weights, more than the"),
+])
+def test_absurd_hyper_parameters_are_refused_before_any_weight_exists(
+        tmp_path, spy_builds, arch, hparams, seq_len, bound):
+    """The tester's file: well-formed, weights of a small net, metadata asking for a huge one."""
+    small = make_meta(arch)
+    meta = {**small, "hparams": hparams, "seq_len": seq_len}
+    path = checkpoint.save(tmp_path / "huge.pt", make_net(small).state_dict(), meta)
+    spy_builds.clear()
+    with pytest.raises(CheckpointError, match="metadata does not describe a usable model") as e:
+        checkpoint.load(path)
+    assert bound in str(e.value)
+    assert set(spy_builds) <= {"meta"}  # never built for real
+
+
+def test_every_build_argument_is_bounded():
+    """A hyper-parameter added to nets.build must get a bound here, or metadata could set it
+    to anything."""
+    import inspect
+
+    params = set(inspect.signature(nets.build).parameters) - {"arch", "n_features", "seq_len"}
+    assert params == set(checkpoint.INT_HPARAMS) | set(checkpoint.FLOAT_HPARAMS)
+
+
+@pytest.mark.parametrize("arch", nets.ARCHS)
+def test_expected_shapes_come_from_the_meta_device(arch):
+    meta = make_meta(arch, hidden_size=12, num_layers=3)
+    expected = checkpoint.expected_state(meta, "x.pt")
+    real = make_net(meta).state_dict()
+    assert list(expected) == list(real)
+    assert all(t.device.type == "meta" for t in expected.values())
+    assert {k: (tuple(t.shape), t.dtype) for k, t in expected.items()} == \
+        {k: (tuple(t.shape), t.dtype) for k, t in real.items()}
+
+
+def _state(meta: dict) -> dict[str, torch.Tensor]:
+    return dict(make_net(meta).state_dict())
+
+
+def _renamed(sd: dict) -> dict:
+    k = next(iter(sd))
+    return {("rnn.weight_ih_l9" if n == k else n): v for n, v in sd.items()}
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda sd: {k: v for k, v in list(sd.items())[1:]}, "missing rnn.weight_ih_l0"),
+    (lambda sd: {**sd, "head.extra": torch.zeros(1)}, "unexpected head.extra"),
+    (_renamed, "missing rnn.weight_ih_l0; unexpected rnn.weight_ih_l9"),
+    (lambda sd: {**sd, "head.weight": sd["head.weight"].tolist()}, "head.weight is a list, not a tensor"),
+    (lambda sd: {**sd, "head.bias": 0.5}, "head.bias is a float, not a tensor"),
+    (lambda sd: {**sd, "head.weight": sd["head.weight"].T}, "head.weight has shape (8, 1)"),
+    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.int32)}, "holds torch.int32"),
+    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.bool)}, "holds torch.bool"),
+    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.complex64)}, "holds torch.complex64"),
+    (lambda sd: {**sd, "head.weight": torch.full((1, 8), float("nan"))}, "NaN or infinite"),
+    (lambda sd: {**sd, "head.bias": torch.tensor([float("inf")])}, "NaN or infinite"),
+    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8).to_sparse()}, "not a plain tensor"),
+])
+def test_weights_are_checked_against_the_described_net(tmp_path, mutate, reason):
+    meta = make_meta("GRU")
+    path = tmp_path / "w.pt"
+    torch.save(_payload(meta, mutate(_state(meta))), path)
+    with pytest.raises(CheckpointError, match="weights do not fit the described model") as e:
+        checkpoint.load(path)
+    assert reason in str(e.value) and "retrain" in str(e.value)
+
+
+def test_float64_weights_of_the_right_shape_still_load(tmp_path):
+    """Another float width is a legitimate save (converted on load), not damage."""
+    meta = make_meta("GRU")
+    sd = {k: v.double() for k, v in _state(meta).items()}
+    torch.save(_payload(meta, sd), tmp_path / "f64.pt")
+    model = checkpoint.load(tmp_path / "f64.pt")
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())
+    assert model.proba(np.zeros((2, SEQ_LEN, F), np.float32)).shape == (2,)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"hparams": [8, 1]}, "hparams must be a mapping"),
+    ({"arch": 3}, "arch must be a name"),
+    ({"seq_len": "10"}, "seq_len must be an integer"),
+    ({"seq_len": 0}, "seq_len 0 is outside"),
+    ({"norm": "z"}, "norm must be a mapping"),
+    ({"norm": {"mean": [0.0] * F}}, "norm.std must be"),
+    ({"norm": {"mean": [0.0] * (F + 1), "std": [1.0] * F}}, "norm.mean must be"),
+    ({"norm": {"mean": [float("nan")] * F, "std": [1.0] * F}}, "norm.mean must be"),
+    ({"norm": {"mean": [0.0] * F, "std": [0.0] * F}}, "norm.std must be positive"),
+    ({"logit_offset": float("inf")}, "logit_offset must be a finite number"),
+    ({"logit_offset": "0"}, "logit_offset must be a finite number"),
+    ({"threshold": 1.5}, "threshold must be a probability"),
+    ({"threshold": None}, "threshold must be a probability"),
+])
+def test_metadata_values_are_typed_and_bounded(tmp_path, change, reason):
+    meta = make_meta()
+    sd = _state(meta)
+    meta.update(change)
+    path = checkpoint.save(tmp_path / "m.pt", sd, meta)
+    with pytest.raises(CheckpointError, match="metadata does not describe a usable model") as e:
+        checkpoint.load(path)
+    assert reason in str(e.value)
+
+
+@pytest.mark.parametrize("payload", [
+    _payload(make_meta(), [1, 2, 3]),
+    _payload([1], {}),
+    _payload(make_meta(features=None), {}),
+    _payload(make_meta(features="price"), {}),
+], ids=["state-list", "meta-list", "features-none", "features-str"])
+def test_payloads_of_the_wrong_structure(tmp_path, payload):
+    torch.save(payload, tmp_path / "s.pt")
+    with pytest.raises(CheckpointError):
+        checkpoint.load(tmp_path / "s.pt")
+
+
+def test_unknown_extra_metadata_is_kept(tmp_path):
+    """Other parts of tickcast add keys (a job id...): they are not the loader's business."""
+    path, _, meta = saved(tmp_path, job_id="j-123", anything={"nested": [1, 2]})
+    assert checkpoint.load(path).meta["job_id"] == "j-123"
+
+
+def test_a_stray_file_is_told_apart_from_a_damaged_model(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"hello")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    path, _, _ = saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(checkpoint.NotACheckpoint):
+        checkpoint.read(tmp_path / "junk.pt")
+    with pytest.raises(checkpoint.NotACheckpoint):
+        checkpoint.read(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="truncated") as e:
+        checkpoint.read(path)
+    assert not isinstance(e.value, checkpoint.NotACheckpoint)
+
+
+def test_a_huge_tensor_is_judged_without_reading_it_into_memory(tmp_path):
+    """A 256 MiB weight where a 32-byte one belongs: refused by its shape with the file mapped,
+    not read (loading it would grow the process by the 256 MiB). Measured in a fresh process,
+    whose peak memory says what the load cost."""
+    import subprocess
+    import sys
+
+    meta = make_meta("GRU")
+    sd = _state(meta)
+    sd["head.weight"] = torch.empty(2**26)  # untouched pages: not resident here either
+    path = tmp_path / "big.pt"
+    torch.save(_payload(meta, sd), path)
+    del sd
+    code = (
+        "import resource, sys\n"
+        "from app.ml import checkpoint\n"
+        "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before = peak()\n"
+        "try:\n"
+        "    checkpoint.load(sys.argv[1])\n"
+        "except checkpoint.CheckpointError as e:\n"
+        "    print(e)\n"
+        "print(peak() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         timeout=120, check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    reason, grew_kib = out.strip().splitlines()
+    assert "head.weight has shape (67108864,), the model needs (1, 8)" in reason
+    assert int(grew_kib) < 64 * 1024  # far below the 256 MiB a full read costs

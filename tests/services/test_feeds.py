@@ -181,3 +181,58 @@ def test_limits_and_close(tmp_path: Path, ticks: TickArrays) -> None:
             await feeds.subscribe(EX, SYM, backlog=0)
 
     run(tmp_path, None, body, max_clients=1)
+
+
+def test_the_limit_counts_clients_still_joining_a_priming_feed(tmp_path: Path, model_dir: Path,
+                                                               ticks: TickArrays) -> None:
+    """A burst on a market with no feed yet: every subscriber waits for the same first read, and
+    only `max_clients` of them may be waiting or subscribed at once."""
+    async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
+        store.insert(EX, SYM, ticks[:2000])
+        tries = [asyncio.create_task(feeds.subscribe(EX, SYM, backlog=1)) for _ in range(12)]
+        got = await asyncio.gather(*tries, return_exceptions=True)
+        subs = [g for g in got if isinstance(g, Subscription)]
+        refused = [g for g in got if isinstance(g, TooManyClients)]
+        assert (len(subs), len(refused)) == (3, 9)
+        assert feeds.clients == 3
+        for s in subs:
+            feeds.unsubscribe(s)
+            feeds.unsubscribe(s)  # a second release changes nothing
+        assert feeds.clients == 0 and feeds.feeds == {}
+        again = await asyncio.gather(*(feeds.subscribe(EX, SYM, backlog=1) for _ in range(3)))
+        assert feeds.clients == 3 and all(len(s.first) == 1 for s in again)
+
+    run(tmp_path, model_dir, body, max_clients=3)
+
+
+def test_a_seat_is_given_back_on_every_way_out(tmp_path: Path, ticks: TickArrays) -> None:
+    async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
+        store.insert(EX, SYM, ticks[:100])
+        # taken before the stream starts, handed to subscribe, given back when it ends
+        seat = feeds.reserve()
+        assert feeds.clients == 1
+        with pytest.raises(TooManyClients):
+            feeds.reserve()
+        sub = await feeds.subscribe(EX, SYM, backlog=0, seat=seat)
+        assert feeds.clients == 1 and sub.seat is seat
+        feeds.unsubscribe(sub)
+        assert feeds.clients == 0 and not seat.held
+        seat.release()
+        assert feeds.clients == 0
+        # the client left while the feed primed
+        joining = asyncio.create_task(feeds.subscribe(EX, "CCC", backlog=0))
+        await asyncio.sleep(0)
+        assert feeds.clients == 1
+        joining.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await joining
+        assert feeds.clients == 0
+        # the service shut down while it joined
+        joining = asyncio.create_task(feeds.subscribe(EX, SYM, backlog=0))
+        await asyncio.sleep(0)
+        feeds.close()
+        with pytest.raises(FeedsClosed):
+            await joining
+        assert feeds.clients == 0
+
+    run(tmp_path, None, body, max_clients=1)

@@ -15,7 +15,7 @@ from app.market.sources import synthetic
 from app.market.ticks import TickArrays, TickError
 from app.ml import checkpoint, training
 from app.services.predictor import NoModel, NotEnoughTicks, Prediction, Predictor
-from app.services.registry import InvalidModelId, Registry, UnknownModel
+from app.services.registry import InvalidModelId, Registry, UnknownModel, UnloadableModel
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +332,45 @@ def test_every_bad_tick_is_caught(setup, col: str, i: int, value: float) -> None
     with pytest.raises(TickError) as e:
         asyncio.run(pred.predict(TickArrays(**cols), model_id=b))
     assert e.value.row == i
+
+
+def _make_absurd(reg: Registry, model_id: str) -> None:
+    """The tester's file: a well-formed checkpoint whose metadata asks for hidden_size 10**8."""
+    payload = torch.load(reg.path(model_id), weights_only=True)
+    meta = {**payload["meta"], "hparams": {**payload["meta"]["hparams"], "hidden_size": 10**8}}
+    checkpoint.save(reg.path(model_id), payload["state_dict"], meta)
+
+
+def test_an_absurd_active_model_leaves_no_model_and_says_why(setup) -> None:
+    reg, ticks, a, b = setup
+    _make_absurd(reg, a)
+    pred = Predictor(reg, "cpu")
+    assert pred.load_active() is None and pred.model is None
+    for text in (a, "hidden_size 100000000 is outside 1..4096", "POST /models/{id}/activate"):
+        assert text in (pred.load_error or "")
+    with pytest.raises(NoModel) as e:
+        asyncio.run(pred.predict(ticks[:100]))
+    assert str(e.value).startswith("no model is loaded: the active model") and a in str(e.value)
+    assert pred.activate(b).id == b and pred.load_error is None
+    assert reg.active_id() == b
+
+
+def test_an_absurd_model_by_id_is_refused_and_the_active_one_serves_on(setup) -> None:
+    reg, ticks, a, b = setup
+    pred = make(reg)
+    _make_absurd(reg, b)
+    w = ticks[1000:1100]
+
+    async def go() -> None:
+        with pytest.raises(UnloadableModel, match="hidden_size 100000000"):
+            await pred.predict(w, model_id=b)
+        with pytest.raises(UnloadableModel):
+            await pred.seq_len(b)
+        assert (await pred.predict(w)).model_id == a
+        await pred.stop()
+
+    asyncio.run(go())
+    with pytest.raises(UnloadableModel, match="hidden_size 100000000"):
+        pred.activate(b)
+    assert reg.active_id() == a and pred.model is not None and pred.model.id == a
+    assert list(pred._cache) == []

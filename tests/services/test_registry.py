@@ -17,6 +17,7 @@ from app.services.registry import (
     ModelInUse,
     Registry,
     UnknownModel,
+    UnloadableModel,
     should_promote,
     val_auc,
 )
@@ -188,3 +189,76 @@ def test_should_promote(policy, challenger, incumbent, expected) -> None:
 def test_should_promote_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError):
         should_promote("sometimes", 0.6, 0.5)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- unloadable models
+
+
+def write_bad(folder: Path, model_id: str, case: str) -> Path:
+    """A model file damaged in one way, built from a real checkpoint."""
+    good = write_model(folder, model_id, created_at="2023-01-01T00:00:00+00:00")
+    payload = torch.load(good, weights_only=True)
+    meta, sd = payload["meta"], payload["state_dict"]
+    if case == "absurd":
+        meta["hparams"]["hidden_size"] = 10**8
+    elif case == "shapes":
+        sd["head.weight"] = torch.zeros(3, 3)
+    elif case == "not-a-tensor":  # checkpoint.save wants tensors: write the same structure
+        sd["head.bias"] = [0.0]
+        torch.save({**payload, "state_dict": sd}, good)
+        return good
+    elif case == "truncated":
+        good.write_bytes(good.read_bytes()[:300])
+        return good
+    return checkpoint.save(good, sd, meta)
+
+
+BAD = {"absurd": "hidden_size 100000000 is outside 1..4096",
+       "shapes": "head.weight has shape (3, 3)",
+       "not-a-tensor": "head.bias is a list, not a tensor",
+       "truncated": "truncated"}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_unloadable_models_are_listed_with_the_reason(reg: Registry, case: str) -> None:
+    write_bad(reg.folder, "bad", case)
+    reg.activate("mid")
+    before = snapshot(reg.folder)
+    infos = {m.id: m for m in reg.list()}
+    assert set(infos) == {"new", "mid", "old", "bad"}
+    assert not infos["bad"].loadable and BAD[case] in (infos["bad"].unloadable_reason or "")
+    assert all(m.loadable and m.unloadable_reason is None for k, m in infos.items() if k != "bad")
+    got = reg.get("bad")
+    assert not got.loadable and got.unloadable_reason == infos["bad"].unloadable_reason
+    with pytest.raises(UnloadableModel, match="cannot be activated") as e:
+        reg.activate("bad")
+    assert BAD[case] in str(e.value) and isinstance(e.value, checkpoint.CheckpointError)
+    with pytest.raises(UnloadableModel, match="cannot be loaded") as e:
+        reg.load("bad")
+    assert BAD[case] in str(e.value)
+    assert snapshot(reg.folder) == before and reg.active_id() == "mid"
+
+
+def test_an_active_unloadable_model_is_listed_as_active(reg: Registry) -> None:
+    write_bad(reg.folder, "bad", "absurd")
+    (reg.folder / "ACTIVE").write_text("bad\n")  # chosen before it went bad, or by hand
+    assert reg.active_id() == "bad"
+    [bad] = [m for m in reg.list() if m.id == "bad"]
+    assert bad.active and not bad.loadable
+
+
+def test_the_verdict_is_cached_until_the_file_changes(reg: Registry,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    write_bad(reg.folder, "bad", "shapes")
+    assert [m.loadable for m in reg.list()] == [True, True, True, False]
+    checks: list[object] = []
+    real = checkpoint.check
+    monkeypatch.setattr(checkpoint, "check", lambda *a, **k: checks.append(a[1]) or real(*a, **k))
+    reg.list()
+    reg.get("bad")
+    assert checks == []  # nothing re-judged
+    write_model(reg.folder, "bad", created_at="2026-01-01T00:00:00+00:00")  # fixed in place
+    infos = reg.list()
+    assert [Path(str(p)).name for p in checks] == ["bad.pt"]
+    assert infos[0].id == "bad" and infos[0].loadable and infos[0].unloadable_reason is None
+    assert reg.activate("bad").active and reg.load("bad").id == "bad"

@@ -28,7 +28,9 @@ async def info(settings: SettingsDep, predictor: PredictorDep, request: Request)
 
 @router.get("/ready", responses={503: {"description": "not ready, with the reason"}})
 async def ready(predictor: PredictorDep, store: StoreDep) -> JSONResponse:
-    """Ready when the store is open and a model is loaded."""
+    """Ready when the store is open and a model is loaded. Otherwise 503 with the reason: an
+    ACTIVE model that cannot be loaded is named, with why and what to do, while the rest of the
+    service (listing, activating another model, training) keeps answering."""
     try:
         store.schema_version  # noqa: B018 - touches the connection
     except Exception as e:  # noqa: BLE001 - any failure means not ready

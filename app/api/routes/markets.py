@@ -13,6 +13,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from app.api.deps import IngestorDep, KeyDep, SettingsDep, StoreDep
 from app.market.sources.base import SourceError
 from app.market.ticks import TickError, read_csv, write_csv_to
+from app.services.ingest_pool import WorkerDown
+from app.services.scheduler import IngestFailed, StoreUnavailable
 
 router = APIRouter(tags=["markets"])
 
@@ -54,15 +56,30 @@ async def market_ticks(exchange: str, symbol: str, store: StoreDep,
     return Response(json.dumps(body), media_type="application/json")
 
 
+STORE_RETRY_S = 10  # a locked store frees up in seconds; a read-only or full one needs a person
+
+
 @router.post("/markets/{exchange}/{symbol}/pull", dependencies=[KeyDep],
              responses={404: {"description": "not a configured market"},
-                        502: {"description": "the exchange failed; nothing was lost"}})
+                        500: {"description": "a market with no source, or a bug in the worker; "
+                                             "nothing was lost"},
+                        502: {"description": "the exchange failed; nothing was lost"},
+                        503: {"description": "the ingest worker is down or restarting, or the tick store "
+                                             "cannot be written; nothing was lost, see Retry-After"}})
 async def pull_market(exchange: str, symbol: str, ingestor: IngestorDep) -> dict:
     """Pull now (whatever the schedule says); answers with what was stored."""
     try:
         r = await ingestor.pull_now(exchange, symbol)
     except SourceError as e:
         raise HTTPException(502, f"{e}; stored ticks and the cursor are unchanged, retry later") from e
+    except WorkerDown as e:  # its message ends "retry in N s", N as in Retry-After
+        raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from e
+    except StoreUnavailable as e:
+        raise HTTPException(503, f"{e}; pages stored before it are kept with their cursor; make the store "
+                                 f"writable (or wait for whoever holds its lock), then retry in "
+                                 f"{STORE_RETRY_S} s", headers={"Retry-After": str(STORE_RETRY_S)}) from e
+    except IngestFailed as e:
+        raise HTTPException(500, f"{e}; pages stored before it are kept with their cursor") from e
     return {"exchange": exchange, "symbol": symbol, "new_ticks": r.new_ticks, "pages": r.pages,
             "cursor": r.cursor, "seconds": r.seconds}
 
@@ -75,12 +92,20 @@ async def import_ticks(exchange: str, symbol: str, request: Request, store: Stor
                        settings: SettingsDep) -> dict:
     """Import a CSV (time,price,amount[,trade_id,side] or the ancestor's format) sent as the body.
 
-    The whole file is validated before anything is stored; a re-import stores nothing twice.
+    The whole file is validated before anything is stored. A row with a trade id is known
+    by its id. A row without one is known by (time, price, amount) and its ordinal among
+    the body's identical rows, so the body is the source: importing a file again, or any
+    part of it, stores nothing twice, and a file sent in parts split between timestamps
+    stores exactly its rows. A split inside one timestamp is ambiguous without ids (a
+    resend and a continuation look alike); identical rows on both sides of it are taken as
+    one trade sent twice, i.e. for each (time, price, amount) the store keeps as many
+    id-less trades as the most that one import (or pull) held. So split files between
+    timestamps, or give trade ids. `rows - new_ticks` rows were already stored.
     """
     check_name(exchange, symbol)
     raw = await request.body()
     try:
-        ticks = read_csv(io.StringIO(raw.decode("utf-8")))
+        ticks = read_csv(io.StringIO(raw.decode("utf-8"))).with_ordinals()
     except UnicodeDecodeError as e:
         raise HTTPException(422, "the body is not UTF-8 text CSV") from e
     except TickError as e:

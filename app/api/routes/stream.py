@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from app.api.deps import FeedsDep, IngestorDep, StoreDep
 from app.api.routes.markets import check_name
-from app.services.feeds import Feeds, FeedsClosed, Subscription, TickEvent, TooManyClients
+from app.services.feeds import Feeds, FeedsClosed, Seat, Subscription, TickEvent, TooManyClients
 
 router = APIRouter(tags=["markets"])
 
@@ -22,18 +23,38 @@ KEEPALIVE_S = 15.0  # a comment on an idle stream, so proxies and clients see it
 
 async def _streamable(exchange: str, symbol: str, feeds: FeedsDep, ingestor: IngestorDep,
                       store: StoreDep) -> Feeds:
-    """Refusals that must be answered with a status, before the stream starts."""
+    """Refusals that must be answered with a status, before the stream starts (the client
+    limit is the endpoint's own, once every parameter is valid)."""
     check_name(exchange, symbol)
     if (exchange, symbol) not in ingestor.status and store.time_range(exchange, symbol) is None:
         raise HTTPException(404, f"{exchange}:{symbol} is neither a configured market nor has "
                                  "stored ticks; add it to TICKCAST_MARKETS or import ticks")
+    return feeds
+
+
+def _seat(feeds: Feeds) -> Seat:
+    """A place under TICKCAST_STREAM_MAX_CLIENTS, or the 503 that refuses the stream."""
     try:
-        feeds.admit()
+        return feeds.reserve()
     except FeedsClosed as e:
         raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
     except TooManyClients as e:
         raise HTTPException(503, str(e), headers={"Retry-After": "30"}) from None
-    return feeds
+
+
+class _SeatedStream(StreamingResponse):
+    """Gives the stream's seat back however the response ends: the events ran to their end,
+    the client left, the body was never started, or sending failed."""
+
+    def __init__(self, content: AsyncIterator[bytes], seat: Seat, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.seat = seat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.seat.release()
 
 
 def _event(name: str, data: str, id: str | None = None, retry: int | None = None) -> str:
@@ -45,14 +66,14 @@ def _ticks(events: list[TickEvent]) -> bytes:
     return "".join(_event("tick", e.json, e.id) for e in events).encode()
 
 
-async def _events(feeds: Feeds, exchange: str, symbol: str, backlog: int,
+async def _events(feeds: Feeds, seat: Seat, exchange: str, symbol: str, backlog: int,
                   last_event_id: str | None) -> AsyncIterator[bytes]:
     """The wire format written by hand: each update is one write per client, whatever its size
     (FastAPI's per-item SSE machinery cost /predict's p99 4x with 20 dashboards open)."""
     try:
         sub: Subscription = await feeds.subscribe(exchange, symbol, backlog=backlog,
-                                                  last_event_id=last_event_id)
-    except (TooManyClients, FeedsClosed) as e:  # lost a race with the checks before the stream
+                                                  last_event_id=last_event_id, seat=seat)
+    except FeedsClosed as e:  # the service began shutting down while this stream was joining
         yield _event("error", json.dumps({"detail": str(e)}), retry=RETRY_MS * 10).encode()
         return
     try:
@@ -75,7 +96,8 @@ async def _events(feeds: Feeds, exchange: str, symbol: str, backlog: int,
 @router.get("/stream/{exchange}/{symbol}", response_class=StreamingResponse, responses={
     200: {"content": {"text/event-stream": {}}, "description": "an endless stream of events"},
     404: {"description": "not a configured market and no stored ticks"},
-    503: {"description": "too many open streams, or shutting down (Retry-After)"}})
+    503: {"description": "TICKCAST_STREAM_MAX_CLIENTS streams are open or joining, or shutting "
+                         "down (Retry-After)"}})
 async def stream(
     exchange: str, symbol: str, feeds: Annotated[Feeds, Depends(_streamable)],
     backlog: int = Query(300, ge=0, le=10_000, description="recent ticks sent first (at most the "
@@ -93,6 +115,9 @@ async def stream(
     an idle connection open. The stream ends when the client falls far behind or the
     service shuts down; an EventSource reconnects and resumes by itself.
     """
-    return StreamingResponse(_events(feeds, exchange, symbol, backlog, last_event_id),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # No await from here to the response: the seat is taken and handed to the response that
+    # alone gives it back, so a stream is counted from its admission, before its 200.
+    seat = _seat(feeds)
+    return _SeatedStream(_events(feeds, seat, exchange, symbol, backlog, last_event_id), seat,
+                         media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

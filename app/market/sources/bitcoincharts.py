@@ -7,6 +7,14 @@ plain "last time" cursor would either re-pull (duplicates: nothing to de-duplica
 them by) or skip (losses) the rest of that second. The cursor is therefore
 `"<last time>:<trades at that time already returned>"`: the next pull asks from that
 second again and skips exactly the trades it already handed out.
+
+Without ids, the store tells a resend from a second identical trade by each trade's
+ordinal among identical (time, price, amount) trades of its second. Every answer
+starts at the beginning of the second asked for, so the trades are numbered over
+whole seconds before the skip, and a trade has the same key whichever page brought
+it (a page per second or 2000 rows, a restart in between). Only the very first pull
+with neither cursor nor start (the API's latest trades) may begin inside a second;
+numbering that partial second from 0 can undercount its repeats, never double them.
 """
 
 from __future__ import annotations
@@ -62,7 +70,8 @@ class BitcoinchartsSource(HttpSource):
         return f"{self.exchange}{quote}"
 
     async def fetch(self, symbol: str, cursor: str | None, *, start: float | None = None) -> Page:
-        """The trades after `cursor`, oldest first, in the server's order within a second.
+        """The trades after `cursor`, oldest first, in the server's order within a second,
+        each with its ordinal in its second (`TickArrays.ordinal`).
 
         The order within a second is kept as served (no sort key exists beyond the
         time), since the count in the cursor refers to that order.
@@ -88,12 +97,11 @@ class BitcoinchartsSource(HttpSource):
             return Page(self.build_ticks(_PATH, []), cursor, False)
         last_t = raw[-1].time
         at_last = sum(1 for x in raw if x.time == last_t)
-        new = raw
+        drop = 0
         if t0 is not None and raw[0].time == t0:
             # The first `skip` trades of second t0 were returned before; when the page
             # has fewer than that, nothing at t0 is new.
-            at_t0 = sum(1 for x in raw if x.time == t0)
-            new = raw[min(skip, at_t0):]
+            drop = min(skip, sum(1 for x in raw if x.time == t0))
         next_cursor = f"{_fmt_time(last_t)}:{at_last}"
         if full and raw[0].time == last_t:
             # A full page inside one second: asking from that second again returns the
@@ -104,7 +112,8 @@ class BitcoinchartsSource(HttpSource):
                 "the rest of that second is skipped", self.page_size, _fmt_time(last_t),
             )
             next_cursor = f"{_fmt_time(last_t + 1)}:0"
-        ticks = self.build_ticks(_PATH, new)
+        # Numbered before the skip: the page holds its seconds from their first trade.
+        ticks = self.build_ticks(_PATH, raw).with_ordinals()[drop:]
         return Page(ticks, next_cursor, full)
 
     def _parse(self, content: bytes) -> list[Tick]:

@@ -4,6 +4,11 @@ Backfills from an export, the ancestor's data files and offline tests all go thr
 the ingestion path that exchanges use (cursor, pages, store), instead of a side door.
 The file is read with `app.market.ticks.read_csv` (validated, rows named by line),
 and re-read when it changes on disk, so a file that grows is followed like a feed.
+
+Rows carry no trade ids, so each is keyed by its place in the file: its ordinal among
+the file's identical (time, price, amount) rows, numbered over the whole file once.
+A page is a slice of that, so what is stored does not depend on the page size, on
+where a pull stopped, or on a restart; appending rows never renumbers earlier ones.
 """
 
 from __future__ import annotations
@@ -58,7 +63,8 @@ class CsvSource:
         return Page(ticks[i:j], str(j), j < n)
 
     def _load(self) -> TickArrays:
-        """The file's ticks, re-read only when its mtime or size changed."""
+        """The file's ticks, numbered as a whole (`with_ordinals`), re-read only when its
+        mtime or size changed."""
         try:
             st = self.path.stat()
         except OSError as e:
@@ -66,7 +72,7 @@ class CsvSource:
         stamp = (st.st_mtime_ns, st.st_size)
         if self._ticks is None or stamp != self._stamp:
             try:
-                ticks = read_csv(self.path)
+                ticks = read_csv(self.path).with_ordinals()
             except TickError as e:
                 raise MalformedResponse(f"csv: {self.path}: {e}; fix the file, nothing was read") from e
             except OSError as e:

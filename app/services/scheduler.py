@@ -32,7 +32,7 @@ from app.services.jobs import StoreUnavailable as JobStoreUnavailable
 
 log = logging.getLogger(__name__)
 
-WATCH_S = 1.0  # how often the worker is checked (or each pull interval, if shorter)
+WATCH_S = 0.5  # how often the worker is checked (a waitpid: cheap), or twice a pull interval if shorter
 
 
 @dataclass
@@ -185,7 +185,7 @@ class Ingestor:
                                        misfire_grace_time=max(1, int(self.interval_s)),
                                        next_run_time=_now())
         # a death is noticed even when no pull runs (ingestion off, manual pulls only)
-        self.scheduler.add_job(self._watch, "interval", seconds=min(self.interval_s, WATCH_S),
+        self.scheduler.add_job(self._watch, "interval", seconds=min(self.interval_s / 2, WATCH_S),
                                id="watch:ingest-worker", max_instances=1, coalesce=True)
         if self.retrain_cron:
             self.scheduler.add_job(self._retrain, CronTrigger.from_crontab(self.retrain_cron, "UTC"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,16 @@ import pytest
 from app.main import create_app
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
-from tests.api.conftest import body, csv_body, install_models, live_server, make_settings, wait_for
+from tests.api.conftest import (
+    answers,
+    body,
+    csv_body,
+    free_port,
+    install_models,
+    live_server,
+    make_settings,
+    wait_for,
+)
 from tests.api.sse import Event, EventStream
 
 STREAM = "/stream/synthetic/BTC-USD"
@@ -155,9 +163,7 @@ def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:  # noqa: ANN
     """SIGTERM with a dashboard open: the process exits promptly instead of waiting for
     the never-ending response (uvicorn drains responses before the lifespan shutdown)."""
     store_ticks(tmp_path, ticks[:100])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "TICKCAST_PORT": str(port),
            "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
            "TICKCAST_MODELS_DIR": str(tmp_path / "models"), "TICKCAST_BOOTSTRAP": "false",
@@ -166,7 +172,7 @@ def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:  # noqa: ANN
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(url), timeout=60)
+        wait_for(lambda: answers(url), timeout=60)
         with EventStream(f"{url}{STREAM}?backlog=1") as s:
             s.take(1)
             proc.send_signal(signal.SIGTERM)
@@ -178,13 +184,6 @@ def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:  # noqa: ANN
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 async def _burst(url: str, n: int) -> list[tuple[int, str | None]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import make_settings
+from tests.api.conftest import free_port, make_settings
 from tests.api.test_train_jobs import SMALL, seed_store, wait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +39,6 @@ def test_a_full_queue_answers_429_with_retry_after_and_records_nothing(tmp_path:
 
 
 # ---------------------------------------------------------------- a real API process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children(pid: int) -> dict[int, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -24,7 +22,7 @@ from app.main import create_app
 from app.market.store import TickStore
 from app.services.ingest_pool import WorkerDown
 from app.services.scheduler import Ingestor
-from tests.api.conftest import make_settings, wait_for
+from tests.api.conftest import answers, free_port, make_settings, wait_for
 from tests.api.test_markets import recent_trades, settings_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
@@ -239,9 +237,7 @@ def test_a_locked_store_answers_503_not_500_and_loses_nothing(tmp_path: Path) ->
 
 
 def test_the_worker_and_the_resource_tracker_die_with_the_api_process(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "TICKCAST_PORT": str(port),
            "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
            "TICKCAST_MODELS_DIR": str(tmp_path / "models"), "TICKCAST_BOOTSTRAP": "false",
@@ -250,7 +246,7 @@ def test_the_worker_and_the_resource_tracker_die_with_the_api_process(tmp_path: 
     api = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tmp_path,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}"), timeout=60)
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}"), timeout=60)
 
         def kids(what: str) -> list[int]:
             return [pid for pid, cmd in children(api.pid).items() if what in cmd]
@@ -265,13 +261,6 @@ def test_the_worker_and_the_resource_tracker_die_with_the_api_process(tmp_path: 
         if api.poll() is None:
             api.kill()
             api.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_a_market_without_a_source_answers_which_setting_to_fix(tmp_path: Path) -> None:

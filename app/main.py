@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import errors
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics, SealedWrites, document
-from app.api.routes import dashboard, health, jobs, markets, models, predict, stream
+from app.api.routes import dashboard, docs, health, jobs, markets, models, predict, stream
 from app.market.store import TickStore
 from app.ml.checkpoint import best_device
 from app.services import bootstrap, housekeeping
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor.load_active()
 
         def on_finish(record: JobRecord) -> None:
+            metrics.observe_job(record)
             result = record.result or {}
             if record.status == "succeeded" and result.get("activated"):
                 predictor.activate(result["model_id"])
@@ -86,20 +87,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       max_clients=settings.stream_max_clients)
         app.state.feeds = feeds
         ingestor.on_stored = feeds.notify
+        following: asyncio.Task[None] | None = None
         if settings.bootstrap and predictor.model is None and bootstrap.needed(registry):
             synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
             symbol = synthetic[0] if synthetic else "BTC-USD"
             if store.count("synthetic", symbol) == 0:
-                filled = await ingestor.fill_synthetic(symbol)
-                log.info("bootstrap: stored %d synthetic ticks", filled.new_ticks)
+                await bootstrap.fill(ingestor, symbol, settings.bootstrap_ticks)
             job = bootstrap.queue_first_job(manager, symbol)
-            predictor.training_hint = f"a first model is training (job {job.id}); retry in a minute"
+            if job is not None:  # logs its progress; keeps the 503's reason current
+                following = bootstrap.follow(manager, job, predictor)
         ingestor.start()
         restore_signals = _end_streams_on_exit_signal(feeds)
         try:
             yield
         finally:
             restore_signals()
+            if following is not None:
+                following.cancel()
             feeds.close()
             await ingestor.stop()
             await manager.stop()
@@ -107,11 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
 
     app = FastAPI(title="tickcast", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # served from vendored files: app/api/routes/docs.py
                   description="Probability that a market's price rises on the next trade tick.")
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for r in (predict.router, jobs.router, models.router, markets.router, stream.router,
-              health.router, dashboard.router):
+              health.router, dashboard.router, docs.router):
         app.include_router(r)
     app.mount("/static", dashboard.Static(directory=dashboard.STATIC), name="static")
     # innermost: its 403/415 pass through CORSMiddleware, which adds a configured origin's headers
@@ -125,7 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict:
-    """FastAPI's schema plus the /predict body, which the route parses from raw bytes itself."""
+    """FastAPI's schema plus the /predict body, which the route parses from raw bytes itself,
+    and the answers of the middleware and the error handlers (see `errors.document`)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -138,6 +144,7 @@ def _openapi(app: FastAPI) -> dict:
         schemas.update(body.pop("$defs", {}))
         schemas["PredictRequest"] = body
         document(spec)
+        errors.document(spec)
         app.openapi_schema = spec
     return app.openapi_schema
 
@@ -148,6 +155,9 @@ def _refresh_gauges(m: Metrics, app: FastAPI) -> None:
     m.streams.set(app.state.feeds.clients)
     m.count_worker_restarts("ingest", app.state.ingestor.worker_restarts)
     m.count_worker_restarts("job", getattr(app.state.jobs, "worker_deaths", 0))
+    ingestor = app.state.ingestor
+    m.observe_markets(list(ingestor.status.values()), app.state.store,
+                      ingestor.interval_s if ingestor.enabled else None)
     model = app.state.predictor.model
     m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
                   "seq_len": str(model.seq_len)} if model else {"id": ""})
@@ -185,12 +195,12 @@ def _end_streams_on_exit_signal(feeds: Feeds) -> Callable[[], None]:
     return restore
 
 
-def serve() -> None:
-    """`tickcast serve`: uvicorn on the settings' host, port and worker count."""
-    import uvicorn
+def serve() -> int:
+    """`tickcast serve`: uvicorn on the settings' host, port and worker count, the port claimed
+    before the lifespan runs (`app.cli.serve.run`); the exit status."""
+    from app.cli.serve import run
 
-    s = get_settings()
-    uvicorn.run("app.main:app", host=s.host, port=s.port, workers=s.workers, log_level=s.log_level)
+    return run(get_settings())
 
 
 app = create_app()

@@ -3,66 +3,127 @@
 Every knob a deployment may turn lives here, with a default that runs on a
 fresh machine with no configuration (SQLite file, local models folder,
 synthetic market, local worker processes).
+
+A bad value stops the service before anything starts, with one line per bad
+variable that names it, quotes the value and shows one that works
+(`load_settings`, `SettingsInvalid`): a traceback through pydantic's internals
+tells a newcomer nothing about which variable to fix. Lists may be written the
+way people write them in a shell (`a,b`) as well as JSON (`["a","b"]`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+PREFIX = "TICKCAST_"
+SECRET = frozenset({"api_key"})  # never echoed back in an error
+MAX_SHOWN = 200  # characters of a bad value quoted in its error
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TICKCAST_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
-    host: str = Field("127.0.0.1", description="address `tickcast serve` binds (0.0.0.0 in containers)")
-    port: int = Field(8000, ge=1, le=65535, description="port `tickcast serve` listens on")
+    host: str = Field("127.0.0.1", description="address `tickcast serve` binds (0.0.0.0 in containers)",
+                      examples=["0.0.0.0"])
+    port: int = Field(8000, ge=1, le=65535, description="port `tickcast serve` listens on",
+                      examples=["8080"])
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `tickcast serve`; each "
                                                      "runs the whole lifespan, so with more than 1 turn "
-                                                     "ingestion off here and ingest from one replica")
-    store_path: Path = Field(Path("data/tickcast.db"), description="SQLite tick store (one file)")
-    models_dir: Path = Field(Path("models"), description="checkpoint store: one <id>.pt per model")
-    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    api_key: SecretStr | None = Field(None, description="when set, mutating endpoints need X-API-Key")
-    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (external "
-                                                                         "dashboards), a JSON list")
-    markets: list[str] = Field(default_factory=lambda: ["synthetic:BTC-USD"],
-                               description="markets as exchange:SYMBOL, a JSON list; the first "
-                                           "synthetic one seeds the first start")
+                                                     "ingestion off here and ingest from one replica",
+                         examples=["2"])
+    store_path: Path = Field(Path("data/tickcast.db"), description="SQLite tick store (one file)",
+                             examples=["/var/lib/tickcast/ticks.db"])
+    models_dir: Path = Field(Path("models"), description="checkpoint store: one <id>.pt per model",
+                             examples=["/var/lib/tickcast/models"])
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps",
+                        examples=["cpu"])
+    api_key: SecretStr | None = Field(None, description="when set, mutating endpoints need X-API-Key",
+                                      examples=["a-long-random-string"])
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS (external dashboards), comma-separated "
+                                          "or a JSON list",
+        examples=["https://dash.example.com,http://localhost:3000", '["https://dash.example.com"]'])
+    markets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["synthetic:BTC-USD"],
+        description="markets as exchange:SYMBOL, comma-separated or a JSON list; the first synthetic one "
+                    "seeds the first start",
+        examples=["binance:BTC-USD,kraken:ETH-USD", '["binance:BTC-USD"]'])
     ingest: bool = Field(True, description="pull the markets on a schedule (off for replicas "
-                                           "that should not ingest)")
-    pull_interval_s: float = Field(10.0, gt=0, le=86_400, description="seconds between pulls of a market")
-    source_urls: dict[str, str] = Field(default_factory=dict,
-                                        description="base URL per exchange (mirrors, tests), a JSON object")
+                                           "that should not ingest)", examples=["false"])
+    pull_interval_s: float = Field(10.0, gt=0, le=86_400, description="seconds between pulls of a market",
+                                   examples=["30"])
+    source_urls: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="base URL per exchange (mirrors, tests), a JSON object",
+        examples=['{"binance": "https://api.binance.us"}'])
     retrain_cron: str | None = Field(None, description="crontab (UTC) for retraining each market with "
-                                                       "the if_better policy; unset: never")
-    job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once")
-    job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker")
+                                                       "the if_better policy; unset: never",
+                                     examples=["0 3 * * *"])
+    job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once", examples=["2"])
+    job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker",
+                             examples=["2"])
     job_queue_max: int = Field(20, ge=1, le=10_000, description="training jobs allowed to wait for a "
                                                                 "worker; POST /train answers 429 with "
-                                                                "Retry-After beyond it")
-    predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving")
-    batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for a batch")
-    batch_max: int = Field(64, ge=1, le=4096, description="largest micro-batch")
+                                                                "Retry-After beyond it", examples=["50"])
+    predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving", examples=["2"])
+    batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for a batch",
+                                   examples=["1.0"])
+    batch_max: int = Field(64, ge=1, le=4096, description="largest micro-batch", examples=["128"])
     stream_max_clients: int = Field(100, ge=1, le=10_000, description="open /stream connections "
-                                                                     "allowed at once (others get 503)")
+                                                                     "allowed at once (others get 503)",
+                                    examples=["500"])
     stream_poll_s: float = Field(1.0, gt=0, le=60, description="how often a stream looks for ticks "
                                                               "it was not told about (imports, other "
-                                                              "processes)")
-    max_body_bytes: int = Field(2_000_000, ge=1024, description="request bodies above this get 413")
-    max_ticks: int = Field(10_000, ge=2, description="most ticks in one /predict body")
+                                                              "processes)", examples=["2.5"])
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="request bodies above this get 413",
+                                examples=["10000000"])
+    max_ticks: int = Field(10_000, ge=2, description="most ticks in one /predict body", examples=["50000"])
     bootstrap: bool = Field(True, description="first start: fill the store from the synthetic "
-                                              "market and train a small model if none exists")
-    bootstrap_ticks: int = Field(60_000, ge=1_000, description="synthetic ticks for bootstrap")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+                                              "market and train a small model if none exists",
+                            examples=["false"])
+    bootstrap_ticks: int = Field(60_000, ge=2_000, description="synthetic ticks for bootstrap (at least "
+                                                               "2000: training needs 1,000 windows)",
+                                 examples=["60000"])
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level",
+                                                                    examples=["debug"])
 
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v: object) -> object:
         return None if v == "" else v  # an empty variable (compose's default) means "no key"
+
+    @field_validator("cors_origins", "markets", mode="before")
+    @classmethod
+    def _list(cls, v: object) -> object:
+        """A JSON list, or the comma-separated form a shell user writes first."""
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"it starts with '[' but is not a JSON list ({e.msg} at character "
+                                 f"{e.pos})") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("source_urls", mode="before")
+    @classmethod
+    def _object(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        if not v.strip():
+            return {}
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not a JSON object ({e.msg} at character {e.pos})") from None
 
     @field_validator("retrain_cron")
     @classmethod
@@ -76,13 +137,83 @@ class Settings(BaseSettings):
     @field_validator("markets")
     @classmethod
     def _markets(cls, v: list[str]) -> list[str]:
+        """Each market written exchange:SYMBOL with an exchange tickcast has a source for: a typo
+        found here stops the start, where found at the first pull it only logged a warning per
+        pull, forever."""
+        from app.market.sources import SOURCES, unknown_source
+
         for m in v:
             ex, _, sym = m.partition(":")
             if not ex or not sym:
                 raise ValueError(f"market {m!r} must be written exchange:SYMBOL")
+            if ex not in SOURCES:
+                raise ValueError(f"market {m!r}: {unknown_source(ex)}")
         return v
+
+
+class SettingsInvalid(ValueError):
+    """Settings that cannot be used; `problems` holds one line per bad variable, each naming it,
+    quoting its value and showing a value that works."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def env_name(field: str) -> str:
+    return f"{PREFIX}{field.upper()}"
+
+
+def explain(e: ValidationError | SettingsError) -> list[str]:
+    """One line per problem: `VAR='value' is not valid: why; for example VAR='...'`."""
+    if isinstance(e, SettingsError):  # a source could not be read at all: no per-field detail
+        return [f"the settings could not be read: {e}"]
+    lines, seen = [], set()
+    for err in e.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if field in seen:
+            continue  # one line per variable: several items of one list are one fix
+        seen.add(field)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if len(err["loc"]) > 1:
+            msg = f"item {err['loc'][1]}: {msg}"
+        if field not in Settings.model_fields:
+            lines.append(f"settings are not valid: {msg}")
+            continue
+        var = env_name(field)
+        lines.append(f"{var}={_shown(field, err.get('input'))} is not valid: {msg}{_example(field)}")
+    return lines
+
+
+def _shown(field: str, fallback: Any) -> str:
+    """The value as the user wrote it: the environment's text when it came from there."""
+    if field in SECRET:
+        return "'<hidden>'"
+    wanted = env_name(field).lower()
+    raw = next((v for k, v in os.environ.items() if k.lower() == wanted), None)
+    if raw is None:
+        raw = fallback if isinstance(fallback, str) else json.dumps(fallback, default=str)
+    if len(raw) > MAX_SHOWN:
+        raw = raw[:MAX_SHOWN] + "..."
+    return f"'{raw}'"
+
+
+def _example(field: str) -> str:
+    examples = Settings.model_fields[field].examples or []
+    if not examples:
+        return ""
+    return f"; for example {env_name(field)}='{examples[0]}'" + "".join(f" or '{x}'" for x in examples[1:])
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, `.env` and `overrides`; SettingsInvalid (one line per bad
+    variable) instead of pydantic's multi-screen error."""
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as e:
+        raise SettingsInvalid(explain(e)) from None
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

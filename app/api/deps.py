@@ -9,10 +9,11 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.api.metrics import Metrics
+from app.api.schemas import NAME_PATTERN
 from app.market.store import TickStore
 from app.services.feeds import Feeds
 from app.services.jobs import JobManager
@@ -23,6 +24,13 @@ from app.settings import Settings
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                            description="required on mutating endpoints when TICKCAST_API_KEY is set")
+
+# A market's names in a path: what the store and TICKCAST_MARKETS can hold; anything else is a
+# 422 naming the part, before a route looks it up.
+Exchange = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN, examples=["synthetic"],
+                               description="the market's exchange, as in GET /markets")]
+Symbol = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN, examples=["BTC-USD"],
+                             description="the market's symbol, as in GET /markets")]
 
 
 async def get_settings(request: Request) -> Settings:

@@ -29,7 +29,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(send, scope["path"])
                     return
         seen = 0
         rejected = False
@@ -44,7 +44,7 @@ class BodyLimit:
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
                     rejected = True
-                    await self._reject(send)
+                    await self._reject(send, scope["path"])
                     return {"type": "http.disconnect"}
             return msg
 
@@ -54,13 +54,28 @@ class BodyLimit:
 
         await self.app(scope, counted, guarded_send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes; send fewer ticks "
-                                     "or raise TICKCAST_MAX_BODY_BYTES"}).encode()
+    async def _reject(self, send: Send, path: str) -> None:
+        body = json.dumps({"detail": too_large(path, self.max_bytes)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+_IMPORT = re.compile(r"/markets/([^/]+)/([^/]+)/import/?$")
+
+
+def too_large(path: str, max_bytes: int) -> str:
+    """The 413's detail: what to do instead. A CSV import too large for a request body is stored
+    from disk by the command line, which reads a file of any size page by page."""
+    m = _IMPORT.search(path)
+    if m is None:
+        return f"request body over {max_bytes} bytes; send fewer ticks or raise TICKCAST_MAX_BODY_BYTES"
+    symbol = m.group(2)[:64]
+    return (f"request body over {max_bytes} bytes (TICKCAST_MAX_BODY_BYTES); nothing was stored. Store a "
+            f"CSV this large from disk instead: `tickcast fetch csv {symbol} --file FILE` (the market "
+            f"csv:{symbol}; add --store if TICKCAST_STORE_PATH is not data/tickcast.db), or raise "
+            "TICKCAST_MAX_BODY_BYTES")
 
 
 class RequestMetrics:

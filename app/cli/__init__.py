@@ -23,6 +23,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring's layout kept, and each option's default after its help.
+
+    A default that says nothing (None, an empty list, an on/off flag's False) is left
+    out; such an option's help says what happens without it. Help that already names
+    its default in its own words ("(default: 0.6,0.2)") is shown as written.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default" in text or action.nargs == 0
+                or default is None or default is argparse.SUPPRESS or default in ([], ())):
+            return text
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tickcast", description="tick-level market direction service",

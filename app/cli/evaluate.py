@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from app.cli import HelpFormatter
 from app.cli.train import parse_split
 from app.market.loading import DEFAULT_STORE, load_ticks
 from app.ml import checkpoint, evaluation
+from app.paths import tried
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="model files (.pt)")
     p.add_argument("data", metavar="DATA", help="a CSV file, 'synthetic[:N]', or exchange:SYMBOL")
     p.add_argument("--split", type=parse_split, default=(0.6, 0.2),
-                   help="TRAIN[,VAL] fractions as in training (default 0.6,0.2)")
+                   help="TRAIN[,VAL] fractions as in training (default: 0.6,0.2)")
     p.add_argument("--part", choices=("test", "val"), default="test", help="which split to score")
-    p.add_argument("--store", default=str(DEFAULT_STORE))
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--store", default=str(DEFAULT_STORE),
+                   help="tick store for exchange:SYMBOL data, relative to the current directory")
+    p.add_argument("--device", default="cpu", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--seed", type=int, default=0, help="seed of a synthetic source")
     return p
 
@@ -36,8 +39,11 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, *, prog: str = "evaluate.py") -> int:
     args = build_parser(prog).parse_args(argv)
     try:
+        missing = [c for c in args.checkpoints if not Path(c).is_file()]
+        if missing:
+            raise FileNotFoundError("no such model file: " + "; ".join(tried(c) for c in missing))
         device = checkpoint.best_device(args.device)
-        models = [checkpoint.load(c, device) for c in args.checkpoints]
+        models = [checkpoint.load(Path(c).absolute(), device) for c in args.checkpoints]
         ticks = load_ticks(args.data, store_path=args.store, seed=args.seed).ticks
         rows = evaluation.compare(models, ticks, train=args.split[0], val=args.split[1],
                                   part=args.part)

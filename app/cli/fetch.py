@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -33,10 +34,20 @@ import numpy as np
 from tqdm import tqdm
 
 from app.atomic import atomic_write
+from app.cli import HelpFormatter
 from app.market.loading import DEFAULT_STORE
-from app.market.sources import SOURCES, SourceError, make_source, normalise_symbol
+from app.market.sources import (
+    SOURCES,
+    MalformedResponse,
+    RateLimited,
+    SourceError,
+    UnknownSymbol,
+    make_source,
+    normalise_symbol,
+)
 from app.market.store import TickStore
 from app.market.ticks import TickArrays, TickError
+from app.paths import tried
 
 CSV_COLUMNS = ["time", "price", "amount", "trade_id", "side"]
 
@@ -93,24 +104,29 @@ def iso(t: float | None) -> str:
 
 def build_parser(prog: str = "fetch_ticks.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("exchange", help=f"the source: {', '.join(sorted(SOURCES))}")
     p.add_argument("symbol", help="the market as BASE-QUOTE, e.g. BTC-USD")
     p.add_argument("--start", type=parse_time, default=None,
-                   help="first tick time (unix s or ISO date); used when nothing was fetched yet")
+                   help="first tick time (unix s or ISO date); used when nothing was fetched yet "
+                        "(default: where the source begins; for most exchanges, their latest trades)")
     p.add_argument("--end", type=parse_time, default=None,
-                   help="stop before this tick time (unix s or ISO date); ticks at/after it are not kept")
+                   help="stop before this tick time (unix s or ISO date); ticks at/after it are not kept "
+                        "(default: until the source has nothing more)")
     dest = p.add_mutually_exclusive_group()
-    dest.add_argument("--store", default=None, help=f"tick store to fill (default {DEFAULT_STORE})")
+    dest.add_argument("--store", default=None,
+                      help="tick store to fill, relative to the current directory "
+                           f"(default: {DEFAULT_STORE})")
     dest.add_argument("--csv", default=None,
-                      help="append to this CSV instead (its resume point lives in <csv>.cursor)")
-    p.add_argument("--base-url", default=None, help="the exchange's API base URL (mirrors, tests)")
+                      help="append to this CSV instead of the store (its resume point lives in <csv>.cursor)")
+    p.add_argument("--base-url", default=None,
+                   help="the exchange's API base URL, for mirrors and tests (default: the exchange's own)")
     p.add_argument("--file", default=None, help="for the csv source: the CSV file to read")
     p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
                    metavar="KEY=VALUE",
                    help="a source option, e.g. limit=500, timeout=30, retries=8, seed=1 (repeatable)")
     p.add_argument("--max-pages", type=int, default=None,
-                   help="stop after this many pages (a re-run continues)")
+                   help="stop after this many pages, a re-run continues (default: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -126,6 +142,7 @@ class StoreSink:
         self.store = TickStore(path)
         self.exchange, self.symbol = exchange, symbol
         self.label = str(path)
+        self.resume_point = f"the store {path} (its cursor for {exchange}:{symbol})"
 
     def cursor(self) -> str | None:
         return self.store.cursor(self.exchange, self.symbol)
@@ -156,6 +173,7 @@ class CsvSink:
         self.path = path
         self.side = path.with_name(path.name + ".cursor")
         self.label = str(path)
+        self.resume_point = str(self.side)
         self.exchange, self.symbol = exchange, symbol
         if self.side.exists():
             try:
@@ -248,6 +266,35 @@ class CsvSink:
 
     def close(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------- what to do next
+
+# The sources word their errors for the scheduler, which pulls again on its own; a
+# one-shot command does not, so that hint is replaced by what the user can do.
+_SCHEDULER_HINT = re.compile(r"[;,] the next pull will retry$")
+
+
+def one_shot_message(e: SourceError) -> str:
+    """The source's error without the scheduler's promise of a next pull."""
+    return _SCHEDULER_HINT.sub("", str(e))
+
+
+def next_step(e: SourceError, source: Any, sink: StoreSink | CsvSink | None, stats: Stats) -> str:
+    """What was kept and what to do now: the command is resumable, so it is usually a re-run."""
+    kept = (f"{stats.new:,} new ticks from {stats.pages} pages are kept; " if stats.pages
+            else "this run stored nothing; ")
+    where = sink.resume_point if sink is not None else "the cursor"
+    rerun = f"re-run the same command to resume: it continues from {where}"
+    if isinstance(e, UnknownSymbol):
+        return kept + "check the symbol (BASE-QUOTE, e.g. BTC-USD) and the exchange, then re-run"
+    if isinstance(e, RateLimited):
+        return kept + f"wait {e.retry_after:g} s, then {rerun}"
+    url = getattr(source, "base_url", None)
+    at = f" (now {url})" if url else ""
+    if isinstance(e, MalformedResponse):
+        return kept + f"check that --base-url{at} is the exchange's API, then {rerun}"
+    return kept + f"check the network and --base-url{at}, then {rerun}"
 
 
 # ---------------------------------------------------------------- the loop
@@ -344,7 +391,7 @@ def make(exchange: str, args: argparse.Namespace) -> Any:
         if args.file is not None:
             kw["path"] = args.file
         if not Path(kw["path"]).exists():
-            raise ValueError(f"--file {kw['path']} does not exist")
+            raise ValueError(f"--file: no such file: {tried(kw['path'])}")
     if exchange == "synthetic":
         end = args.end
         if end is not None and end < time.time():
@@ -371,6 +418,7 @@ def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
         parser.error("--end must be after --start")
     exchange = args.exchange.strip().lower()
     stats = Stats()
+    source: Any = None
     sink: StoreSink | CsvSink | None = None
     bar: Bar | None = None
     try:
@@ -384,10 +432,11 @@ def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
         except (ValueError, SourceError):
             asyncio.run(source.aclose())
             raise
+        # absolute, so every message and the summary say which file it was
         if args.csv is not None:
-            sink = CsvSink(Path(args.csv), exchange, symbol)
+            sink = CsvSink(Path(args.csv).absolute(), exchange, symbol)
         else:
-            sink = StoreSink(Path(args.store or DEFAULT_STORE), exchange, symbol)
+            sink = StoreSink(Path(args.store or DEFAULT_STORE).absolute(), exchange, symbol)
         bar = Bar(not args.quiet, args.start, args.end)
         asyncio.run(run(source, sink, symbol, start=args.start, end=args.end,
                         max_pages=args.max_pages, stats=stats, bar=bar))
@@ -400,10 +449,8 @@ def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
     except SourceError as e:
         if bar is not None:
             bar.close()
-        print(f"error: {e}", file=sys.stderr)
-        if stats.pages:
-            print(f"{stats.new:,} new ticks from {stats.pages} pages are kept; "
-                  "re-run the same command to resume", file=sys.stderr)
+        print(f"error: {one_shot_message(e)}", file=sys.stderr)
+        print(next_step(e, source, sink, stats), file=sys.stderr)
         return 2
     except (ValueError, TickError, OSError) as e:
         if bar is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.cli import HelpFormatter
 from app.market.loading import DEFAULT_STORE, load_ticks
 from app.market.ticks import TickArrays
 from app.ml import checkpoint, evaluation, nets, training
@@ -39,44 +40,61 @@ def parse_split(text: str) -> tuple[float, float]:
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("model", metavar="ARCH", help=f"one of {', '.join(nets.ARCHS)}, or RNNLinear (= LSTM)")
     p.add_argument("data", nargs="?", default=None,
                    help="a CSV file, 'synthetic[:N]', or a stored market exchange:SYMBOL (same as --source)")
     p.add_argument("--source", default=None, help="the data, if not given as the second argument")
-    p.add_argument("--store", default=str(DEFAULT_STORE), help="tick store for exchange:SYMBOL sources")
-    p.add_argument("--start", type=float, default=None, help="first tick time (unix s) to use")
-    p.add_argument("--end", type=float, default=None, help="stop before this tick time (unix s)")
+    p.add_argument("--store", default=str(DEFAULT_STORE),
+                   help="tick store for exchange:SYMBOL sources, relative to the current directory")
+    p.add_argument("--start", type=float, default=None,
+                   help="first tick time (unix s) to use (default: the first tick)")
+    p.add_argument("--end", type=float, default=None,
+                   help="stop before this tick time (unix s) (default: after the last tick)")
     g = p.add_argument_group("the ancestor's flags")
     g.add_argument("--split", type=parse_split, default=(D.train_split, D.val_split),
-                   help="TRAIN[,VAL] chronological fractions; the rest is the test split (default 0.6,0.2)")
-    g.add_argument("--sequence_length", type=int, default=D.seq_len, help="window length L")
-    g.add_argument("--batch_size", type=int, default=D.batch_size)
-    g.add_argument("--num_layers", type=int, default=D.num_layers)
-    g.add_argument("--hidden_size", type=int, default=D.hidden_size)
+                   help="TRAIN[,VAL] chronological fractions; the rest is the test split "
+                        f"(default: {D.train_split:g},{D.val_split:g})")
+    g.add_argument("--sequence_length", type=int, default=D.seq_len,
+                   help="window length L: ticks of history per prediction")
+    g.add_argument("--batch_size", type=int, default=D.batch_size, help="windows per training step")
+    g.add_argument("--num_layers", type=int, default=D.num_layers,
+                   help="stacked layers: convolution blocks (CNN) or recurrent layers")
+    g.add_argument("--hidden_size", type=int, default=D.hidden_size,
+                   help="channels (CNN) or hidden units (LSTM, GRU, PureRNN) per layer")
     g.add_argument("--state_file", default=None,
                    help="resumable checkpoint: resumed from if it exists, written every --save_every "
-                        "epochs and at each best epoch; with --num_epochs 0, the model to evaluate")
+                        "epochs and at each best epoch; with --num_epochs 0, the model to evaluate "
+                        "(default: none, not resumable)")
     g.add_argument("--save_every", type=int, default=0, help="epochs between state saves (0: best only)")
-    g.add_argument("--num_epochs", type=int, default=D.num_epochs, help="0 evaluates --state_file only")
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=D.optimizer)
-    g.add_argument("--learning_rate", type=float, default=D.lr)
-    g.add_argument("--weight_decay", type=float, default=D.weight_decay)
+    g.add_argument("--num_epochs", type=int, default=D.num_epochs,
+                   help="passes over the training split (at most; see --patience); 0 evaluates "
+                        "--state_file only")
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default=D.optimizer,
+                   help="adam, adamw or sgd (momentum 0.9)")
+    g.add_argument("--learning_rate", type=float, default=D.lr, help="the optimizer's step size")
+    g.add_argument("--weight_decay", type=float, default=D.weight_decay,
+                   help="weight decay (decoupled with adamw; 0: off)")
     g.add_argument("--step_size", type=int, default=D.step_size, help="StepLR period in epochs")
     g.add_argument("--gamma", type=float, default=D.gamma, help="StepLR decay factor")
     g.add_argument("--num_workers", type=int, default=None,
                    help="CPU threads for torch (batches are gathered in place, so threads are "
-                        "where extra workers help)")
+                        "where extra workers help) (default: torch's own choice)")
     g.add_argument("--use_cuda", action="store_true", help="same as --device cuda")
     g2 = p.add_argument_group("new flags")
     g2.add_argument("--device", default=D.device, help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     g2.add_argument("--clip", type=float, default=D.clip, help="gradient-norm clip (0: off)")
     g2.add_argument("--patience", type=int, default=D.patience, help="early-stop patience (0: off)")
-    g2.add_argument("--monitor", default=D.monitor, help="validation metric for best/early stop")
+    g2.add_argument("--monitor", default=D.monitor,
+                    help="validation metric for best/early stop: auc, accuracy, ppv, npv, brier, "
+                         "log_loss or loss")
     g2.add_argument("--dropout", type=float, default=D.dropout, help="between LSTM/GRU layers")
     g2.add_argument("--horizon", type=int, default=D.horizon, help="predict the move h ticks ahead")
-    g2.add_argument("--seed", type=int, default=D.seed)
-    g2.add_argument("--out", default="models", help="folder for the finished model file")
+    g2.add_argument("--seed", type=int, default=D.seed,
+                    help="seeds the weights, the batch order and a synthetic source: same seed, "
+                         "same CPU run")
+    g2.add_argument("--out", default="models",
+                    help="folder for the finished model file, relative to the current directory")
     g2.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -135,7 +153,7 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
         loaded = load_ticks(source, store_path=args.store, start=args.start, end=args.end,
                             seed=args.seed)
         print(f"{len(loaded.ticks):,} ticks from {source}", file=sys.stderr)
-        state = Path(args.state_file) if args.state_file else None
+        state = Path(args.state_file).absolute() if args.state_file else None  # errors name it whole
         if cfg.num_epochs == 0:
             return evaluate_only(state, loaded.ticks, cfg)
         bar = Bar(cfg, enabled=not args.quiet)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.market.ticks import TickArrays, TickError, read_csv
+from app.paths import tried
 
 DEFAULT_STORE = Path("data/tickcast.db")
 DEFAULT_SYNTHETIC_TICKS = 100_000
@@ -40,7 +41,7 @@ def load_ticks(source: str, *, store_path: str | Path = DEFAULT_STORE, start: fl
     path = Path(source)
     if path.suffix.lower() == ".csv" or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"no such CSV file: {source}")
+            raise FileNotFoundError(f"no such CSV file: {tried(path)}")
         try:
             ticks = read_csv(path)
         except TickError as e:
@@ -55,7 +56,8 @@ def load_ticks(source: str, *, store_path: str | Path = DEFAULT_STORE, start: fl
 
         exchange, symbol = source.split(":", 1)
         if not Path(store_path).is_file():
-            raise FileNotFoundError(f"no tick store at {store_path}; fetch ticks first or pass --store")
+            raise FileNotFoundError(f"no tick store at {tried(store_path)}; fetch ticks first "
+                                    "(tickcast fetch) or pass --store")
         with TickStore(store_path) as store:
             ticks = store.read(exchange, symbol, start=start, end=end, ids=False)
         if len(ticks) == 0:

@@ -293,13 +293,26 @@ class TickStore:
             rows = np.fromiter(cur, dtype=_AFTER_DTYPE)[::-1]
         return _to_arrays(rows), np.ascontiguousarray(rows["seq"])
 
-    def count(self, exchange: str, symbol: str) -> int:
+    def count(self, exchange: str, symbol: str, start: float | None = None, end: float | None = None,
+              limit: int | None = None) -> int:
+        """Ticks with start <= time < end (all by default); with `limit`, counting stops there, so
+        "are there at least n?" costs n rows however big the market is."""
         with self._lock:
             market = self._market(exchange, symbol)
             if market is None:
                 return 0
-            q = "SELECT COUNT(*) FROM ticks WHERE market_id = ?"
-            return int(self._db.execute(q, (market[0],)).fetchone()[0])
+            where, args = "market_id = ?", [market[0]]
+            if start is not None:
+                where += " AND time >= ?"
+                args.append(float(start))
+            if end is not None:
+                where += " AND time < ?"
+                args.append(float(end))
+            q = f"SELECT COUNT(*) FROM ticks WHERE {where}"
+            if limit is not None:
+                q = f"SELECT COUNT(*) FROM (SELECT 1 FROM ticks WHERE {where} LIMIT ?)"
+                args.append(int(limit))
+            return int(self._db.execute(q, args).fetchone()[0])
 
     def time_range(self, exchange: str, symbol: str) -> tuple[float, float] | None:
         """(first, last) tick time, or None for a market with no ticks."""

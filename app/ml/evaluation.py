@@ -6,6 +6,7 @@ Used by `scripts/evaluate.py` and by `train.py --num_epochs 0`; the service's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,18 +67,32 @@ def compare(models: list[checkpoint.Model], ticks: TickArrays, *, train: float =
 
 
 COLUMNS = ("auc", "brier", "log_loss", "accuracy", "ppv", "npv", "base_rate", "n")
+UNDEFINED = "n/a"
+FOOTNOTE = (f"{UNDEFINED}: undefined. PPV scores a row's rise calls and NPV its no-rise calls; a row "
+            "that never makes one of them (the base rate calls every window a rise) has none to score.")
 
 
 def format_table(rows: list[Row], columns: tuple[str, ...] = COLUMNS) -> str:
-    """A plain-text table; also valid Markdown, so it pastes into the README as is."""
+    """A plain-text table; also valid Markdown, so it pastes into the README as is.
+
+    A score that is undefined (NaN: the NPV of a row that never calls "no rise") reads
+    n/a, explained by a footnote under the table, not a bare "nan" a reader must decode.
+    """
     name_w = max(len("model"), *(len(r.name) for r in rows))
     head = "| " + "model".ljust(name_w) + " | " + " | ".join(c.rjust(9) for c in columns) + " |"
     sep = "|" + "-" * (name_w + 2) + "|" + "|".join("-" * 10 + ":" for _ in columns) + "|"
     lines = [head, sep]
+    undefined = False
     for r in rows:
         cells = []
         for c in columns:
             v = r.scores.get(c, float("nan"))
-            cells.append(f"{int(v):9d}" if c == "n" else f"{v:9.4f}")
+            if not math.isfinite(v):
+                undefined = True
+                cells.append(UNDEFINED.rjust(9))
+            else:
+                cells.append(f"{int(v):9d}" if c == "n" else f"{v:9.4f}")
         lines.append("| " + r.name.ljust(name_w) + " | " + " | ".join(cells) + " |")
+    if undefined:
+        lines += ["", FOOTNOTE]
     return "\n".join(lines)

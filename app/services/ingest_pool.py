@@ -203,6 +203,6 @@ class IngestPool:
             return
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in procs:
-            proc.terminate()
+            proc.kill()  # it ignores SIGTERM (ingest_worker.init); a page commits whole, or not at all
         for proc in procs:
             await asyncio.to_thread(proc.join, 5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 from typing import Any, Literal
 
@@ -42,6 +43,10 @@ def init(parent_pid: int) -> None:
     """Pool initializer. `parent_pid` is recorded by the parent before it spawns this process, so
     a parent that died while this one was still importing is noticed too."""
     lifeline.arm(parent_pid)
+    # Ctrl-C (and a service manager's SIGTERM) reaches the whole process group: the parent stops this
+    # worker itself (IngestPool.close), rather than seeing it die and reporting a death.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     lower_priority()
 
 

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from app.services.job_records import (
     set_soon,
 )
 from app.services.job_recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
-from app.services.job_worker import JobSpec, validate_spec
+from app.services.job_worker import JobSpec, check_ticks, validate_spec
 from app.services.registry import Registry, should_promote
 
 __all__ = ["FINISHED", "JOB_ID", "QUEUE_MAX", "STATUSES", "STOPPED_BEFORE_START", "STOPPED_WHILE_RUNNING",
@@ -117,15 +118,27 @@ class JobManager:
         with self._lock:
             lives = list(self._live.values())
         await shut_down(lives, self._finish, STOP_GRACE_S)
+        if self._background:
+            # A job that just finished is still reaping its worker and releasing its queue: ended
+            # here, not by the process exit (a SIGTERM exit runs no clean-up, and multiprocessing's
+            # resource tracker then warns of leaked semaphores).
+            await asyncio.wait(set(self._background), timeout=STOP_GRACE_S)
         await self._table.stop(STOP_GRACE_S)
 
     # ------------------------------------------------------------ public API
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        """Validate (ValueError) and queue a job; returns its record. Nothing is recorded when
-        it raises: QueueFull when `queue_max` jobs wait, StoreUnavailable when the store
-        cannot record it."""
+        """Validate (ValueError; TooFewTicks when the market has too few ticks to train on) and
+        queue a job; returns its record. Nothing is recorded when it raises: QueueFull when
+        `queue_max` jobs wait, StoreUnavailable when the store cannot count the ticks or record
+        the job."""
         spec_dict = validate_spec(spec)
+        try:
+            check_ticks(spec, self.store.count)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"the tick store could not be read to count the ticks of "
+                                   f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued. Retry in "
+                                   f"{StoreUnavailable.retry_after_s} s") from e
         with self._lock:
             waiting = sum(1 for lv in self._live.values() if lv.proc is None) + self._reserved
             if waiting >= self.queue_max:
@@ -229,6 +242,7 @@ class JobManager:
                 lv.proc = None  # so the caller's `failed` is final and stop() does not wait for it
             raise
         lv.task = asyncio.create_task(self._monitor(lv, q), name=f"job-{lv.record.id}")
+        self._in_background(lv.task)  # stop() waits for it to reap its worker, even once finished
         self._in_background(asyncio.to_thread(self._table.persist, lv.record))
 
     def _in_background(self, coro: Any) -> None:
@@ -280,6 +294,8 @@ class JobManager:
                                  f"with {result['incumbent_id']}, now {active}); activate "
                                  "it by hand if wanted")
         result["activated"], result["reason"] = ok, reason
+        for warning in result.get("warnings") or []:  # the result keeps them; the log says them once
+            log.warning("job %s: %s", lv.record.id, warning)
         rec = dataclasses.replace(lv.record, status="succeeded", result=result, finished_at=now)
         if ok:
             try:

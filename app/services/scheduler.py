@@ -40,6 +40,7 @@ class MarketStatus:
     exchange: str
     symbol: str
     last_pull: float | None = None  # when the last pull finished (unix s)
+    last_success: float | None = None  # when the last pull that worked finished (unix s)
     last_new_ticks: int = 0
     last_error: str | None = None
     pulls: int = 0
@@ -80,6 +81,7 @@ class Ingestor:
             exchange, symbol = m.split(":", 1)
             self.status[(exchange, symbol)] = MarketStatus(exchange, symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._stopping = False
         self.on_stored: Callable[[str, str], None] | None = None  # a pull stored new ticks
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
@@ -140,6 +142,7 @@ class Ingestor:
                 log.warning("pull %s:%s failed: %s", exchange, symbol, e)
                 raise
             st.last_pull, st.last_new_ticks, st.last_error = time.time(), result.new_ticks, None
+            st.last_success = st.last_pull
             st.pulls += 1
             st.consecutive_failures = 0
             if result.new_ticks and self.on_stored is not None:
@@ -149,6 +152,12 @@ class Ingestor:
     async def _scheduled_pull(self, exchange: str, symbol: str) -> None:
         try:
             await self.pull_now(exchange, symbol)
+        except asyncio.CancelledError:
+            # stop() ended the schedule and the worker mid-pull (Ctrl-C, SIGTERM, a failed start):
+            # the pages are committed with their cursor, so the next start resumes there; nothing
+            # to report. A cancellation while not stopping is someone else's and goes on.
+            if not self._stopping:
+                raise
         except Exception:  # noqa: BLE001 - recorded in the status; the next run retries from the cursor
             # Not retried at once, not even after a worker death: the pull may be what killed it.
             pass
@@ -175,6 +184,9 @@ class Ingestor:
                 log.warning("scheduled retraining of %s:%s was skipped: %s. The next "
                             "TICKCAST_RETRAIN_CRON run queues it again, or POST /train once the store "
                             "accepts writes", exchange, symbol, e)
+            except ValueError as e:  # too few ticks so far: the next run finds more
+                log.warning("scheduled retraining of %s:%s was skipped: %s. The next "
+                            "TICKCAST_RETRAIN_CRON run tries again", exchange, symbol, e)
 
     def start(self) -> None:
         if self.enabled:
@@ -193,6 +205,7 @@ class Ingestor:
         self.scheduler.start()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         # A backfill may be mid-way: stop its process rather than wait. Each page commits
@@ -200,14 +213,23 @@ class Ingestor:
         await self.worker.close()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Per market: last pull, last tick time, lag, ticks stored, last error, next run."""
+        """Per configured market: last pull, last tick time, lag, ticks stored, last error, next
+        run. Then every other market the store holds (imported, or configured once), so that
+        no stored data is invisible: `scheduled` False, its ticks, and null pull fields."""
         out = []
         now = time.time()
-        for (exchange, symbol), st in self.status.items():
+        unscheduled = {"last_pull": None, "last_success": None, "last_new_ticks": None, "last_error": None,
+                       "pulls": None, "failures": None, "consecutive_failures": None}
+        others = [m for m in self.store.markets() if m not in self.status]
+        for exchange, symbol in [*self.status, *others]:
+            st = self.status.get((exchange, symbol))
             rng = self.store.time_range(exchange, symbol)
-            job = self.scheduler.get_job(f"pull:{exchange}:{symbol}") if self.scheduler.running else None
+            job = (self.scheduler.get_job(f"pull:{exchange}:{symbol}")
+                   if st is not None and self.scheduler.running else None)
             nxt = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
-            out.append({**asdict(st), "ingesting": self.enabled, "worker_restarts": self.worker.restarts,
+            pulls = asdict(st) if st is not None else {"exchange": exchange, "symbol": symbol, **unscheduled}
+            out.append({**pulls, "scheduled": st is not None, "ingesting": self.enabled and st is not None,
+                        "worker_restarts": self.worker.restarts,
                         "ticks_stored": self.store.count(exchange, symbol),
                         "last_tick_time": rng[1] if rng else None,
                         "lag_s": now - rng[1] if rng else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,24 +12,47 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.services import bootstrap
 from tests.api.conftest import body, install_models, live_server, make_settings
 
 
-def test_first_start_bootstraps_a_model(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, bootstrap=True, bootstrap_ticks=6000)
+def retry_in(text: str) -> int:
+    """The delay a 503's text asks for, in seconds."""
+    m = re.search(r"retry in (\d+) s\b", text)
+    assert m is not None, text
+    return int(m.group(1))
+
+
+def test_first_start_bootstraps_a_model(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="app.services.bootstrap")
+    monkeypatch.setattr(bootstrap, "POLL_S", 0.05)  # sees every epoch of this small job
+    settings = make_settings(tmp_path, bootstrap=True, bootstrap_ticks=20_000)
     with TestClient(create_app(settings)) as c:
         r = c.get("/ready")
         assert r.status_code == 503 and "training" in r.json()["reason"]
+        assert retry_in(r.json()["reason"]) == int(r.headers["Retry-After"])  # the text agrees
         ticks = c.app.state.store.latest("synthetic", "BTC-USD", 40)
         assert len(ticks) == 40 and abs(ticks.time[-1] - time.time()) < 120
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 503 and "training" in p.json()["detail"]
+        assert retry_in(p.json()["detail"]) == int(p.headers["Retry-After"])
         deadline = time.monotonic() + 90
         while c.get("/ready").status_code != 200:
             assert time.monotonic() < deadline, c.get("/jobs").json()
             time.sleep(0.3)
         assert c.post("/predict", json=body(ticks)).status_code == 200
         assert c.get("/predict/synthetic/BTC-USD").status_code == 200
+    # the first start said what it was doing, step by step
+    said = [r.getMessage() for r in caplog.records if r.name == "app.services.bootstrap"]
+    assert said[0].startswith("bootstrap: no model yet; storing about 20,000 ticks")
+    assert re.fullmatch(r"bootstrap: stored [\d,]+ synthetic ticks in [\d.]+ s", said[1])
+    assert re.fullmatch(r"bootstrap: training a first model in job [0-9a-f]{12} \(CNN, 3 epochs\)", said[2])
+    assert any(re.search(r": epoch [123]/3, batch \d+/\d+, loss [\d.]+$", m) for m in said), said
+    for epoch in (1, 2, 3):
+        assert any(re.search(rf": epoch {epoch}/3 done, validation AUC 0\.\d{{3}}$", m) for m in said), said
+    assert re.fullmatch(r"bootstrap: the first model cnn-\S+ is active after \d+ s, validation AUC 0\.\d{3}; "
+                        r"/ready answers 200", said[-1])
     # a second start finds the model and queues nothing new
     with TestClient(create_app(settings)) as c:
         assert c.get("/ready").status_code == 200

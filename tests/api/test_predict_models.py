@@ -118,7 +118,9 @@ def test_unsorted_message_names_the_index(client: TestClient, ticks) -> None:  #
 
 def test_too_few_ticks_says_how_many(client: TestClient, ticks) -> None:  # noqa: ANN001
     r = client.post("/predict", json={"ticks": body(ticks)["ticks"][:5]})
-    assert r.status_code == 422 and "17" in r.json()["detail"]  # seq_len 16 + 1
+    assert r.status_code == 422
+    [err] = r.json()["detail"]  # FastAPI's list shape, as for every 422
+    assert err["loc"] == ["body", "ticks"] and "17" in err["msg"]  # seq_len 16 + 1
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
@@ -147,7 +149,9 @@ def test_too_many_ticks_is_422(tmp_path: Path, trained, ticks) -> None:  # noqa:
     install_models(tmp_path, trained)
     with TestClient(create_app(make_settings(tmp_path, max_ticks=30))) as c:
         r = c.post("/predict", json=body(ticks, n=40))
-        assert r.status_code == 422 and "at most 30" in r.json()["detail"]
+        assert r.status_code == 422
+        [err] = r.json()["detail"]
+        assert err["loc"] == ["body", "ticks"] and "at most 30" in err["msg"]
 
 
 @pytest.mark.parametrize("mid", ["../ACTIVE", "..%2F..%2Fetc%2Fpasswd", "a b", "x" * 300, ".hidden"])
@@ -300,12 +304,15 @@ def test_an_unloadable_model_is_listed_refused_and_changes_nothing(
     assert one.status_code == 200 and one.json()["loadable"] is False
 
     r = client.post("/models/bad-model/activate")
-    assert r.status_code == 422 and why in r.json()["detail"], r.text
+    assert r.status_code == 422 and why in r.json()["detail"][0]["msg"], r.text
+    assert r.json()["detail"][0]["loc"] == ["path", "model_id"]
     assert (models / "ACTIVE").read_bytes() == active_before
     r = client.post("/predict", json=body(ticks, model_id="bad-model"))
-    assert r.status_code == 422 and why in r.json()["detail"], r.text
+    assert r.status_code == 422 and why in r.json()["detail"][0]["msg"], r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "model_id"]
     r = client.get("/predict/synthetic/BTC-USD", params={"model_id": "bad-model"})
-    assert r.status_code == 422 and why in r.json()["detail"], r.text
+    assert r.status_code == 422 and why in r.json()["detail"][0]["msg"], r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "model_id"]
 
     # serving is unchanged
     assert client.post("/predict", json=body(ticks)).json()["model_id"] == trained[0].stem
@@ -442,3 +449,53 @@ def test_train_numbers_are_strict(client: TestClient, where: str, value: object)
                                                                           "num_epochs": True}})
     assert [e["loc"] for e in r.json()["detail"]] == [["body", "config", "num_epochs"]]
     assert client.get("/jobs").json() == []  # nothing was queued
+
+
+# ---------------------------------------------------------------- one error body everywhere
+
+
+def test_domain_422s_have_the_list_shape_naming_where(client: TestClient, ticks, trained) -> None:  # noqa: ANN001
+    good = body(ticks)["ticks"]
+    cases = [
+        (client.get("/models/.hidden"), ["path", "model_id"], "invalid model id"),
+        (client.post("/predict", json={"ticks": good, "model_id": ".hidden"}), ["body", "model_id"],
+         "invalid model id"),
+        (client.get("/predict/synthetic/BTC-USD", params={"model_id": ".hidden"}), ["query", "model_id"],
+         "invalid model id"),
+        (client.post("/predict", json={"windows": [good, good[:3]]}), ["body", "windows", 1], "got 3"),
+        (client.get("/predict/synthetic/BTC%20USD"), ["path", "symbol"], "pattern"),
+    ]
+    for r, loc, text in cases:
+        assert r.status_code == 422, r.text
+        [err] = r.json()["detail"]
+        assert err["loc"] == loc and text in err["msg"] and isinstance(err["type"], str), r.text
+
+
+def test_other_errors_are_one_detail_string(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    ids = install_models(tmp_path, trained)
+    with TestClient(create_app(make_settings(tmp_path, api_key="k"))) as c:
+        answers = {
+            401: c.post(f"/models/{ids[1]}/activate"),
+            404: c.get("/models/cnn-nope"),
+            409: c.delete(f"/models/{ids[0]}", headers={"X-API-Key": "k"}),
+            415: c.post("/predict", content="x", headers={"content-type": "text/plain"}),
+        }
+        for status, r in answers.items():
+            assert r.status_code == status, r.text
+            assert list(r.json()) == ["detail"] and isinstance(r.json()["detail"], str), r.text
+
+
+def test_not_ready_names_its_reason_as_detail_too(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.headers["retry-after"]
+        got = r.json()
+        assert got["status"] == "not ready" and got["reason"] and got["detail"] == got["reason"]
+
+
+def test_typed_answers_of_info_health_and_ready(client: TestClient, trained) -> None:  # noqa: ANN001
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready", "model_id": trained[0].stem}
+    info = client.get("/info").json()
+    assert info == {"version": "0.1.0", "auth_required": False, "device": "cpu",
+                    "markets": [{"exchange": "synthetic", "symbol": "BTC-USD", "scheduled": True}]}

@@ -242,3 +242,26 @@ def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: 
         # every seat came back: the next burst is admitted just the same
         _assert_exactly(asyncio.run(_burst(f"{url}{STREAM}?backlog=1000", n)), cap)
         wait_for(lambda: feeds.clients == 0)
+
+
+def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+    from app.api.routes.stream import MAX_BACKLOG
+
+    install_models(tmp_path, trained)
+    store_ticks(tmp_path, ticks[:1200])
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url:
+        assert app.state.feeds.ring == MAX_BACKLOG == 1000  # the documented maximum is the real one
+        spec = httpx.get(f"{url}/openapi.json").json()
+        [param] = [p for p in spec["paths"]["/stream/{exchange}/{symbol}"]["get"]["parameters"]
+                   if p["name"] == "backlog"]
+        assert param["schema"]["maximum"] == MAX_BACKLOG
+        for too_many in (1001, 5000):
+            r = httpx.get(f"{url}{STREAM}", params={"backlog": too_many})
+            assert r.status_code == 422, r.text
+            [err] = r.json()["detail"]
+            assert err["loc"] == ["query", "backlog"] and "1000" in err["msg"]
+        assert app.state.feeds.clients == 0  # a refusal takes no seat
+        with EventStream(f"{url}{STREAM}?backlog={MAX_BACKLOG}") as s:
+            got = s.take(MAX_BACKLOG)
+            assert got[0].json()["time"] == ticks.time[200] and got[-1].json()["time"] == ticks.time[1199]

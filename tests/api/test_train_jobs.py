@@ -42,6 +42,8 @@ def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
         assert done["status"] == "succeeded", done
         mid = done["result"]["model_id"]
         assert done["result"]["activated"] is True
+        # 4,000 ticks train, but the job says how little that is
+        assert done["result"]["warnings"][0].startswith("few ticks: 3,983 windows")
         assert [m["id"] for m in c.get("/models").json()] == [mid]
         deadline = time.monotonic() + 10
         while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
@@ -123,12 +125,22 @@ def test_bad_train_requests_change_nothing(tmp_path: Path) -> None:
         assert c.delete("/jobs/ffffffff").status_code == 404
 
 
-def test_failed_job_says_what_to_do(tmp_path: Path) -> None:
+def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
-        r = c.post("/train", json={"exchange": "bitstamp", "symbol": "BTC-USD", "config": SMALL})
-        done = wait(c, r.json()["id"], {"failed", "succeeded"})
-        assert done["status"] == "failed"
-        assert "bitstamp" in done["error"] and "Traceback" not in done["error"]
+        c.app.state.store.insert("bitstamp", "BTC-USD", synthetic.generate(900, seed=5))
+        for market, words in (("kraken", "kraken:BTC-USD has 0 ticks"),
+                              ("bitstamp", "bitstamp:BTC-USD has 900 ticks")):
+            r = c.post("/train", json={"exchange": market, "symbol": "BTC-USD", "config": SMALL})
+            assert r.status_code == 422, r.text
+            (problem,) = r.json()["detail"]
+            assert problem["loc"] == ["body", "symbol"] and problem["msg"].startswith(words)
+            assert "at least 1,000 windows, i.e. 1,017 ticks at seq_len 16" in problem["msg"]
+            assert f"POST /markets/{market}/BTC-USD/pull" in problem["msg"]
+        # a range counts the ticks inside it
+        r = c.post("/train", json={"exchange": "bitstamp", "symbol": "BTC-USD", "start": 0, "end": 1})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "start"]
+        assert "widen start and end" in r.json()["detail"][0]["msg"]
+        assert c.get("/jobs").json() == [] and c.app.state.jobs.counts()["queued"] == 0
 
 
 def test_api_key_guards_mutations_only(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001

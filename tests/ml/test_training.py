@@ -302,3 +302,18 @@ def test_one_class_training_split():
     flat = TickArrays(np.arange(n, dtype=np.float64), np.full(n, 100.0), np.ones(n))
     with pytest.raises(ValueError, match="only one class"):
         fit(flat, cfg())
+
+
+def test_fewer_than_the_minimum_windows_are_refused_and_few_are_flagged(market):
+    """MIN_WINDOWS windows at least (a model's metrics are noise below it); below FEW_WINDOWS the
+    result carries a warning with the validation AUC's uncertainty."""
+    need = training.ticks_needed(16)  # seq_len 16, horizon 1
+    assert need == training.MIN_WINDOWS + 17
+    with pytest.raises(training.TooFewTicks, match=rf"^synthetic:BTC-USD has {need - 1:,} ticks; training "
+                                                  rf"needs at least 1,000 windows, i.e. {need:,} ticks"):
+        fit(market[:need - 1], cfg(num_epochs=1), data_info={"exchange": "synthetic", "symbol": "BTC-USD"})
+    small = fit(market[:need], cfg(num_epochs=1))
+    (warning,) = small.warnings
+    assert warning == ("few ticks: 1,000 windows (199 to validate), so metrics are noisy "
+                       "(validation AUC +-0.08); train on 10,000 windows or more to trust them")
+    assert fit(market[:training.FEW_WINDOWS + 17], cfg(num_epochs=1)).warnings == []

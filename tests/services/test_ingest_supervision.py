@@ -263,11 +263,8 @@ def test_the_worker_and_the_resource_tracker_die_with_the_api_process(tmp_path: 
             api.wait()
 
 
-def test_a_market_without_a_source_answers_which_setting_to_fix(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, markets=["nowhere:BTC-USD"])
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        r = c.post("/markets/nowhere/BTC-USD/pull")
-        assert r.status_code == 500 and "'nowhere', which has no source" in r.json()["detail"]
-        assert "TICKCAST_MARKETS" in r.json()["detail"]
-        m = c.get("/markets").json()[0]
-        assert "no source" in m["last_error"] and m["failures"] == 1 and m["pulls"] == 0
+def test_a_market_without_a_source_is_refused_before_the_start(tmp_path: Path) -> None:
+    """Issue 11: it used to start and log a warning every pull, forever; tests/test_settings.py
+    checks the one-line error `tickcast serve` prints for it."""
+    with pytest.raises(ValueError, match=r"unknown exchange 'nowhere'; known: binance, .*synthetic"):
+        make_settings(tmp_path, markets=["nowhere:BTC-USD"])

@@ -9,14 +9,23 @@ that serves /predict. A full queue is 429 and a store that cannot record the job
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from app.api.deps import JobsDep, KeyDep
+from app.api.errors import invalid, responses
 from app.api.schemas import JobOut, TrainRequest
 from app.services.jobs import JobRecord, JobSpec, QueueFull, StoreUnavailable
 
 router = APIRouter(tags=["training"])
+
+_STORE_DOWN = (503, "the job store cannot be read or written (locked, unwritable, full); nothing was "
+                    "changed, see Retry-After",
+               "the job store is locked by another writer; nothing was recorded, retry in 5 s")
+_NO_JOB = (404, "no such job", "no job '3f9c2a7d41b0'; GET /jobs lists the jobs")
+JobId = Annotated[str, Path(description="the job's id, 12 hex digits, as POST /train answered it",
+                            examples=["3f9c2a7d41b0"])]
 
 
 def _out(r: JobRecord) -> JobOut:
@@ -28,19 +37,23 @@ def _refused(status: int, e: QueueFull | StoreUnavailable) -> HTTPException:
 
 
 @router.post("/train", status_code=202, response_model=JobOut, dependencies=[KeyDep],
-             responses={401: {"description": "API key missing or wrong"},
-                        422: {"description": "bad market, range or hyper-parameters"},
-                        429: {"description": "the queue is full (TICKCAST_JOB_QUEUE_MAX); see "
-                                             "Retry-After"},
-                        503: {"description": "the job store cannot record the job; see Retry-After"}})
+             summary="Start a training job",
+             responses=responses(
+                 (400, "the body could not be read as JSON text (cut off, or not UTF-8)"), 401,
+                 (422, "a bad market name, range or hyper-parameter, or a market without enough ticks "
+                       "to train on; nothing was queued"),
+                 (429, "the queue is full (TICKCAST_JOB_QUEUE_MAX); nothing was queued, see Retry-After"),
+                 _STORE_DOWN, 500))
 def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
-    """Queue a training job; it runs in a worker process while the service keeps serving."""
+    """Queue a training job on a market's stored ticks; it runs in a worker process while the
+    service keeps serving. Follow it with GET /jobs/{job_id}; `activate` decides whether its
+    model replaces the active one."""
     spec = JobSpec(exchange=body.exchange, symbol=body.symbol, start=body.start, end=body.end,
                    config=body.config.model_dump(), activate=body.activate)
     try:
         record = jobs.submit(spec)
-    except ValueError as e:
-        raise HTTPException(422, str(e)) from e
+    except ValueError as e:  # a domain error may name its place (`loc`); the body otherwise
+        raise invalid(getattr(e, "loc", None) or ("body",), str(e)) from e
     except QueueFull as e:
         raise _refused(429, e) from e
     except StoreUnavailable as e:
@@ -48,19 +61,22 @@ def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
     return _out(record)
 
 
-@router.get("/jobs", response_model=list[JobOut],
-            responses={503: {"description": "the job store cannot be read; see Retry-After"}})
-def list_jobs(jobs: JobsDep, limit: int = Query(100, ge=1, le=1000)) -> list[JobOut]:
+@router.get("/jobs", response_model=list[JobOut], summary="List training jobs",
+            responses=responses(_STORE_DOWN, 500))
+def list_jobs(jobs: JobsDep,
+              limit: int = Query(100, ge=1, le=1000, description="at most this many, newest first"),
+              ) -> list[JobOut]:
+    """Every job, newest first, with its status, progress, result or error: queued and running
+    ones, and finished ones as the store keeps them."""
     try:
         return [_out(r) for r in jobs.list(limit)]
     except StoreUnavailable as e:
         raise _refused(503, e) from e
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut,
-            responses={404: {"description": "no such job"},
-                       503: {"description": "the job store cannot be read; see Retry-After"}})
-def get_job(job_id: str, jobs: JobsDep) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One training job",
+            responses=responses(_NO_JOB, _STORE_DOWN, 500))
+def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
     """Status, live progress (epoch, batch, loss, validation metrics) and the result."""
     try:
         return _out(jobs.get(job_id))
@@ -68,12 +84,13 @@ def get_job(job_id: str, jobs: JobsDep) -> JobOut:
         raise _refused(503, e) from e
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut, dependencies=[KeyDep],
-               responses={404: {"description": "no such job"},
-                          409: {"description": "the job has already finished"},
-                          503: {"description": "the job store cannot be read; see Retry-After"}})
-def cancel_job(job_id: str, jobs: JobsDep) -> JobOut:
-    """Cancel a queued or running job; a running one stops within a few seconds."""
+@router.delete("/jobs/{job_id}", response_model=JobOut, dependencies=[KeyDep], summary="Cancel a job",
+               responses=responses(401, _NO_JOB,
+                                   (409, "the job has already finished",
+                                    "job 3f9c2a7d41b0 is already succeeded"), _STORE_DOWN, 500))
+def cancel_job(job_id: JobId, jobs: JobsDep) -> JobOut:
+    """Cancel a queued or running job; a running one stops within a few seconds. Answers the
+    job as it is now (`cancel_requested` in its progress while it stops)."""
     try:
         record = jobs.get(job_id)
         if record.status not in ("queued", "running"):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import math
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from app.api.deps import IngestorDep, KeyDep, SettingsDep, StoreDep
+from app.api.deps import Exchange, IngestorDep, KeyDep, StoreDep, Symbol
+from app.api.errors import invalid, responses
+from app.api.schemas import ImportOut, MarketOut, PullOut, TicksOut
 from app.market.sources.base import SourceError
 from app.market.ticks import TickError, read_csv, write_csv_to
 from app.services.ingest_pool import WorkerDown
@@ -18,33 +19,58 @@ from app.services.scheduler import IngestFailed, StoreUnavailable
 
 router = APIRouter(tags=["markets"])
 
-def check_name(*names: str) -> None:
-    for n in names:
-        if not (0 < len(n) <= 64) or not all(c.isalnum() or c in "-_." for c in n):
-            raise HTTPException(422, f"{n!r} is not a valid exchange or symbol name")
+DEFAULT_LIMIT = 1000
+MAX_TICKS = 100_000  # one answer: about 6 MB of JSON
+
+_STORE_READ = (503, "the tick store cannot be read (locked, unreadable); see Retry-After")
+_CSV_EXAMPLE = "time,price,amount\n1795653448.0,6642.56,0.001\n1795653452.7,6642.9,0.25\n"
 
 
-@router.get("/markets")
+@router.get("/markets", response_model=list[MarketOut], summary="Markets and their ingestion status",
+            responses=responses(_STORE_READ, 500))
 async def list_markets(ingestor: IngestorDep) -> list[dict]:
-    """Each configured market: last pull, last tick time, lag, ticks stored, last error, next run."""
+    """Each configured market (`scheduled: true`): last pull, last tick time, lag, ticks stored,
+    last error, next run. Then every other market the store holds (imported, or configured
+    once), `scheduled: false`, with its ticks and null pull fields."""
     return ingestor.describe()
 
 
-@router.get("/markets/{exchange}/{symbol}/ticks", responses={
-    200: {"content": {"text/csv": {}}, "description": "JSON columns, or CSV with format=csv"}})
-async def market_ticks(exchange: str, symbol: str, store: StoreDep,
-                       start: float | None = Query(None, description="unix s, inclusive"),
-                       end: float | None = Query(None, description="unix s, exclusive"),
-                       limit: int = Query(1000, ge=1, le=100_000),
-                       format: Literal["json", "csv"] = "json") -> Response:
-    """Stored ticks by time range, oldest first."""
-    check_name(exchange, symbol)
-    for v in (start, end):
-        if v is not None and not math.isfinite(v):
-            raise HTTPException(422, "start and end must be finite numbers")
-    if start is not None and end is not None and end < start:
-        raise HTTPException(422, "end must not be before start")
-    ticks = store.read(exchange, symbol, start=start, end=end, limit=limit)
+@router.get("/markets/{exchange}/{symbol}/ticks", response_model=None, summary="Stored ticks",
+            responses={200: {"model": TicksOut, "description": "JSON (a valid POST /predict body as "
+                                                               "it is), or CSV with format=csv",
+                             "content": {"text/csv": {"schema": {"type": "string"},
+                                                      "example": _CSV_EXAMPLE}}},
+                       **responses((422, "a bad market name or range, or `latest` with start, end or "
+                                         "limit"), _STORE_READ, 500)})
+async def market_ticks(
+    exchange: Exchange, symbol: Symbol, store: StoreDep,
+    start: float | None = Query(None, allow_inf_nan=False, description="unix s, inclusive; not with "
+                                                                       "`latest`"),
+    end: float | None = Query(None, allow_inf_nan=False, description="unix s, exclusive; not with "
+                                                                     "`latest`"),
+    limit: int | None = Query(None, ge=1, le=MAX_TICKS, description=f"at most this many, the oldest of "
+                                                                    f"the range (default {DEFAULT_LIMIT});"
+                                                                    " not with `latest`"),
+    latest: int | None = Query(None, ge=1, le=MAX_TICKS, description="the newest N ticks instead of a "
+                                                                     "range (still oldest first); not "
+                                                                     "with start, end or limit"),
+    format: Literal["json", "csv"] = Query("json", description="json, or csv (time,price,amount)"),
+) -> Response:
+    """Stored ticks of a market (none for a market with none), oldest first: by time range
+    (`start`, `end`, the first `limit`), or the newest `latest`. The JSON answer can be posted
+    to POST /predict as it is: `?latest=33` is a prediction's input for a model of sequence
+    length 32."""
+    if latest is not None:
+        given = [name for name, v in (("start", start), ("end", end), ("limit", limit)) if v is not None]
+        if given:
+            raise invalid(("query", "latest"), f"latest asks for the newest ticks; it does not combine "
+                                               f"with {', '.join(given)}: send one or the other")
+        ticks = store.latest(exchange, symbol, latest, ids=format == "csv")
+    else:
+        if start is not None and end is not None and end < start:
+            raise invalid(("query", "end"), "end must not be before start")
+        ticks = store.read(exchange, symbol, start=start, end=end,
+                           limit=DEFAULT_LIMIT if limit is None else limit, ids=format == "csv")
     if format == "csv":
         buf = io.StringIO()
         write_csv_to(ticks, buf)
@@ -59,15 +85,17 @@ async def market_ticks(exchange: str, symbol: str, store: StoreDep,
 STORE_RETRY_S = 10  # a locked store frees up in seconds; a read-only or full one needs a person
 
 
-@router.post("/markets/{exchange}/{symbol}/pull", dependencies=[KeyDep],
-             responses={404: {"description": "not a configured market"},
-                        500: {"description": "a market with no source, or a bug in the worker; "
-                                             "nothing was lost"},
-                        502: {"description": "the exchange failed; nothing was lost"},
-                        503: {"description": "the ingest worker is down or restarting, or the tick store "
-                                             "cannot be written; nothing was lost, see Retry-After"}})
-async def pull_market(exchange: str, symbol: str, ingestor: IngestorDep) -> dict:
-    """Pull now (whatever the schedule says); answers with what was stored."""
+@router.post("/markets/{exchange}/{symbol}/pull", dependencies=[KeyDep], response_model=PullOut,
+             summary="Pull a market now",
+             responses=responses(
+                 401, (404, "not a configured market", "kraken:BTC-USD is not a configured market; add "
+                                                      "it to TICKCAST_MARKETS"),
+                 (500, "a market with no source, or a bug in the worker; nothing was lost"),
+                 502, (503, "the ingest worker is down or restarting, or the tick store cannot be "
+                            "written; nothing was lost, see Retry-After")))
+async def pull_market(exchange: Exchange, symbol: Symbol, ingestor: IngestorDep) -> PullOut:
+    """Pull a configured market now (whatever the schedule says), from its cursor; answers with
+    what was stored."""
     try:
         r = await ingestor.pull_now(exchange, symbol)
     except SourceError as e:
@@ -80,18 +108,26 @@ async def pull_market(exchange: str, symbol: str, ingestor: IngestorDep) -> dict
                                  f"{STORE_RETRY_S} s", headers={"Retry-After": str(STORE_RETRY_S)}) from e
     except IngestFailed as e:
         raise HTTPException(500, f"{e}; pages stored before it are kept with their cursor") from e
-    return {"exchange": exchange, "symbol": symbol, "new_ticks": r.new_ticks, "pages": r.pages,
-            "cursor": r.cursor, "seconds": r.seconds}
+    return PullOut(exchange=exchange, symbol=symbol, new_ticks=r.new_ticks, pages=r.pages,
+                   cursor=r.cursor, seconds=r.seconds)
 
 
-@router.post("/markets/{exchange}/{symbol}/import", dependencies=[KeyDep],
+@router.post("/markets/{exchange}/{symbol}/import", dependencies=[KeyDep], response_model=ImportOut,
+             summary="Import ticks from a CSV body",
              openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {
-                 "schema": {"type": "string"}}}}},
-             responses={422: {"description": "a bad row (named) or a bad file; nothing stored"}})
-async def import_ticks(exchange: str, symbol: str, request: Request, store: StoreDep,
-                       settings: SettingsDep) -> dict:
+                 "schema": {"type": "string"}, "example": _CSV_EXAMPLE}}}},
+             responses=responses(
+                 401, (413, "the body is over TICKCAST_MAX_BODY_BYTES (2 MB by default); nothing was "
+                            "stored. Store a large file from disk with `tickcast fetch csv SYMBOL --file "
+                            "FILE` instead (the market csv:SYMBOL), or raise the limit"),
+                 (422, "a bad row (named) or a bad file, or a bad market name; nothing was stored"),
+                 (503, "the tick store cannot be written (locked, read-only, full); nothing was "
+                       "stored, see Retry-After"), 500))
+async def import_ticks(exchange: Exchange, symbol: Symbol, request: Request, store: StoreDep) -> ImportOut:
     """Import a CSV (time,price,amount[,trade_id,side] or the ancestor's format) sent as the body.
 
+    The body may be at most TICKCAST_MAX_BODY_BYTES (413 beyond it, saying what to do): a
+    file larger than that is stored from disk by `tickcast fetch csv SYMBOL --file FILE`.
     The whole file is validated before anything is stored. A row with a trade id is known
     by its id. A row without one is known by (time, price, amount) and its ordinal among
     the body's identical rows, so the body is the source: importing a file again, or any
@@ -100,15 +136,16 @@ async def import_ticks(exchange: str, symbol: str, request: Request, store: Stor
     resend and a continuation look alike); identical rows on both sides of it are taken as
     one trade sent twice, i.e. for each (time, price, amount) the store keeps as many
     id-less trades as the most that one import (or pull) held. So split files between
-    timestamps, or give trade ids. `rows - new_ticks` rows were already stored.
+    timestamps, or give trade ids. `rows - new_ticks` rows were already stored. The market
+    is listed by GET /markets from then on (`scheduled: false` unless configured).
     """
-    check_name(exchange, symbol)
     raw = await request.body()
     try:
         ticks = read_csv(io.StringIO(raw.decode("utf-8"))).with_ordinals()
     except UnicodeDecodeError as e:
-        raise HTTPException(422, "the body is not UTF-8 text CSV") from e
+        raise invalid(("body",), "the body is not UTF-8 text CSV; nothing was stored") from e
     except TickError as e:
-        raise HTTPException(422, f"CSV {e}; nothing was stored") from e
+        loc = ("body",) if e.row is None else ("body", "line", e.row)
+        raise invalid(loc, f"CSV {e}; nothing was stored") from e
     new = await asyncio.to_thread(store.insert, exchange, symbol, ticks)
-    return {"exchange": exchange, "symbol": symbol, "rows": len(ticks), "new_ticks": new}
+    return ImportOut(exchange=exchange, symbol=symbol, rows=len(ticks), new_ticks=new)

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 
 from app.api.deps import KeyDep, PredictorDep, RegistryDep
+from app.api.errors import responses
 from app.api.schemas import ModelOut
 from app.services.registry import ModelInfo
 
 router = APIRouter(tags=["models"])
 
-_404 = {404: {"description": "no such model"}, 422: {"description": "malformed model id"}}
-_GET = {**_404, 422: {"description": "malformed model id, or a file that is no tickcast checkpoint"}}
-_ACTIVATE = {**_404, 422: {"description": "malformed model id, or the model cannot be loaded (the "
-                                          "reason says why); the active model is unchanged"}}
+_NO_MODEL = (404, "no such model", "no model 'cnn-nope'; GET /models lists the available ones")
+_STORAGE = (503, "the models folder cannot be read or written (permissions, a full disk); nothing was "
+                 "changed, see Retry-After",
+            "the models folder models: not writable (Permission denied); nothing was changed; make "
+            "TICKCAST_MODELS_DIR writable by the service, retry in 30 s")
+_GET = responses(_NO_MODEL, (422, "a malformed model id, or a file that is no tickcast checkpoint"),
+                 _STORAGE, 500)
+_ACTIVATE = responses(401, _NO_MODEL, (422, "a malformed model id, or a model that cannot be loaded (the "
+                                            "reason says why); the active model is unchanged"),
+                      _STORAGE, 500)
+_DELETE = responses(401, _NO_MODEL, (409, "the model is active: activate another one first"),
+                    (422, "a malformed model id"), _STORAGE, 500)
+ModelId = Annotated[str, Path(description="a registry id, as GET /models lists them",
+                              examples=["cnn-20261125-194816-1cd8d3"])]
 
 
 def _out(m: ModelInfo) -> ModelOut:
@@ -48,29 +59,35 @@ def _plain(v: Any) -> Any:
     return f"<{type(v).__name__}>"
 
 
-@router.get("/models", response_model=list[ModelOut])
+@router.get("/models", response_model=list[ModelOut], summary="List the models",
+            responses=responses(_STORAGE, 500))
 async def list_models(registry: RegistryDep) -> list[ModelOut]:
-    """Every model file, with `loadable` and, when false, the reason."""
+    """Every model file in the registry (TICKCAST_MODELS_DIR), the active one marked, with its
+    architecture, metrics and metadata, and `loadable` with, when false, the reason: a damaged
+    file is listed rather than hidden."""
     return [_out(m) for m in registry.list()]
 
 
-@router.get("/models/{model_id}", response_model=ModelOut, responses=_GET)
-async def get_model(model_id: str, registry: RegistryDep) -> ModelOut:
+@router.get("/models/{model_id}", response_model=ModelOut, summary="One model", responses=_GET)
+async def get_model(model_id: ModelId, registry: RegistryDep) -> ModelOut:
+    """One model as GET /models lists it: metrics, metadata, and whether it can be loaded."""
     return _out(registry.get(model_id))
 
 
 @router.post("/models/{model_id}/activate", response_model=ModelOut, dependencies=[KeyDep],
-             responses=_ACTIVATE)
-async def activate_model(model_id: str, registry: RegistryDep, predictor: PredictorDep) -> ModelOut:
+             summary="Make a model the active one", responses=_ACTIVATE)
+async def activate_model(model_id: ModelId, registry: RegistryDep, predictor: PredictorDep) -> ModelOut:
     """Make /predict use this model; requests in flight finish on the previous one. A model that
     cannot be loaded is refused with 422 and the reason, and changes nothing."""
     await asyncio.to_thread(predictor.activate, model_id)
     return _out(registry.get(model_id))
 
 
-@router.delete("/models/{model_id}", status_code=204, dependencies=[KeyDep],
-               responses={**_404, 409: {"description": "the model is active"}})
-async def delete_model(model_id: str, registry: RegistryDep, predictor: PredictorDep) -> Response:
+@router.delete("/models/{model_id}", status_code=204, dependencies=[KeyDep], summary="Delete a model",
+               responses=_DELETE)
+async def delete_model(model_id: ModelId, registry: RegistryDep, predictor: PredictorDep) -> Response:
+    """Remove the model's file from the registry. The active model is refused (409): activate
+    another first, so /predict always has one."""
     registry.delete(model_id)
     predictor.forget(model_id)
     return Response(status_code=204)

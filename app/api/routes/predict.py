@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from app.api.deps import PredictorDep, StoreDep
+from app.api.deps import Exchange, PredictorDep, StoreDep, Symbol
+from app.api.errors import invalid, responses
 from app.api.schemas import PredictBatchOut, PredictionOut, PredictRequest, to_arrays
 from app.services.predictor import Prediction, Predictor
 
 router = APIRouter(tags=["predict"])
 
-_ERRORS = {422: {"description": "bad ticks (names the field and index) or too few for the model"},
-           413: {"description": "body too large"},
-           503: {"description": "no model loaded yet (a first model may be training)"}}
+_NO_MODEL = (503, "no model is loaded yet (a first model may be training), or storage failed; see "
+                  "Retry-After", "no model is loaded yet: a first model is training (job 3f9c2a7d41b0, "
+                                 "epoch 2/3); retry in 10 s")
+_UNKNOWN_MODEL = (404, "`model_id` names no model in the registry")
+_POST_ERRORS = responses(
+    (400, "the body was not received in full", "the request body was not received in full"),
+    _UNKNOWN_MODEL, (413, "the body is over TICKCAST_MAX_BODY_BYTES (send fewer ticks or windows)"),
+    (422, "bad ticks (names the field and index), too few or too many for the model, a malformed "
+          "model id, or a model that cannot be loaded"), _NO_MODEL, 500)
+_GET_ERRORS = responses(
+    (404, "no ticks stored for the market, or `model_id` names no model",
+     "no ticks stored for kraken:ETH-USD; configure the market or import ticks"),
+    (422, "a bad market name, fewer stored ticks than the model needs, a malformed model id, or a "
+          "model that cannot be loaded"), _NO_MODEL, 500)
 
 
 def _out(p: Prediction) -> PredictionOut:
@@ -39,11 +52,18 @@ async def parse_predict(request: Request) -> PredictRequest:
         ) from None
 
 
-@router.post("/predict", response_model=PredictionOut | PredictBatchOut, responses=_ERRORS,
+@router.post("/predict", response_model=PredictionOut | PredictBatchOut, responses=_POST_ERRORS,
+             summary="Predict from ticks sent in the body",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
 async def predict(request: Request) -> Response:
-    """Probability that the price rises on the tick after the last one sent."""
+    """Probability that the price rises on the tick after the last one sent.
+
+    Send `ticks` (oldest first, at least the model's sequence length + 1) for one
+    prediction, or `windows` for several in one call (`{"predictions": [...]}`). The
+    active model answers unless `model_id` names another. The JSON of
+    `GET /markets/{exchange}/{symbol}/ticks?latest=N` is a valid body as it is.
+    """
     # The hot path: no Depends (resolving two of them cost ~10% of a request's CPU) and the
     # answer serialised by hand (the shape is PredictionOut / PredictBatchOut).
     predictor: Predictor = request.app.state.predictor
@@ -52,15 +72,17 @@ async def predict(request: Request) -> Response:
     model_id = body.model_id
     if body.ticks is not None:
         if len(body.ticks) > max_ticks:
-            raise HTTPException(422, f"ticks has {len(body.ticks)} entries; at most "
-                                     f"{max_ticks} are accepted")
+            raise invalid(("body", "ticks"), f"ticks has {len(body.ticks)} entries; at most "
+                                             f"{max_ticks} are accepted (TICKCAST_MAX_TICKS)", "too_long")
         ticks = to_arrays(body.ticks)
         del body  # don't hold a hundred objects per request across the await (GC pressure)
         return _json(_dict(await predictor.predict(ticks, model_id)))
     wins = body.windows or []
     total = sum(len(w) for w in wins)
     if total > max_ticks * 16:
-        raise HTTPException(422, f"windows hold {total} ticks in all; send fewer")
+        raise invalid(("body", "windows"), f"windows hold {total} ticks in all, over "
+                                           f"{max_ticks * 16} (16 x TICKCAST_MAX_TICKS); send fewer",
+                      "too_long")
     arrays = [to_arrays(w) for w in wins]
     del body, wins
     preds = await predictor.predict_many(arrays, model_id)
@@ -76,10 +98,15 @@ def _json(content: object) -> Response:
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
 
 
-@router.get("/predict/{exchange}/{symbol}", response_model=PredictionOut, responses=_ERRORS)
-async def predict_market(exchange: str, symbol: str, predictor: PredictorDep, store: StoreDep,
-                         model_id: str | None = None) -> PredictionOut:
-    """The same from the service's own latest stored ticks of a market."""
+@router.get("/predict/{exchange}/{symbol}", response_model=PredictionOut, responses=_GET_ERRORS,
+            summary="Predict from a market's latest stored ticks")
+async def predict_market(
+    exchange: Exchange, symbol: Symbol, predictor: PredictorDep, store: StoreDep,
+    model_id: Annotated[str | None, Query(max_length=128, description="a registry id; default: the "
+                                                                      "active model")] = None,
+) -> PredictionOut:
+    """The same as POST /predict, from the service's own latest stored ticks of a market
+    (configured or imported): as many as the model needs, ending at the newest."""
     seq_len = await predictor.seq_len(model_id)
     ticks = store.latest(exchange, symbol, seq_len + 1, ids=False)
     if len(ticks) == 0:

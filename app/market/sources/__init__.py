@@ -47,14 +47,17 @@ def _register() -> None:
 _register()
 
 
+def unknown_source(name: str, kind: str = "exchange") -> str:
+    """What to say about a name with no source, with the names that would work."""
+    return f"unknown {kind} {name!r}; known: {', '.join(sorted(SOURCES)) or 'none'}"
+
+
 def make_source(name: str, base_url: str | None = None, **kw: Any) -> Any:
     """Build the source called `name`; `base_url` (mirrors, tests) only for HTTP sources."""
     try:
         cls = SOURCES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown source {name!r}; known: {', '.join(sorted(SOURCES)) or 'none'}"
-        ) from None
+        raise ValueError(unknown_source(name, "source")) from None
     if base_url is not None:
         kw["base_url"] = base_url
     return cls(**kw)
@@ -71,4 +74,5 @@ __all__ = [
     "UnknownSymbol",
     "make_source",
     "normalise_symbol",
+    "unknown_source",
 ]

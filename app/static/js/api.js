@@ -18,8 +18,10 @@ export function setApiKey(key) {
   else sessionStorage.removeItem(KEY_ITEM);
 }
 
+// What an error answer says: `detail` (most routes), or `reason` (/ready's 503).
 function detailOf(body, status) {
   if (body && typeof body.detail === "string") return body.detail;
+  if (body && typeof body.reason === "string") return body.reason;
   if (body && Array.isArray(body.detail)) {
     return body.detail.map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; ");
   }

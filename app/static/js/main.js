@@ -57,11 +57,25 @@ async function refreshStatus() {
   }
 }
 
-async function refreshMarkets() {
-  for (const status of await api("/markets")) {
-    const card = cards.get(`${status.exchange}:${status.symbol}`);
-    if (card) card.showStatus(status);
+// A card and a training choice per market, added as markets appear: GET /markets lists the
+// configured ones and those that only have stored ticks (imported), which /info does not.
+function addMarket(m) {
+  const name = `${m.exchange}:${m.symbol}`;
+  let card = cards.get(name);
+  if (!card) {
+    card = new MarketCard(m.exchange, m.symbol, document.getElementById("markets"));
+    cards.set(name, card);
+    card.connect();
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    document.getElementById("train-form").elements.market.append(option);
   }
+  return card;
+}
+
+async function refreshMarkets() {
+  for (const status of await api("/markets")) addMarket(status).showStatus(status);
 }
 
 async function refreshModels() {
@@ -94,15 +108,9 @@ async function refreshJobs() {
   }
 }
 
-function setUpForm(markets) {
+function setUpForm() {
   const form = document.getElementById("train-form");
   const select = form.elements.market;
-  for (const m of markets) {
-    const option = document.createElement("option");
-    option.value = `${m.exchange}:${m.symbol}`;
-    option.textContent = option.value;
-    select.append(option);
-  }
   const keyInput = form.elements.api_key;
   keyInput.value = apiKey();
   if (authRequired) showKeyField();
@@ -144,13 +152,8 @@ function setUpForm(markets) {
 async function main() {
   const info = await api("/info");
   authRequired = info.auth_required;
-  const container = document.getElementById("markets");
-  for (const m of info.markets) {
-    const card = new MarketCard(m.exchange, m.symbol, container);
-    cards.set(`${m.exchange}:${m.symbol}`, card);
-    card.connect();
-  }
-  setUpForm(info.markets);
+  setUpForm();
+  for (const m of info.markets) addMarket(m); // at once, in their configured order
   every(() => 5000, refreshStatus);
   every(() => 5000, refreshMarkets);
   every(() => 10000, refreshModels);

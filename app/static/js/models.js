@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import * as fmt from "./format.js";
-import { actionButton, el } from "./ui.js";
+import { actionButton, el, emptyRow } from "./ui.js";
 
 export function renderModels(tbody, models, onError, onChange) {
   const rows = models.map((m) => {
@@ -14,7 +14,7 @@ export function renderModels(tbody, models, onError, onChange) {
       el("td", m.id, "mono"),
       el("td", m.arch ?? "–"),
       el("td", m.seq_len ?? "–"),
-      el("td", m.created_at ? new Date(m.created_at).toLocaleString() : "–"),
+      el("td", fmt.created(m.created_at)),
       el("td", fmt.metric(test.auc)),
       el("td", fmt.metric(test.brier)),
       el("td", m.active ? "active" : "", m.active ? "badge" : ""),
@@ -27,5 +27,6 @@ export function renderModels(tbody, models, onError, onChange) {
     tr.append(cell);
     return tr;
   });
+  if (!rows.length) rows.push(emptyRow(8, "no models yet: train one with the form below"));
   tbody.replaceChildren(...rows);
 }

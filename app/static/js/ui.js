@@ -8,6 +8,16 @@ export function el(tag, text, className) {
   return node;
 }
 
+// The one row of an empty table, saying why it is empty and what to do.
+export function emptyRow(columns, text) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  const td = el("td", text, "muted");
+  td.colSpan = columns;
+  tr.append(td);
+  return tr;
+}
+
 // A button that runs `action` once per click (disabled meanwhile); a failure goes to
 // `onError(text, error)` and enables it again, success calls `onDone()`.
 export function actionButton(label, className, what, action, onError, onDone) {

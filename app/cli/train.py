@@ -170,7 +170,13 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # --out not writable, disk full: say which path and why
+        print(f"error: could not write {e.filename or args.out}: {e.strerror or e}; "
+              "choose another --out or free some space", file=sys.stderr)
+        return 2
     print(summary(result, path))
+    for w in result.warnings:  # after the tables, where a person reading them will see it
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

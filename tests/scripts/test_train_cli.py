@@ -195,3 +195,18 @@ def test_evaluate_script_rejects_a_bad_checkpoint(ticks_csv, tmp_path, capsys):
     assert evaluate_main(bad, ticks_csv) == 2
     err = capsys.readouterr().err
     assert "bad.pt" in err and "not a readable checkpoint" in err
+
+
+def test_small_data_is_warned_about_after_the_tables(trained):
+    r, _ = trained  # 2,000 ticks: under the 10,000 windows that keep metrics steady
+    assert r.returncode == 0, r.stderr
+    warning = next(line for line in r.stderr.splitlines() if line.startswith("warning: "))
+    assert "few ticks" in warning and "noisy" in warning
+
+
+def test_an_unwritable_out_is_named(ticks_csv, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert train_main("CNN", ticks_csv, "--num_epochs", "1", "--out", blocker / "models", *FAST) == 2
+    err = capsys.readouterr().err
+    assert "error: could not write" in err and str(blocker) in err and "Traceback" not in err

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,11 +25,12 @@ from app.api import errors
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics, SealedWrites, document
 from app.api.routes import dashboard, docs, health, jobs, markets, models, predict, stream
-from app.market.store import TickStore
+from app.market.store import StoreError, TickStore
 from app.ml.checkpoint import best_device
 from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
 from app.services.jobs import JobManager, JobRecord
+from app.services.jobs import StoreUnavailable as JobStoreUnavailable
 from app.services.predictor import Predictor
 from app.services.registry import Registry
 from app.services.scheduler import Ingestor
@@ -150,14 +152,22 @@ def _openapi(app: FastAPI) -> dict:
 
 
 def _refresh_gauges(m: Metrics, app: FastAPI) -> None:
-    for status, n in app.state.jobs.counts().items():
-        m.jobs.labels(status).set(n)
     m.streams.set(app.state.feeds.clients)
     m.count_worker_restarts("ingest", app.state.ingestor.worker_restarts)
     m.count_worker_restarts("job", getattr(app.state.jobs, "worker_deaths", 0))
     ingestor = app.state.ingestor
-    m.observe_markets(list(ingestor.status.values()), app.state.store,
-                      ingestor.interval_s if ingestor.enabled else None)
+    # A store outage is exactly when someone needs /metrics: its figures keep their last
+    # values, tickcast_store_up says so, and everything that needs no store is still fresh.
+    try:
+        for status, n in app.state.jobs.counts().items():
+            m.jobs.labels(status).set(n)
+        m.observe_markets(list(ingestor.status.values()), app.state.store,
+                          ingestor.interval_s if ingestor.enabled else None)
+    except (sqlite3.Error, OSError, StoreError, JobStoreUnavailable) as e:
+        m.store_up.set(0)
+        log.warning("metrics: the store could not be read (%s); its figures keep their last values", e)
+    else:
+        m.store_up.set(1)
     model = app.state.predictor.model
     m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
                   "seq_len": str(model.seq_len)} if model else {"id": ""})

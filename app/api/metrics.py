@@ -92,6 +92,8 @@ class Metrics:
                                        ("kind",), registry=r)
         for kind in ("ingest", "job"):  # present at 0, so an alert on its rate has a series
             self.worker_restarts.labels(kind)
+        self.store_up = Gauge("tickcast_store_up", "1 when the last scrape could read the store, 0 when "
+                              "it could not (the store's figures then keep their last values)", registry=r)
         self._market_gauges(r)
         self._seen: dict[tuple[Counter, tuple[str, ...]], int] = {}  # where delta-advanced counters are
         self._counts = TickCounts()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,30 @@ def test_process_metrics_are_the_apps_own(tmp_path: Path) -> None:
             assert value(got, "process_open_fds") >= 1
             assert value(got, "python_gc_collections_total", generation="0") is not None
             assert any(name == "python_info" for name, _ in got)
+
+
+def test_a_store_outage_leaves_metrics_up_and_says_so(tmp_path: Path) -> None:
+    """During an outage /metrics is what an on-call person reads: it still answers 200 with the
+    process figures, tickcast_store_up is 0, and the store's figures keep their last values."""
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        c.app.state.store.insert("synthetic", "BTC-USD", synthetic.generate(100, seed=5))
+        before = scrape(c)
+        assert value(before, "tickcast_store_up") == 1
+        queued = value(before, "tickcast_jobs", status="queued")
+        holder = sqlite3.connect(c.app.state.store.path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # longer than the store's 5 s busy wait: its reads fail
+        try:
+            r = c.get("/metrics")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert r.status_code == 200
+        during = {(x.name, frozenset(x.labels.items())): x.value
+                  for family in text_string_to_metric_families(r.text) for x in family.samples}
+        assert value(during, "tickcast_store_up") == 0
+        assert value(during, "process_resident_memory_bytes") > 0
+        assert value(during, "tickcast_jobs", status="queued") == queued
+        assert value(scrape(c), "tickcast_store_up") == 1  # and back once the store is
 
 
 def test_job_durations_by_final_status(tmp_path: Path) -> None:

@@ -237,19 +237,12 @@ class TickStore:
         `ids=False` skips trade_id/side for callers that never look at them
         (features): every fetched column costs per-row Python work.
         """
-        where, args = "market_id = ?", []
-        if start is not None:
-            where += " AND time >= ?"
-            args.append(float(start))
-        if end is not None:
-            where += " AND time < ?"
-            args.append(float(end))
         with self._lock:
             market = self._market(exchange, symbol)
             if market is None or (limit is not None and limit <= 0):
                 return TickArrays.empty()
             cols, dtype = _columns(market, ids)
-            args.insert(0, market[0])
+            where, args = _time_range(market[0], start, end)
             # Counting first (cheap: no row leaves SQLite) lets fromiter allocate once.
             n = self._db.execute(f"SELECT COUNT(*) FROM ticks WHERE {where}", args).fetchone()[0]
             n = n if limit is None else min(n, int(limit))
@@ -301,13 +294,7 @@ class TickStore:
             market = self._market(exchange, symbol)
             if market is None:
                 return 0
-            where, args = "market_id = ?", [market[0]]
-            if start is not None:
-                where += " AND time >= ?"
-                args.append(float(start))
-            if end is not None:
-                where += " AND time < ?"
-                args.append(float(end))
+            where, args = _time_range(market[0], start, end)
             q = f"SELECT COUNT(*) FROM ticks WHERE {where}"
             if limit is not None:
                 q = f"SELECT COUNT(*) FROM (SELECT 1 FROM ticks WHERE {where} LIMIT ?)"
@@ -359,6 +346,18 @@ def _ord_col(ords: np.ndarray, no_id: np.ndarray | None) -> list[int | None]:
     if no_id is None:
         return ords.tolist()
     return np.where(no_id, ords.astype(object), None).tolist()
+
+
+def _time_range(market_id: int, start: float | None, end: float | None) -> tuple[str, list[float | int]]:
+    """The WHERE clause (and its arguments) of one market's ticks with start <= time < end."""
+    where, args = "market_id = ?", [market_id]
+    if start is not None:
+        where += " AND time >= ?"
+        args.append(float(start))
+    if end is not None:
+        where += " AND time < ?"
+        args.append(float(end))
+    return where, args
 
 
 def _any_known(missing: np.ndarray | None) -> bool:

@@ -85,7 +85,8 @@ def _handler(status: int):  # noqa: ANN202 - starlette's handler type
         if status == 422:
             return JSONResponse({"detail": [{"loc": _loc(request, exc), "msg": str(exc),
                                              "type": "value_error"}]}, status_code=422)
-        headers = {"Retry-After": "10"} if status == 503 else None
+        retry_s = getattr(exc, "retry_after_s", NoModel.retry_after_s)
+        headers = {"Retry-After": str(retry_s)} if status == 503 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     return handle
@@ -142,7 +143,7 @@ _STANDARD: dict[int, tuple[str, str, dict[str, Any]]] = {
           "application/json",
           {"Accept": {"description": "the media types this operation takes", "schema": {"type": "string"}}}),
     429: ("too many requests waiting; see Retry-After", "the training queue is full: 20 jobs wait for a "
-          "worker (at most 20, TICKCAST_JOB_QUEUE_MAX); nothing was queued. Retry in 30 s, or cancel a "
+          "worker (at most 20, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in 30 s, or cancel a "
           "waiting job (DELETE /jobs/{id})", _RETRY),
     500: ("an unexpected failure (a bug); the service logged the details, nothing half-done was kept",
           "internal error (RuntimeError); the service logged the details: retry, and report it if it "

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from app.services.jobs import FINISHED, JobManager, JobRecord, JobSpec
+from app.services.predictor import NoModel
 from app.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_CONFIG = {"arch": "CNN", "num_epochs": 3, "patience": 2, "hidden_size": 32,
                     "num_layers": 2, "seq_len": 32}
 SYNTHETIC_SECONDS_PER_TICK = 4.66  # the synthetic market's mean gap, as on the Bitstamp file
-RETRY_AFTER_S = 10  # the Retry-After of a 503 for "no model yet" (app/api/errors.py, routes/health.py)
 POLL_S = 1.0  # how often the job is looked at
 QUIET_S = 5.0  # at most one line per this many seconds while only the batch count moves
 
@@ -81,7 +81,7 @@ def hint(job_id: str, progress: dict[str, Any] | None) -> str:
     """The 503's reason while the first model trains; its retry delay is the Retry-After sent."""
     p = progress or {}
     where = f", epoch {p['epoch']}/{p['num_epochs']}" if p.get("epoch") else ""
-    return f"a first model is training (job {job_id}{where}); retry in {RETRY_AFTER_S} s"
+    return f"a first model is training (job {job_id}{where}); retry in {NoModel.retry_after_s} s"
 
 
 def describe(rec: JobRecord) -> str | None:

@@ -184,7 +184,7 @@ class JobTable:
             self.write(rec)
         except sqlite3.Error as e:
             raise StoreUnavailable(f"the job could not be recorded: the store failed ({e}); "
-                                   f"nothing was queued. Retry in {STORE_RETRY_AFTER_S} s") from e
+                                   f"nothing was queued; retry in {STORE_RETRY_AFTER_S} s") from e
         return rec
 
     def write(self, r: JobRecord) -> None:

@@ -137,14 +137,14 @@ class JobManager:
             check_ticks(spec, self.store.count)
         except sqlite3.Error as e:
             raise StoreUnavailable(f"the tick store could not be read to count the ticks of "
-                                   f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued. Retry in "
+                                   f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued; retry in "
                                    f"{StoreUnavailable.retry_after_s} s") from e
         with self._lock:
             waiting = sum(1 for lv in self._live.values() if lv.proc is None) + self._reserved
             if waiting >= self.queue_max:
                 raise QueueFull(
                     f"the training queue is full: {waiting} jobs wait for a worker (at most "
-                    f"{self.queue_max}, TICKCAST_JOB_QUEUE_MAX); nothing was queued. Retry in "
+                    f"{self.queue_max}, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in "
                     f"{QUEUE_RETRY_AFTER_S} s, or cancel a waiting job (DELETE /jobs/{{id}})",
                     QUEUE_RETRY_AFTER_S)
             self._reserved += 1

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 class NoModel(Exception):
     """No model is loaded, so nothing can be predicted yet."""
 
+    retry_after_s = 10  # a 503's Retry-After, and the "retry in N s" of every reason given for it
+
 
 class NotEnoughTicks(ValueError):
     """Fewer ticks than the model's sequence length + 1."""

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from app.api.deps import IngestorDep, MetricsDep, PredictorDep, SettingsDep, StoreDep
 from app.api.errors import responses
 from app.api.schemas import HealthOut, InfoOut, MarketRef, NotReadyOut, ReadyOut
+from app.services.predictor import NoModel
 
 router = APIRouter(tags=["operations"])
 
@@ -60,7 +61,7 @@ async def ready(predictor: PredictorDep, store: StoreDep) -> ReadyOut | JSONResp
         return _not_ready(f"tick store unavailable: {e}")
     model = predictor.model
     if model is None:
-        return _not_ready(predictor.no_model_reason(), {"Retry-After": "10"})
+        return _not_ready(predictor.no_model_reason(), {"Retry-After": str(NoModel.retry_after_s)})
     return ReadyOut(status="ready", model_id=model.id)
 
 

@@ -29,11 +29,11 @@ from app.market.store import StoreError, TickStore
 from app.ml.checkpoint import best_device
 from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
-from app.services.jobs import JobManager, JobRecord
-from app.services.jobs import StoreUnavailable as JobStoreUnavailable
+from app.services.ingestion.scheduler import Ingestor
+from app.services.jobs.manager import JobManager, JobRecord
+from app.services.jobs.manager import StoreUnavailable as JobStoreUnavailable
 from app.services.predictor import Predictor
 from app.services.registry import Registry
-from app.services.scheduler import Ingestor
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("tickcast")
@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingestor.on_stored = feeds.notify
         following: asyncio.Task[None] | None = None
         if settings.bootstrap and predictor.model is None and bootstrap.needed(registry):
-            synthetic = [m.split(":", 1)[1] for m in settings.markets if m.startswith("synthetic:")]
+            synthetic = [m.symbol for m in settings.markets if m.exchange == "synthetic"]
             symbol = synthetic[0] if synthetic else "BTC-USD"
             if store.count("synthetic", symbol) == 0:
                 await bootstrap.fill(ingestor, symbol, settings.bootstrap_ticks)

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from app.market.markets import Market
+
 PREFIX = "TICKCAST_"
 SECRET = frozenset({"api_key"})  # never echoed back in an error
 MAX_SHOWN = 200  # characters of a bad value quoted in its error
@@ -50,8 +52,8 @@ class Settings(BaseSettings):
         default_factory=list, description="origins allowed by CORS (external dashboards), comma-separated "
                                           "or a JSON list",
         examples=["https://dash.example.com,http://localhost:3000", '["https://dash.example.com"]'])
-    markets: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["synthetic:BTC-USD"],
+    markets: Annotated[list[Market], NoDecode] = Field(
+        default_factory=lambda: [Market("synthetic", "BTC-USD")],
         description="markets as exchange:SYMBOL, comma-separated or a JSON list; the first synthetic one "
                     "seeds the first start",
         examples=["binance:BTC-USD,kraken:ETH-USD", '["binance:BTC-USD"]'])
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, v: object) -> object:
         return None if v == "" else v  # an empty variable (compose's default) means "no key"
 
-    @field_validator("cors_origins", "markets", mode="before")
+    @field_validator("cors_origins", mode="before")
     @classmethod
     def _list(cls, v: object) -> object:
         """A JSON list, or the comma-separated form a shell user writes first."""
@@ -134,21 +136,24 @@ class Settings(BaseSettings):
             CronTrigger.from_crontab(v, "UTC")  # ValueError names the bad field
         return v or None
 
-    @field_validator("markets")
+    @field_validator("markets", mode="before")
     @classmethod
-    def _markets(cls, v: list[str]) -> list[str]:
+    def _markets(cls, v: object) -> object:
         """Each market written exchange:SYMBOL with an exchange tickcast has a source for: a typo
         found here stops the start, where found at the first pull it only logged a warning per
         pull, forever."""
         from app.market.sources import SOURCES, unknown_source
 
-        for m in v:
-            ex, _, sym = m.partition(":")
-            if not ex or not sym:
-                raise ValueError(f"market {m!r} must be written exchange:SYMBOL")
-            if ex not in SOURCES:
-                raise ValueError(f"market {m!r}: {unknown_source(ex)}")
-        return v
+        items = cls._list(v)
+        if not isinstance(items, list):
+            return items  # not a list: pydantic says so
+        markets = []
+        for m in items:
+            market = m if isinstance(m, Market) else Market.parse(str(m))
+            if market.exchange not in SOURCES:
+                raise ValueError(f"market {str(m)!r}: {unknown_source(market.exchange)}")
+            markets.append(market)
+        return markets
 
 
 class SettingsInvalid(ValueError):

@@ -97,7 +97,7 @@ def start_fake(n: int) -> tuple[subprocess.Popen[bytes], str]:
 async def pull_once(db: Path, url: str) -> tuple[int, float]:
     from app.market.sources.binance import BinanceSource
     from app.market.store import TickStore
-    from app.services.ingest import pull
+    from app.services.ingestion.pull import pull
 
     with TickStore(db) as store:
         src = BinanceSource(url, min_interval_s=0.0)

@@ -35,14 +35,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 ])
 def test_markets_are_read_comma_separated_or_as_json(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
     monkeypatch.setenv("TICKCAST_MARKETS", written)
-    assert load_settings().markets == ["binance:BTC-USD", "kraken:ETH-USD"]
+    assert [str(m) for m in load_settings().markets] == ["binance:BTC-USD", "kraken:ETH-USD"]
 
 
 def test_the_natural_single_market_and_cors_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKCAST_MARKETS", "binance:BTC-USD")
     monkeypatch.setenv("TICKCAST_CORS_ORIGINS", "https://a.example,http://localhost:3000")
     s = load_settings()
-    assert s.markets == ["binance:BTC-USD"]
+    assert [str(m) for m in s.markets] == ["binance:BTC-USD"]
     assert s.cors_origins == ["https://a.example", "http://localhost:3000"]
     monkeypatch.setenv("TICKCAST_CORS_ORIGINS", "")
     monkeypatch.setenv("TICKCAST_MARKETS", "[]")

@@ -16,10 +16,10 @@ from app.api.metrics import Metrics
 from app.api.schemas import NAME_PATTERN
 from app.market.store import TickStore
 from app.services.feeds import Feeds
-from app.services.jobs import JobManager
+from app.services.ingestion.scheduler import Ingestor
+from app.services.jobs.manager import JobManager
 from app.services.predictor import Predictor
 from app.services.registry import Registry
-from app.services.scheduler import Ingestor
 from app.settings import Settings
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,

@@ -31,10 +31,10 @@ from fastapi.responses import JSONResponse
 from app.api.schemas import ErrorOut
 from app.market.ticks import TickError
 from app.ml.checkpoint import CheckpointError
-from app.services.jobs import UnknownJob
+from app.services.ingestion.scheduler import UnknownMarket
+from app.services.jobs.manager import UnknownJob
 from app.services.predictor import NoModel, NotEnoughTicks
 from app.services.registry import InvalidModelId, ModelInUse, UnknownModel
-from app.services.scheduler import UnknownMarket
 
 log = logging.getLogger("tickcast")
 

@@ -22,8 +22,8 @@ from prometheus_client import (
 
 if TYPE_CHECKING:
     from app.market.store import TickStore
-    from app.services.jobs import JobRecord
-    from app.services.scheduler import MarketStatus
+    from app.services.ingestion.scheduler import MarketStatus
+    from app.services.jobs.manager import JobRecord
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -19,13 +19,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.services.jobs import FINISHED, JobManager, JobRecord, JobSpec
+from app.services.jobs.manager import FINISHED, JobManager, JobRecord, JobSpec
 from app.services.predictor import NoModel
 from app.services.registry import Registry
 
 if TYPE_CHECKING:
+    from app.services.ingestion.scheduler import Ingestor
     from app.services.predictor import Predictor
-    from app.services.scheduler import Ingestor
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from app.main import create_app
+from app.market.markets import Market as MarketName
 from app.market.store import TickStore
-from app.services.ingest_pool import WorkerDown
-from app.services.scheduler import Ingestor
+from app.services.ingestion.pool import WorkerDown
+from app.services.ingestion.scheduler import Ingestor
 from tests.api.conftest import answers, free_port, make_settings, wait_for
 from tests.api.test_markets import recent_trades, settings_for
 
@@ -173,7 +174,7 @@ def test_a_manual_pull_while_the_worker_restarts_is_refused_with_when_to_retry(t
 
     async def scenario() -> None:
         store = TickStore(tmp_path / "tickcast.db")
-        ing = Ingestor(store, ["synthetic:BTC-USD"], source_urls={}, interval_s=10, enabled=False,
+        ing = Ingestor(store, [MarketName("synthetic", "BTC-USD")], source_urls={}, interval_s=10, enabled=False,
                        synthetic_history_s=120)
         try:
             assert (await ing.pull_now("synthetic", "BTC-USD")).new_ticks > 0

@@ -19,8 +19,8 @@ import pytest
 from app.market.sources import synthetic
 from app.market.store import TickStore
 from app.ml import checkpoint, training
-from app.services.job_worker import validate_spec
-from app.services.jobs import JobManager, QueueFull
+from app.services.jobs.manager import JobManager, QueueFull
+from app.services.jobs.worker import validate_spec
 from app.services.registry import Registry
 from tests.services.test_jobs import LONG, SMALL, finished, models, spec, wait
 from tests.services.test_jobs import training as is_training

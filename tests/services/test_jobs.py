@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from app.market.markets import Market
 from app.market.sources import synthetic
 from app.market.store import TickStore
 from app.ml.training import FEW_WINDOWS, MIN_WINDOWS, TooFewTicks
-from app.services import job_worker
-from app.services.job_worker import validate_spec
-from app.services.jobs import JobManager, JobRecord, JobSpec, UnknownJob
+from app.services.ingestion.scheduler import Ingestor
+from app.services.jobs import worker as job_worker
+from app.services.jobs.manager import JobManager, JobRecord, JobSpec, UnknownJob
+from app.services.jobs.worker import validate_spec
 from app.services.registry import Registry, should_promote
-from app.services.scheduler import Ingestor
 
 SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
 # long enough to be caught running mid-epoch (it is cancelled or stopped long before the end)
@@ -279,17 +280,17 @@ def test_a_worker_that_dies_is_recorded_failed(parts) -> None:
 
 def retraining(store: TickStore, m: JobManager, symbols: list[str]) -> Ingestor:
     """The ingestor whose cron job retrains every market (`_retrain` is what the trigger runs)."""
-    return Ingestor(store, [f"synthetic:{s}" for s in symbols], source_urls={}, interval_s=60,
+    return Ingestor(store, [Market("synthetic", s) for s in symbols], source_urls={}, interval_s=60,
                     enabled=False, jobs=m, retrain_cron="0 3 * * *")
 
 
 def test_a_full_queue_skips_a_market_with_a_warning_and_the_retrain_goes_on(parts, caplog) -> None:
     store, registry = parts
     m = JobManager(store, registry, queue_max=1)  # not started: what is queued stays queued
-    with caplog.at_level(logging.WARNING, logger="app.services.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="app.services.ingestion.scheduler"):
         retraining(store, m, ["AAA-USD", "BBB-USD", "CCC-USD"])._retrain()
     assert [(j.spec["symbol"], j.spec["activate"]) for j in m.list()] == [("AAA-USD", "if_better")]
-    warned = [r.getMessage() for r in caplog.records if r.name == "app.services.scheduler"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "app.services.ingestion.scheduler"]
     assert len(warned) == 2  # every market was tried, the full queue did not end the loop
     for symbol, text in zip(["BBB-USD", "CCC-USD"], warned, strict=True):
         assert f"retraining of synthetic:{symbol} was skipped" in text
@@ -307,12 +308,12 @@ def test_a_store_that_cannot_record_a_job_skips_that_market_only(parts, tmp_path
     release = threading.Timer(7.0, holder.execute, ("ROLLBACK",))
     release.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="app.services.scheduler"):
+        with caplog.at_level(logging.WARNING, logger="app.services.ingestion.scheduler"):
             retraining(store, m, ["AAA-USD", "BBB-USD"])._retrain()
     finally:
         release.join()
         holder.close()
     assert [j.spec["symbol"] for j in m.list()] == ["BBB-USD"]
-    warned = [r.getMessage() for r in caplog.records if r.name == "app.services.scheduler"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "app.services.ingestion.scheduler"]
     assert len(warned) == 1 and "retraining of synthetic:AAA-USD was skipped" in warned[0]
     assert "the job could not be recorded" in warned[0] and "TICKCAST_RETRAIN_CRON" in warned[0]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from app.api.deps import JobsDep, KeyDep
 from app.api.errors import invalid, responses
 from app.api.schemas import JobOut, TrainRequest
-from app.services.jobs import JobRecord, JobSpec, QueueFull, StoreUnavailable
+from app.services.jobs.manager import JobRecord, JobSpec, QueueFull, StoreUnavailable
 
 router = APIRouter(tags=["training"])
 

@@ -14,8 +14,8 @@ from app.api.errors import invalid, responses
 from app.api.schemas import ImportOut, MarketOut, PullOut, TicksOut
 from app.market.sources.base import SourceError
 from app.market.ticks import TickError, read_csv, write_csv_to
-from app.services.ingest_pool import WorkerDown
-from app.services.scheduler import IngestFailed, StoreUnavailable
+from app.services.ingestion.pool import WorkerDown
+from app.services.ingestion.scheduler import IngestFailed, StoreUnavailable
 
 router = APIRouter(tags=["markets"])
 

@@ -33,7 +33,7 @@ from app.market.sources.bitcoincharts import BitcoinchartsSource
 from app.market.sources.csv_source import CsvSource
 from app.market.store import TickStore
 from app.market.ticks import TickArrays, ordinals, read_csv, write_csv, write_csv_to
-from app.services.ingest import pull
+from app.services.ingestion.pull import pull
 from tests.api.conftest import make_settings
 
 BITSTAMP = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "bitstamp_btcusd_2018-08.csv"

@@ -11,7 +11,7 @@ from test_binance import Market, mk, truth
 
 from app.market.sources.base import MalformedResponse, SourceError
 from app.market.store import TickStore
-from app.services.ingest import pull
+from app.services.ingestion.pull import pull
 
 
 def stored_ids(store: TickStore) -> list[str]:

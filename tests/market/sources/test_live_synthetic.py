@@ -12,7 +12,7 @@ from app.market.sources.base import Page, Source, SourceError
 from app.market.sources.live_synthetic import SyntheticSource, parse_cursor
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
-from app.services.ingest import pull
+from app.services.ingestion.pull import pull
 
 NOW = 1_750_000_000.0
 

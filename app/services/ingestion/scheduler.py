@@ -21,14 +21,15 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from app.market.markets import Market
 from app.market.sources import SOURCES
 from app.market.sources.base import SourceError
 from app.market.store import TickStore
-from app.services import ingest_worker
-from app.services.ingest import PullResult
-from app.services.ingest_pool import IngestPool
-from app.services.jobs import JobManager, JobSpec, QueueFull
-from app.services.jobs import StoreUnavailable as JobStoreUnavailable
+from app.services.ingestion import worker as ingest_worker
+from app.services.ingestion.pool import IngestPool
+from app.services.ingestion.pull import PullResult
+from app.services.jobs.manager import JobManager, JobSpec, QueueFull
+from app.services.jobs.manager import StoreUnavailable as JobStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class StoreUnavailable(IngestFailed):
 class Ingestor:
     """Owns the sources of the configured markets, their status, and the schedule."""
 
-    def __init__(self, store: TickStore, markets: list[str], *, source_urls: dict[str, str],
+    def __init__(self, store: TickStore, markets: list[Market], *, source_urls: dict[str, str],
                  interval_s: float, enabled: bool, jobs: JobManager | None = None,
                  retrain_cron: str | None = None, synthetic_history_s: float = 3600.0) -> None:
         self.store = store
@@ -78,8 +79,7 @@ class Ingestor:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.status: dict[tuple[str, str], MarketStatus] = {}
         for m in markets:
-            exchange, symbol = m.split(":", 1)
-            self.status[(exchange, symbol)] = MarketStatus(exchange, symbol)
+            self.status[(m.exchange, m.symbol)] = MarketStatus(m.exchange, m.symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
         self.on_stored: Callable[[str, str], None] | None = None  # a pull stored new ticks

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app.market.store import TickStore
-from app.services import job_recovery
-from app.services.job_process import LiveJob, ending, follow, reap, shut_down, spawn
-from app.services.job_records import (
+from app.services.jobs import recovery as job_recovery
+from app.services.jobs.process import LiveJob, ending, follow, reap, shut_down, spawn
+from app.services.jobs.records import (
     FINISHED,
     JOB_ID,
     STATUSES,
@@ -48,8 +48,8 @@ from app.services.job_records import (
     copy_record,
     set_soon,
 )
-from app.services.job_recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
-from app.services.job_worker import JobSpec, check_ticks, validate_spec
+from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
+from app.services.jobs.worker import JobSpec, check_ticks, validate_spec
 from app.services.registry import Registry, should_promote
 
 __all__ = ["FINISHED", "JOB_ID", "QUEUE_MAX", "STATUSES", "STOPPED_BEFORE_START", "STOPPED_WHILE_RUNNING",

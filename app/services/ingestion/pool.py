@@ -31,7 +31,7 @@ from multiprocessing.connection import wait as wait_ready
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from app.services import ingest_worker
+from app.services.ingestion import worker as ingest_worker
 
 log = logging.getLogger(__name__)
 

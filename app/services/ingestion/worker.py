@@ -25,7 +25,7 @@ from app.market.sources import make_source
 from app.market.sources.base import SourceError
 from app.market.store import StoreError, TickStore
 from app.services import lifeline
-from app.services.ingest import PullResult, pull
+from app.services.ingestion.pull import PullResult, pull
 
 log = logging.getLogger(__name__)
 

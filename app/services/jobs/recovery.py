@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from app.services import housekeeping
-from app.services.job_records import JobRecord, JobTable, Status
+from app.services.jobs.records import JobRecord, JobTable, Status
 from app.services.registry import ModelInfo, ModelInUse, Registry, RegistryError
 
 log = logging.getLogger(__name__)

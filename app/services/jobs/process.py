@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.services import job_worker
-from app.services.job_records import JobRecord, Status
-from app.services.job_recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
+from app.services.jobs import worker as job_worker
+from app.services.jobs.records import JobRecord, Status
+from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
 
 log = logging.getLogger(__name__)
 

@@ -174,7 +174,8 @@ def test_a_manual_pull_while_the_worker_restarts_is_refused_with_when_to_retry(t
 
     async def scenario() -> None:
         store = TickStore(tmp_path / "tickcast.db")
-        ing = Ingestor(store, [MarketName("synthetic", "BTC-USD")], source_urls={}, interval_s=10, enabled=False,
+        ing = Ingestor(store, [MarketName("synthetic", "BTC-USD")], source_urls={},
+                       interval_s=10, enabled=False,
                        synthetic_history_s=120)
         try:
             assert (await ing.pull_now("synthetic", "BTC-USD")).new_ticks > 0

@@ -45,16 +45,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         if settings.log_level != "debug":  # two lines per market per pull otherwise
             logging.getLogger("apscheduler").setLevel(logging.WARNING)
         housekeeping.at_start(settings.models_dir, settings.store_path)
         store = TickStore(settings.store_path)
         registry = Registry(settings.models_dir)
-        predictor = Predictor(registry, str(best_device(settings.device)),
-                              window_ms=settings.batch_window_ms, max_batch=settings.batch_max,
-                              threads=settings.predict_threads)
+        predictor = Predictor(
+            registry,
+            str(best_device(settings.device)),
+            window_ms=settings.batch_window_ms,
+            max_batch=settings.batch_max,
+            threads=settings.predict_threads,
+        )
         predictor.on_batch = metrics.observe_batch
         predictor.load_active()
 
@@ -63,12 +68,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             result = record.result or {}
             if record.status == "succeeded" and result.get("activated"):
                 predictor.activate(result["model_id"])
-                log.info("job %s: activated %s (%s)", record.id, result["model_id"],
-                         result.get("reason", ""))
+                log.info("job %s: activated %s (%s)", record.id, result["model_id"], result.get("reason", ""))
 
-        manager = JobManager(store, registry, concurrency=settings.job_concurrency,
-                             threads=settings.job_threads, queue_max=settings.job_queue_max,
-                             on_finish=on_finish)
+        manager = JobManager(
+            store,
+            registry,
+            concurrency=settings.job_concurrency,
+            threads=settings.job_threads,
+            queue_max=settings.job_queue_max,
+            on_finish=on_finish,
+        )
         app.state.settings, app.state.store, app.state.registry = settings, store, registry
         app.state.predictor, app.state.jobs, app.state.metrics = predictor, manager, metrics
         metrics.on_scrape(lambda m: _refresh_gauges(m, app))
@@ -79,14 +88,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
-        ingestor = Ingestor(store, settings.markets, source_urls=settings.source_urls,
-                            interval_s=settings.pull_interval_s, enabled=settings.ingest,
-                            jobs=manager, retrain_cron=settings.retrain_cron,
-                            synthetic_history_s=settings.bootstrap_ticks
-                            * bootstrap.SYNTHETIC_SECONDS_PER_TICK)
+        ingestor = Ingestor(
+            store,
+            settings.markets,
+            source_urls=settings.source_urls,
+            interval_s=settings.pull_interval_s,
+            enabled=settings.ingest,
+            jobs=manager,
+            retrain_cron=settings.retrain_cron,
+            synthetic_history_s=settings.bootstrap_ticks * bootstrap.SYNTHETIC_SECONDS_PER_TICK,
+        )
         app.state.ingestor = ingestor
-        feeds = Feeds(store, predictor, poll_s=settings.stream_poll_s,
-                      max_clients=settings.stream_max_clients)
+        feeds = Feeds(
+            store, predictor, poll_s=settings.stream_poll_s, max_clients=settings.stream_max_clients
+        )
         app.state.feeds = feeds
         ingestor.on_stored = feeds.notify
         following: asyncio.Task[None] | None = None
@@ -112,20 +127,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await predictor.stop()
             store.close()
 
-    app = FastAPI(title="tickcast", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None,  # served from vendored files: app/api/routes/docs.py
-                  description="Probability that a market's price rises on the next trade tick.")
+    app = FastAPI(
+        title="tickcast",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # served from vendored files: app/api/routes/docs.py
+        description="Probability that a market's price rises on the next trade tick.",
+    )
     errors.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for r in (predict.router, jobs.router, models.router, markets.router, stream.router,
-              health.router, dashboard.router, docs.router):
+    for r in (
+        predict.router,
+        jobs.router,
+        models.router,
+        markets.router,
+        stream.router,
+        health.router,
+        dashboard.router,
+        docs.router,
+    ):
         app.include_router(r)
     app.mount("/static", dashboard.Static(directory=dashboard.STATIC), name="static")
     # innermost: its 403/415 pass through CORSMiddleware, which adds a configured origin's headers
     app.add_middleware(SealedWrites, origins=settings.cors_origins, openapi=lambda: app.openapi())
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     app.add_middleware(RequestMetrics, observe=metrics.observe_request)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
@@ -139,8 +168,9 @@ def _openapi(app: FastAPI) -> dict:
 
         from app.api.schemas import PredictRequest
 
-        spec = get_openapi(title=app.title, version=app.version, description=app.description,
-                           routes=app.routes)
+        spec = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         body = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas = spec.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(body.pop("$defs", {}))
@@ -161,16 +191,20 @@ def _refresh_gauges(m: Metrics, app: FastAPI) -> None:
     try:
         for status, n in app.state.jobs.counts().items():
             m.jobs.labels(status).set(n)
-        m.observe_markets(list(ingestor.status.values()), app.state.store,
-                          ingestor.interval_s if ingestor.enabled else None)
+        m.observe_markets(
+            list(ingestor.status.values()), app.state.store, ingestor.interval_s if ingestor.enabled else None
+        )
     except (sqlite3.Error, OSError, StoreError, JobStoreUnavailable) as e:
         m.store_up.set(0)
         log.warning("metrics: the store could not be read (%s); its figures keep their last values", e)
     else:
         m.store_up.set(1)
     model = app.state.predictor.model
-    m.model.info({"id": model.id, "arch": str(model.meta.get("arch")),
-                  "seq_len": str(model.seq_len)} if model else {"id": ""})
+    m.model.info(
+        {"id": model.id, "arch": str(model.meta.get("arch")), "seq_len": str(model.seq_len)}
+        if model
+        else {"id": ""}
+    )
 
 
 def _end_streams_on_exit_signal(feeds: Feeds) -> Callable[[], None]:

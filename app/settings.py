@@ -32,68 +32,115 @@ MAX_SHOWN = 200  # characters of a bad value quoted in its error
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
-    host: str = Field("127.0.0.1", description="address `tickcast serve` binds (0.0.0.0 in containers)",
-                      examples=["0.0.0.0"])
-    port: int = Field(8000, ge=1, le=65535, description="port `tickcast serve` listens on",
-                      examples=["8080"])
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes for `tickcast serve`; each "
-                                                     "runs the whole lifespan, so with more than 1 turn "
-                                                     "ingestion off here and ingest from one replica",
-                         examples=["2"])
-    store_path: Path = Field(Path("data/tickcast.db"), description="SQLite tick store (one file)",
-                             examples=["/var/lib/tickcast/ticks.db"])
-    models_dir: Path = Field(Path("models"), description="checkpoint store: one <id>.pt per model",
-                             examples=["/var/lib/tickcast/models"])
-    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps",
-                        examples=["cpu"])
-    api_key: SecretStr | None = Field(None, description="when set, mutating endpoints need X-API-Key",
-                                      examples=["a-long-random-string"])
+    host: str = Field(
+        "127.0.0.1",
+        description="address `tickcast serve` binds (0.0.0.0 in containers)",
+        examples=["0.0.0.0"],
+    )
+    port: int = Field(8000, ge=1, le=65535, description="port `tickcast serve` listens on", examples=["8080"])
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes for `tickcast serve`; each "
+        "runs the whole lifespan, so with more than 1 turn "
+        "ingestion off here and ingest from one replica",
+        examples=["2"],
+    )
+    store_path: Path = Field(
+        Path("data/tickcast.db"),
+        description="SQLite tick store (one file)",
+        examples=["/var/lib/tickcast/ticks.db"],
+    )
+    models_dir: Path = Field(
+        Path("models"),
+        description="checkpoint store: one <id>.pt per model",
+        examples=["/var/lib/tickcast/models"],
+    )
+    device: str = Field(
+        "auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps", examples=["cpu"]
+    )
+    api_key: SecretStr | None = Field(
+        None, description="when set, mutating endpoints need X-API-Key", examples=["a-long-random-string"]
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="origins allowed by CORS (external dashboards), comma-separated "
-                                          "or a JSON list",
-        examples=["https://dash.example.com,http://localhost:3000", '["https://dash.example.com"]'])
+        default_factory=list,
+        description="origins allowed by CORS (external dashboards), comma-separated or a JSON list",
+        examples=["https://dash.example.com,http://localhost:3000", '["https://dash.example.com"]'],
+    )
     markets: Annotated[list[Market], NoDecode] = Field(
         default_factory=lambda: [Market("synthetic", "BTC-USD")],
         description="markets as exchange:SYMBOL, comma-separated or a JSON list; the first synthetic one "
-                    "seeds the first start",
-        examples=["binance:BTC-USD,kraken:ETH-USD", '["binance:BTC-USD"]'])
-    ingest: bool = Field(True, description="pull the markets on a schedule (off for replicas "
-                                           "that should not ingest)", examples=["false"])
-    pull_interval_s: float = Field(10.0, gt=0, le=86_400, description="seconds between pulls of a market",
-                                   examples=["30"])
+        "seeds the first start",
+        examples=["binance:BTC-USD,kraken:ETH-USD", '["binance:BTC-USD"]'],
+    )
+    ingest: bool = Field(
+        True,
+        description="pull the markets on a schedule (off for replicas that should not ingest)",
+        examples=["false"],
+    )
+    pull_interval_s: float = Field(
+        10.0, gt=0, le=86_400, description="seconds between pulls of a market", examples=["30"]
+    )
     source_urls: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, description="base URL per exchange (mirrors, tests), a JSON object",
-        examples=['{"binance": "https://api.binance.us"}'])
-    retrain_cron: str | None = Field(None, description="crontab (UTC) for retraining each market with "
-                                                       "the if_better policy; unset: never",
-                                     examples=["0 3 * * *"])
+        default_factory=dict,
+        description="base URL per exchange (mirrors, tests), a JSON object",
+        examples=['{"binance": "https://api.binance.us"}'],
+    )
+    retrain_cron: str | None = Field(
+        None,
+        description="crontab (UTC) for retraining each market with the if_better policy; unset: never",
+        examples=["0 3 * * *"],
+    )
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs run at once", examples=["2"])
-    job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker",
-                             examples=["2"])
-    job_queue_max: int = Field(20, ge=1, le=10_000, description="training jobs allowed to wait for a "
-                                                                "worker; POST /train answers 429 with "
-                                                                "Retry-After beyond it", examples=["50"])
+    job_threads: int = Field(1, ge=1, le=64, description="torch threads per training worker", examples=["2"])
+    job_queue_max: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="training jobs allowed to wait for a "
+        "worker; POST /train answers 429 with "
+        "Retry-After beyond it",
+        examples=["50"],
+    )
     predict_threads: int = Field(1, ge=1, le=64, description="torch threads for serving", examples=["2"])
-    batch_window_ms: float = Field(2.0, ge=0, le=100, description="micro-batching wait for a batch",
-                                   examples=["1.0"])
+    batch_window_ms: float = Field(
+        2.0, ge=0, le=100, description="micro-batching wait for a batch", examples=["1.0"]
+    )
     batch_max: int = Field(64, ge=1, le=4096, description="largest micro-batch", examples=["128"])
-    stream_max_clients: int = Field(100, ge=1, le=10_000, description="open /stream connections "
-                                                                     "allowed at once (others get 503)",
-                                    examples=["500"])
-    stream_poll_s: float = Field(1.0, gt=0, le=60, description="how often a stream looks for ticks "
-                                                              "it was not told about (imports, other "
-                                                              "processes)", examples=["2.5"])
-    max_body_bytes: int = Field(2_000_000, ge=1024, description="request bodies above this get 413",
-                                examples=["10000000"])
+    stream_max_clients: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="open /stream connections allowed at once (others get 503)",
+        examples=["500"],
+    )
+    stream_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="how often a stream looks for ticks it was not told about (imports, other processes)",
+        examples=["2.5"],
+    )
+    max_body_bytes: int = Field(
+        2_000_000, ge=1024, description="request bodies above this get 413", examples=["10000000"]
+    )
     max_ticks: int = Field(10_000, ge=2, description="most ticks in one /predict body", examples=["50000"])
-    bootstrap: bool = Field(True, description="first start: fill the store from the synthetic "
-                                              "market and train a small model if none exists",
-                            examples=["false"])
-    bootstrap_ticks: int = Field(60_000, ge=2_000, description="synthetic ticks for bootstrap (at least "
-                                                               "2000: training needs 1,000 windows)",
-                                 examples=["60000"])
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level",
-                                                                    examples=["debug"])
+    bootstrap: bool = Field(
+        True,
+        description="first start: fill the store from the synthetic "
+        "market and train a small model if none exists",
+        examples=["false"],
+    )
+    bootstrap_ticks: int = Field(
+        60_000,
+        ge=2_000,
+        description="synthetic ticks for bootstrap (at least 2000: training needs 1,000 windows)",
+        examples=["60000"],
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level", examples=["debug"]
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -111,8 +158,9 @@ class Settings(BaseSettings):
             try:
                 return json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"it starts with '[' but is not a JSON list ({e.msg} at character "
-                                 f"{e.pos})") from None
+                raise ValueError(
+                    f"it starts with '[' but is not a JSON list ({e.msg} at character {e.pos})"
+                ) from None
         return [part.strip() for part in text.split(",") if part.strip()]
 
     @field_validator("source_urls", mode="before")

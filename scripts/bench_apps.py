@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI
 
-from app.api.schemas import PredictRequest, to_arrays  # noqa: E402
+from app.api.schemas import PredictRequest, to_arrays
 
 CONSTANT = {"probability": 0.5, "decision": True, "threshold": 0.5, "model_id": "bare", "as_of": 0.0}
 
@@ -58,7 +58,12 @@ def naive_app() -> FastAPI:
     def predict(body: PredictRequest) -> dict[str, object]:
         ticks = to_arrays(body.ticks or [])
         p = model.predict(ticks)  # features.last_window + one forward pass of batch 1
-        return {"probability": p, "decision": p >= model.threshold, "threshold": model.threshold,
-                "model_id": model.id, "as_of": float(ticks.time[-1])}
+        return {
+            "probability": p,
+            "decision": p >= model.threshold,
+            "threshold": model.threshold,
+            "model_id": model.id,
+            "as_of": float(ticks.time[-1]),
+        }
 
     return app

@@ -66,7 +66,8 @@ class FakeBinance:
         now_ms = int(time.time() * 1000)
         # the history lies in the last 30 minutes: the service's first pull asks from an hour ago
         self.trades: list[tuple[int, int, str, str, bool]] = [
-            self._trade(i, now_ms - (history - i) * 900_000 // max(history, 1)) for i in range(history)]
+            self._trade(i, now_ms - (history - i) * 900_000 // max(history, 1)) for i in range(history)
+        ]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.port = free_port()
@@ -90,12 +91,14 @@ class FakeBinance:
         with self._lock:
             trades = list(self.trades)
         if "fromId" in q:
-            rows = trades[int(q["fromId"]):]
+            rows = trades[int(q["fromId"]) :]
         else:
             lo, hi = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
             rows = [t for t in trades if lo <= t[1] <= hi]
-        return [{"a": a, "p": p, "q": qty, "f": a, "l": a, "T": t, "m": m, "M": True}
-                for a, t, p, qty, m in rows[:limit]]
+        return [
+            {"a": a, "p": p, "q": qty, "f": a, "l": a, "T": t, "m": m, "M": True}
+            for a, t, p, qty, m in rows[:limit]
+        ]
 
     def start(self) -> None:
         fake = self
@@ -153,8 +156,11 @@ class Load(threading.Thread):
                 t0 = time.monotonic()
                 bucket = self.phase
                 try:
-                    r = c.post(f"{self.base}/predict", content=self.body,
-                               headers={"Content-Type": "application/json"})
+                    r = c.post(
+                        f"{self.base}/predict",
+                        content=self.body,
+                        headers={"Content-Type": "application/json"},
+                    )
                     bucket.requests += 1
                     if r.status_code >= 500:
                         bucket.server_errors += 1
@@ -216,20 +222,26 @@ def wait_until(what: str, cond: Callable[[], bool], timeout: float, step: float 
 
 
 class Service:
-    def __init__(self, tmp: Path, exchange_url: str, interval: float, stream_cap: int,
-                 queue_max: int) -> None:
+    def __init__(
+        self, tmp: Path, exchange_url: str, interval: float, stream_cap: int, queue_max: int
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "store.db"
         self.models = tmp / "models"
         self.log = tmp / "service.log"
-        self.env = {**os.environ,
-                    "TICKCAST_STORE_PATH": str(self.db), "TICKCAST_MODELS_DIR": str(self.models),
-                    "TICKCAST_MARKETS": '["binance:BTC-USD"]',
-                    "TICKCAST_SOURCE_URLS": json.dumps({"binance": exchange_url}),
-                    "TICKCAST_PULL_INTERVAL_S": str(interval), "TICKCAST_BOOTSTRAP": "false",
-                    "TICKCAST_STREAM_MAX_CLIENTS": str(stream_cap),
-                    "TICKCAST_JOB_QUEUE_MAX": str(queue_max), "TICKCAST_LOG_LEVEL": "warning"}
+        self.env = {
+            **os.environ,
+            "TICKCAST_STORE_PATH": str(self.db),
+            "TICKCAST_MODELS_DIR": str(self.models),
+            "TICKCAST_MARKETS": '["binance:BTC-USD"]',
+            "TICKCAST_SOURCE_URLS": json.dumps({"binance": exchange_url}),
+            "TICKCAST_PULL_INTERVAL_S": str(interval),
+            "TICKCAST_BOOTSTRAP": "false",
+            "TICKCAST_STREAM_MAX_CLIENTS": str(stream_cap),
+            "TICKCAST_JOB_QUEUE_MAX": str(queue_max),
+            "TICKCAST_LOG_LEVEL": "warning",
+        }
         self.env.pop("TICKCAST_API_KEY", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.base, timeout=10)
@@ -237,9 +249,26 @@ class Service:
     def start(self) -> None:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host",
-                 "127.0.0.1", "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "app.main:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_until("the service's /ready", lambda: self.http.get("/ready").status_code == 200, 120, 0.2)
 
     def market(self) -> dict[str, Any]:
@@ -247,14 +276,24 @@ class Service:
 
     def stored_ids(self) -> list[int]:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as db:
-            return [int(r[0]) for r in db.execute(
-                "SELECT t.trade_id FROM ticks t JOIN markets m ON m.id = t.market_id"
-                " WHERE m.exchange = 'binance'")]
+            return [
+                int(r[0])
+                for r in db.execute(
+                    "SELECT t.trade_id FROM ticks t JOIN markets m ON m.id = t.market_id"
+                    " WHERE m.exchange = 'binance'"
+                )
+            ]
 
     def train(self, epochs: int = 2) -> httpx.Response:
-        return self.http.post("/train", json={
-            "exchange": "binance", "symbol": "BTC-USD", "activate": "never",
-            "config": {"arch": "CNN", "num_epochs": epochs, "seq_len": 16, "patience": 100}})
+        return self.http.post(
+            "/train",
+            json={
+                "exchange": "binance",
+                "symbol": "BTC-USD",
+                "activate": "never",
+                "config": {"arch": "CNN", "num_epochs": epochs, "seq_len": 16, "patience": 100},
+            },
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.http.get(f"/jobs/{job_id}").json()
@@ -289,17 +328,23 @@ class Row:
 
 def pulled_after(svc: Service, t: float) -> Callable[[], bool]:
     """A pull that finished after `t` (wall clock) without an error."""
+
     def ok() -> bool:
         m = svc.market()
         return m["last_pull"] is not None and m["last_pull"] > t and m["last_error"] is None
+
     return ok
 
 
 def ledger(svc: Service, ex: FakeBinance, row: Row, interval: float) -> None:
     """Catch up with the exchange, then compare the store with its truth."""
     target = ex.last_id()
-    wait_until("the store catching up with the exchange",
-               lambda: max(svc.stored_ids(), default=-1) >= target, 10 * interval + 30, 0.2)
+    wait_until(
+        "the store catching up with the exchange",
+        lambda: max(svc.stored_ids(), default=-1) >= target,
+        10 * interval + 30,
+        0.2,
+    )
     ids = svc.stored_ids()
     top = max(ids)
     row.doubled = len(ids) - len(set(ids))
@@ -328,8 +373,11 @@ def kill_job_worker(svc: Service, row: Row, interval: float) -> None:
     wait_until("job A's worker", lambda: bool(workers(svc.proc.pid) - before), 30)  # type: ignore[union-attr]
     (pid,) = workers(svc.proc.pid) - before
     os.kill(pid, signal.SIGKILL)
-    row.recover_s = wait_until("job B running after A's worker died",
-                               lambda: svc.job(b["id"])["status"] in ("running", "succeeded"), 30)
+    row.recover_s = wait_until(
+        "job B running after A's worker died",
+        lambda: svc.job(b["id"])["status"] in ("running", "succeeded"),
+        30,
+    )
     ja = svc.job(a["id"])
     wait_until("job B finished", lambda: svc.job(b["id"])["status"] not in ("queued", "running"), 180)
     jb = svc.job(b["id"])
@@ -417,8 +465,11 @@ def job_flood(svc: Service, row: Row, n: int, queue_max: int) -> None:
     t0 = time.monotonic()
     for jid in accepted:
         svc.http.delete(f"/jobs/{jid}")
-    wait_until("the queue drained", lambda: all(
-        svc.job(j)["status"] not in ("queued", "running") for j in accepted), 120)
+    wait_until(
+        "the queue drained",
+        lambda: all(svc.job(j)["status"] not in ("queued", "running") for j in accepted),
+        120,
+    )
     row.recover_s = time.monotonic() - t0
     r = svc.train(epochs=1)
     if r.status_code != 202:
@@ -443,8 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-cap", type=int, default=20, help="TICKCAST_STREAM_MAX_CLIENTS (default 20)")
     ap.add_argument("--queue-max", type=int, default=4, help="TICKCAST_JOB_QUEUE_MAX (default 4)")
     ap.add_argument("--jobs", type=int, default=20, help="POST /train in the flood (default 20)")
-    ap.add_argument("--lock-s", type=float, default=8.0,
-                    help="how long the store stays locked (default 8: past its 5 s busy timeout)")
+    ap.add_argument(
+        "--lock-s",
+        type=float,
+        default=8.0,
+        help="how long the store stays locked (default 8: past its 5 s busy timeout)",
+    )
     ap.add_argument("--json", action="store_true", help="last line: the totals as one JSON object")
     args = ap.parse_args(argv)
 
@@ -492,18 +547,27 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'fault':<24} {'/predict':>8} {'5xx':>5} {'lost':>5} {'doubled':>7} {'recover s':>9}  check")
     for r in rows:
-        print(f"{r.fault:<24} {r.requests:>8} {r.server_errors:>5} {r.lost:>5} {r.doubled:>7} "
-              f"{r.recover_s:>9.2f}  {r.check}")
+        print(
+            f"{r.fault:<24} {r.requests:>8} {r.server_errors:>5} {r.lost:>5} {r.doubled:>7} "
+            f"{r.recover_s:>9.2f}  {r.check}"
+        )
         for f in r.failures:
             print(f"{'':<24} FAILED: {f}")
-    totals = {"requests": sum(r.requests for r in rows), "server_errors": sum(r.server_errors for r in rows),
-              "ticks_lost": sum(r.lost for r in rows), "ticks_doubled": sum(r.doubled for r in rows),
-              "max_recover_s": max((r.recover_s for r in rows if r.recover_s == r.recover_s), default=None),
-              "pull_interval_s": args.interval, "failures": sum(len(r.failures) for r in rows)}
-    print(f"\ntotals: {totals['requests']} /predict requests, {totals['server_errors']} 5xx, "
-          f"{totals['ticks_lost']} ticks lost, {totals['ticks_doubled']} doubled, slowest recovery "
-          f"{totals['max_recover_s'] or float('nan'):.2f} s (pull interval {args.interval:g} s), "
-          f"{totals['failures']} failed checks")
+    totals = {
+        "requests": sum(r.requests for r in rows),
+        "server_errors": sum(r.server_errors for r in rows),
+        "ticks_lost": sum(r.lost for r in rows),
+        "ticks_doubled": sum(r.doubled for r in rows),
+        "max_recover_s": max((r.recover_s for r in rows if r.recover_s == r.recover_s), default=None),
+        "pull_interval_s": args.interval,
+        "failures": sum(len(r.failures) for r in rows),
+    }
+    print(
+        f"\ntotals: {totals['requests']} /predict requests, {totals['server_errors']} 5xx, "
+        f"{totals['ticks_lost']} ticks lost, {totals['ticks_doubled']} doubled, slowest recovery "
+        f"{totals['max_recover_s'] or float('nan'):.2f} s (pull interval {args.interval:g} s), "
+        f"{totals['failures']} failed checks"
+    )
     if args.json:
         print(json.dumps(totals))
     return 1 if totals["failures"] or totals["server_errors"] or totals["ticks_lost"] else 0

@@ -35,21 +35,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 T0_MS = int((time.time() - 6 * 3600) * 1000)
 
 
-def fake_exchange_app(n: int, limit: int = 1000):  # noqa: ANN201 - an ASGI callable
+def fake_exchange_app(n: int, limit: int = 1000):
     """A pre-rendered aggTrades market: page k holds trades fromId .. fromId+limit-1."""
     first = 1_000_000
-    trades = [{"a": first + i, "p": f"{60000 + (i * 7919 % 400) / 100:.2f}",
-               "q": f"{0.001 + (i % 97) / 1000:.6f}", "f": i, "l": i, "T": T0_MS + i * 50,
-               "m": bool(i % 3), "M": True} for i in range(n)]
+    trades = [
+        {
+            "a": first + i,
+            "p": f"{60000 + (i * 7919 % 400) / 100:.2f}",
+            "q": f"{0.001 + (i % 97) / 1000:.6f}",
+            "f": i,
+            "l": i,
+            "T": T0_MS + i * 50,
+            "m": bool(i % 3),
+            "M": True,
+        }
+        for i in range(n)
+    ]
     pages: dict[int, bytes] = {}
 
     def page(from_id: int) -> bytes:
         k = max(0, from_id - first)
         if k not in pages:
-            pages[k] = json.dumps(trades[k:k + limit]).encode()
+            pages[k] = json.dumps(trades[k : k + limit]).encode()
         return pages[k]
 
-    async def app(scope, receive, send):  # noqa: ANN001, ANN202
+    async def app(scope, receive, send):
         if scope["type"] != "http":
             return
         query = dict(p.split("=", 1) for p in scope["query_string"].decode().split("&") if "=" in p)
@@ -59,8 +69,13 @@ def fake_exchange_app(n: int, limit: int = 1000):  # noqa: ANN201 - an ASGI call
             body = page(first)
         else:
             body = json.dumps(trades[-limit:]).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -69,16 +84,16 @@ def fake_exchange_app(n: int, limit: int = 1000):  # noqa: ANN201 - an ASGI call
 def serve_fake(port: int, n: int) -> None:
     import uvicorn
 
-    uvicorn.run(fake_exchange_app(n), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False)
+    uvicorn.run(fake_exchange_app(n), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def start_fake(n: int) -> tuple[subprocess.Popen[bytes], str]:
     from bench_predict import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(port), str(n)],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-fake", str(port), str(n)], start_new_session=True
+    )
     import httpx
 
     url = f"http://127.0.0.1:{port}"
@@ -120,10 +135,17 @@ def predict_p99(url: str, models: Path, tmp: Path, ingest: bool, seconds: float)
     from bench_predict import Server, make_body, run_wrk, write_lua
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-    env.update(TICKCAST_MODELS_DIR=str(models), TICKCAST_STORE_PATH=str(tmp / f"svc-{ingest}.db"),
-               TICKCAST_BOOTSTRAP="false", TICKCAST_DEVICE="cpu", TICKCAST_LOG_LEVEL="warning",
-               TICKCAST_MARKETS='["binance:BTC-USD"]', TICKCAST_SOURCE_URLS=json.dumps({"binance": url}),
-               TICKCAST_INGEST="true" if ingest else "false", TICKCAST_PULL_INTERVAL_S="0.5")
+    env.update(
+        TICKCAST_MODELS_DIR=str(models),
+        TICKCAST_STORE_PATH=str(tmp / f"svc-{ingest}.db"),
+        TICKCAST_BOOTSTRAP="false",
+        TICKCAST_DEVICE="cpu",
+        TICKCAST_LOG_LEVEL="warning",
+        TICKCAST_MARKETS='["binance:BTC-USD"]',
+        TICKCAST_SOURCE_URLS=json.dumps({"binance": url}),
+        TICKCAST_INGEST="true" if ingest else "false",
+        TICKCAST_PULL_INTERVAL_S="0.5",
+    )
     body = make_body(100)
     server = Server("service", "app.main:create_app", env, tmp / f"svc-{ingest}.log", None)
     server.start()
@@ -136,8 +158,10 @@ def predict_p99(url: str, models: Path, tmp: Path, ingest: bool, seconds: float)
             from app.market.store import TickStore
 
             with TickStore(tmp / f"svc-{ingest}.db") as store:
-                print(f"the service ingested {store.count('binance', 'BTC-USD'):,} ticks "
-                      "while /predict was measured")
+                print(
+                    f"the service ingested {store.count('binance', 'BTC-USD'):,} ticks "
+                    "while /predict was measured"
+                )
         return p99
     finally:
         server.stop()
@@ -171,14 +195,20 @@ def main(argv: list[str] | None = None) -> int:
             install_model(models, None, 20_000, 1)
             idle = predict_p99(url, models, tmp, False, args.seconds)
             busy = predict_p99(url, models, tmp, True, args.seconds)
-            print(f"/predict p99 at 1 connection: idle {idle:.2f} ms, while ingesting {busy:.2f} ms "
-                  f"({busy / idle:.2f}x)")
+            print(
+                f"/predict p99 at 1 connection: idle {idle:.2f} ms, while ingesting {busy:.2f} ms "
+                f"({busy / idle:.2f}x)"
+            )
     finally:
         fake.kill()
         fake.wait()
-    out = {"ticks_per_s": round(new / secs, 1), "repull_s": round(repull, 4),
-           "repull_full_s": round(repull_full, 3), "predict_p99_idle_ms": idle,
-           "predict_p99_ingest_ms": busy}
+    out = {
+        "ticks_per_s": round(new / secs, 1),
+        "repull_s": round(repull, 4),
+        "repull_full_s": round(repull_full, 3),
+        "predict_p99_idle_ms": idle,
+        "predict_p99_ingest_ms": busy,
+    }
     if args.json:
         print(json.dumps(out))
     return 0

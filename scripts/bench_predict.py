@@ -70,8 +70,7 @@ sys.path.insert(0, str(ROOT))
 from app.market.sources import synthetic  # noqa: E402
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
-TARGETS = {"p50_ms_c1": 2.0, "rps_vs_bare": 0.7, "rps_vs_naive": 2.0, "p99_vs_bare": 2.0,
-           "rss_mb": 600.0}
+TARGETS = {"p50_ms_c1": 2.0, "rps_vs_bare": 0.7, "rps_vs_naive": 2.0, "p99_vs_bare": 2.0, "rss_mb": 600.0}
 TRAINING_TARGETS = {"p99_c1_ratio": 1.5, "p99_c16_ratio": 2.0, "rps_c16_ratio": 0.7}
 TRAINING_CONNECTIONS = 16
 # long enough to outlast the measurements; cancelled when they are done
@@ -108,8 +107,10 @@ def install_model(folder: Path, model: str | None, n_ticks: int, epochs: int) ->
 
 def make_body(n: int) -> bytes:
     t = synthetic.generate(n, seed=7)
-    ticks = [{"time": float(a), "price": float(b), "amount": float(c)}
-             for a, b, c in zip(t.time, t.price, t.amount, strict=True)]
+    ticks = [
+        {"time": float(a), "price": float(b), "amount": float(c)}
+        for a, b, c in zip(t.time, t.price, t.amount, strict=True)
+    ]
     return json.dumps({"ticks": ticks}, separators=(",", ":")).encode()
 
 
@@ -125,11 +126,13 @@ def free_port() -> int:
 def loop_and_http() -> tuple[str, str]:
     try:
         import uvloop  # noqa: F401
+
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
     try:
         import httptools  # noqa: F401
+
         http = "httptools"
     except ImportError:
         http = "h11"
@@ -153,15 +156,34 @@ class Server:
     def start(self) -> None:
         self.port = free_port()
         loop, http = loop_and_http()
-        cmd = [sys.executable, "-m", "uvicorn", self.target, "--factory", "--app-dir",
-               str(ROOT / "scripts"), "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1", "--loop", loop, "--http", http, "--no-access-log",
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.target,
+            "--factory",
+            "--app-dir",
+            str(ROOT / "scripts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--loop",
+            loop,
+            "--http",
+            http,
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
         if self.pin is not None:
             cmd = ["taskset", "-c", self.pin, *cmd]  # taskset execs: the pid is uvicorn's
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait_ready(self, body: bytes, timeout: float = 120.0) -> None:
         """Until POST /predict answers 200 (the check that the body is served, too)."""
@@ -171,8 +193,9 @@ class Server:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-            req = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
                     if r.status == 200:
@@ -184,8 +207,7 @@ class Server:
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 last = str(e)
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not answer 200 within {timeout:.0f}s ({last}):\n"
-                           f"{self.tail()}")
+        raise RuntimeError(f"{self.name} did not answer 200 within {timeout:.0f}s ({last}):\n{self.tail()}")
 
     def rss_mb(self) -> float:
         assert self.proc is not None
@@ -245,22 +267,32 @@ def parse_wrk(out: str) -> WrkResult:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         bad += sum(int(x) for x in sock.groups())
-    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)),
-                     int(reqs.group(1)), bad, out)
+    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(reqs.group(1)), bad, out)
 
 
 def write_lua(path: Path, body: bytes) -> None:
     text = body.decode()
     eq = "=" * 3
     assert f"]{eq}]" not in text
-    path.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = [{eq}[{text}]{eq}]\n")
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [{eq}[{text}]{eq}]\n"
+    )
 
 
-def run_wrk(url: str, lua: Path, threads: int, conns: int, seconds: float,
-            pin: str | None) -> WrkResult:
-    cmd = [WRK, f"-t{threads}", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
-           "-s", str(lua), url]
+def run_wrk(url: str, lua: Path, threads: int, conns: int, seconds: float, pin: str | None) -> WrkResult:
+    cmd = [
+        WRK,
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
@@ -274,8 +306,9 @@ def run_wrk(url: str, lua: Path, threads: int, conns: int, seconds: float,
 
 def api(base: str, method: str, path: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -295,12 +328,15 @@ def start_training(base: str, timeout: float = 120.0) -> str:
 
 
 def measure(url: str, lua: Path, args: argparse.Namespace, pin: str | None) -> dict[str, WrkResult]:
-    return {"c1": run_wrk(url, lua, 1, 1, args.duration_c1, pin),
-            "c16": run_wrk(url, lua, args.threads, TRAINING_CONNECTIONS, args.duration, pin)}
+    return {
+        "c1": run_wrk(url, lua, 1, 1, args.duration_c1, pin),
+        "c16": run_wrk(url, lua, args.threads, TRAINING_CONNECTIONS, args.duration, pin),
+    }
 
 
-def during_training(args: argparse.Namespace, server: Server, body: bytes, lua: Path,
-                    pin_wrk: str | None) -> dict[str, dict[str, WrkResult]]:
+def during_training(
+    args: argparse.Namespace, server: Server, body: bytes, lua: Path, pin_wrk: str | None
+) -> dict[str, dict[str, WrkResult]]:
     """The service idle, then while a job trains: the same load, in the same run."""
     print("service: starting", file=sys.stderr)
     server.start()
@@ -309,8 +345,7 @@ def during_training(args: argparse.Namespace, server: Server, body: bytes, lua: 
     if args.warmup > 0:
         run_wrk(server.url, lua, 1, 8, args.warmup, pin_wrk)
     idle = measure(server.url, lua, args, pin_wrk)
-    print(f"idle: c1 p99 {idle['c1'].p99_ms:.2f} ms, c16 {idle['c16'].rps:.0f} req/s",
-          file=sys.stderr)
+    print(f"idle: c1 p99 {idle['c1'].p99_ms:.2f} ms, c16 {idle['c16'].rps:.0f} req/s", file=sys.stderr)
     job_id = start_training(base)
     before = batches_done(api(base, "GET", f"/jobs/{job_id}"))
     print(f"job {job_id} training", file=sys.stderr)
@@ -320,9 +355,12 @@ def during_training(args: argparse.Namespace, server: Server, body: bytes, lua: 
     j = api(base, "GET", f"/jobs/{job_id}")
     if j["status"] != "running":
         raise RuntimeError(f"the training job stopped during the measurement: {j}")
-    print(f"training: c1 p99 {busy['c1'].p99_ms:.2f} ms, c16 {busy['c16'].rps:.0f} req/s; the job "
-          f"trained {batches_done(j) - before} batches in those {seconds:.0f} s (it yields the CPU "
-          "to serving, so it goes slower while serving is busy)", file=sys.stderr)
+    print(
+        f"training: c1 p99 {busy['c1'].p99_ms:.2f} ms, c16 {busy['c16'].rps:.0f} req/s; the job "
+        f"trained {batches_done(j) - before} batches in those {seconds:.0f} s (it yields the CPU "
+        "to serving, so it goes slower while serving is busy)",
+        file=sys.stderr,
+    )
     api(base, "DELETE", f"/jobs/{job_id}")
     return {"idle": idle, "training": busy}
 
@@ -333,38 +371,49 @@ def batches_done(job: dict) -> int:
     return (int(p.get("epoch") or 1) - 1) * n + int(p.get("batch") or 0)
 
 
-def report_training(res: dict[str, dict[str, WrkResult]], args: argparse.Namespace,
-                    pinned: bool) -> int:
+def report_training(res: dict[str, dict[str, WrkResult]], args: argparse.Namespace, pinned: bool) -> int:
     idle, busy = res["idle"], res["training"]
-    print(f"\n/predict while a GRU job trains, body of {args.ticks} ticks; uvicorn 1 worker; "
-          + ("server unpinned, wrk on core 1" if pinned else "unpinned"))
-    print(f"{'':9} {'p50 c1':>9} {'p99 c1':>9} {'req/s c16':>10} {'p50 c16':>9} {'p99 c16':>9} "
-          f"{'errors':>7}")
+    print(
+        f"\n/predict while a GRU job trains, body of {args.ticks} ticks; uvicorn 1 worker; "
+        + ("server unpinned, wrk on core 1" if pinned else "unpinned")
+    )
+    print(f"{'':9} {'p50 c1':>9} {'p99 c1':>9} {'req/s c16':>10} {'p50 c16':>9} {'p99 c16':>9} {'errors':>7}")
     for name, r in res.items():
-        print(f"{name:9} {r['c1'].p50_ms:7.2f}ms {r['c1'].p99_ms:7.2f}ms {r['c16'].rps:10.0f} "
-              f"{r['c16'].p50_ms:7.2f}ms {r['c16'].p99_ms:7.2f}ms {r['c1'].bad + r['c16'].bad:7d}")
+        print(
+            f"{name:9} {r['c1'].p50_ms:7.2f}ms {r['c1'].p99_ms:7.2f}ms {r['c16'].rps:10.0f} "
+            f"{r['c16'].p50_ms:7.2f}ms {r['c16'].p99_ms:7.2f}ms {r['c1'].bad + r['c16'].bad:7d}"
+        )
     c1 = busy["c1"].p99_ms / idle["c1"].p99_ms
     c16 = busy["c16"].p99_ms / idle["c16"].p99_ms
     rps = busy["c16"].rps / idle["c16"].rps
     t = TRAINING_TARGETS
-    for text, ok in ((f"p99 at 1 connection while training {c1:.2f}x idle <= {t['p99_c1_ratio']}x",
-                      c1 <= t["p99_c1_ratio"]),
-                     (f"p99 at 16 while training {c16:.2f}x idle <= {t['p99_c16_ratio']}x",
-                      c16 <= t["p99_c16_ratio"]),
-                     (f"req/s at 16 while training {rps:.2f}x idle >= {t['rps_c16_ratio']}x",
-                      rps >= t["rps_c16_ratio"])):
+    for text, ok in (
+        (
+            f"p99 at 1 connection while training {c1:.2f}x idle <= {t['p99_c1_ratio']}x",
+            c1 <= t["p99_c1_ratio"],
+        ),
+        (f"p99 at 16 while training {c16:.2f}x idle <= {t['p99_c16_ratio']}x", c16 <= t["p99_c16_ratio"]),
+        (f"req/s at 16 while training {rps:.2f}x idle >= {t['rps_c16_ratio']}x", rps >= t["rps_c16_ratio"]),
+    ):
         print(f"  [{'ok' if ok else 'MISS'}] {text}")
     bad = sum(r[k].bad for r in res.values() for k in ("c1", "c16"))
     if bad:
         print(f"  [MISS] the service answered {bad} requests with an error or a socket error")
     if args.json:
-        print(json.dumps({
-            "p50_ms_c1_idle": round(idle["c1"].p50_ms, 3), "p50_ms_c1_training": round(busy["c1"].p50_ms, 3),
-            "p99_ms_c1_idle": round(idle["c1"].p99_ms, 3), "p99_ms_c1_training": round(busy["c1"].p99_ms, 3),
-            "p99_ms_c16_idle": round(idle["c16"].p99_ms, 3),
-            "p99_ms_c16_training": round(busy["c16"].p99_ms, 3),
-            "rps_c16_idle": round(idle["c16"].rps, 1), "rps_c16_training": round(busy["c16"].rps, 1),
-        }))
+        print(
+            json.dumps(
+                {
+                    "p50_ms_c1_idle": round(idle["c1"].p50_ms, 3),
+                    "p50_ms_c1_training": round(busy["c1"].p50_ms, 3),
+                    "p99_ms_c1_idle": round(idle["c1"].p99_ms, 3),
+                    "p99_ms_c1_training": round(busy["c1"].p99_ms, 3),
+                    "p99_ms_c16_idle": round(idle["c16"].p99_ms, 3),
+                    "p99_ms_c16_training": round(busy["c16"].p99_ms, 3),
+                    "rps_c16_idle": round(idle["c16"].rps, 1),
+                    "rps_c16_training": round(busy["c16"].rps, 1),
+                }
+            )
+        )
     return 0
 
 
@@ -382,11 +431,13 @@ def main() -> int:
     ap.add_argument("--model", help="a checkpoint .pt to serve (default: train a default CNN)")
     ap.add_argument("--train-ticks", type=int, default=20_000, help="synthetic ticks to train on")
     ap.add_argument("--epochs", type=int, default=1, help="training epochs")
-    ap.add_argument("--no-pin", action="store_true",
-                    help="do not pin the server to core 0 and wrk to core 1")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the server to core 0 and wrk to core 1")
     ap.add_argument("--json", action="store_true", help="last line: one JSON object")
-    ap.add_argument("--during-training", action="store_true",
-                    help="the service alone, idle and while a GRU job trains (16 connections)")
+    ap.add_argument(
+        "--during-training",
+        action="store_true",
+        help="the service alone, idle and while a GRU job trains (16 connections)",
+    )
     args = ap.parse_args()
     if not Path(WRK).exists():
         sys.exit("wrk not found (apt-get install wrk)")
@@ -405,21 +456,31 @@ def main() -> int:
         models.mkdir()
         t0 = time.perf_counter()
         model_id, model_path = install_model(models, args.model, args.train_ticks, args.epochs)
-        print(f"model {model_id} ({'given' if args.model else 'trained'} in "
-              f"{time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+        print(
+            f"model {model_id} ({'given' if args.model else 'trained'} in {time.perf_counter() - t0:.1f}s)",
+            file=sys.stderr,
+        )
         body = make_body(args.ticks)
         lua = tmp / "post.lua"
         write_lua(lua, body)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-        env.update(TICKCAST_MODELS_DIR=str(models), TICKCAST_STORE_PATH=str(tmp / "store.db"),
-                   TICKCAST_BOOTSTRAP="false", TICKCAST_DEVICE="cpu", TICKCAST_LOG_LEVEL="warning",
-                   BENCH_MODEL_PATH=str(model_path), PYTHONUNBUFFERED="1")
+        env.update(
+            TICKCAST_MODELS_DIR=str(models),
+            TICKCAST_STORE_PATH=str(tmp / "store.db"),
+            TICKCAST_BOOTSTRAP="false",
+            TICKCAST_DEVICE="cpu",
+            TICKCAST_LOG_LEVEL="warning",
+            BENCH_MODEL_PATH=str(model_path),
+            PYTHONUNBUFFERED="1",
+        )
         if args.during_training:  # the job trains on the synthetic market's 60,000 ticks
             env.update(TICKCAST_INGEST="false")
-        servers = [Server("service", "app.main:create_app", env, tmp / "service.log", pin_server),
-                   Server("bare", "bench_apps:bare_app", env, tmp / "bare.log", pin_server),
-                   Server("naive", "bench_apps:naive_app", env, tmp / "naive.log", pin_server)]
+        servers = [
+            Server("service", "app.main:create_app", env, tmp / "service.log", pin_server),
+            Server("bare", "bench_apps:bare_app", env, tmp / "bare.log", pin_server),
+            Server("naive", "bench_apps:naive_app", env, tmp / "naive.log", pin_server),
+        ]
         if args.during_training:
             servers = servers[:1]
             try:
@@ -444,8 +505,10 @@ def main() -> int:
                 res[s.name] = {"c1": c1, "cn": cn}
                 if s.name == "service":
                     rss = s.rss_mb()
-                print(f"{s.name}: c1 p50 {c1.p50_ms:.2f} ms, c{args.connections} "
-                      f"{cn.rps:.0f} req/s", file=sys.stderr)
+                print(
+                    f"{s.name}: c1 p50 {c1.p50_ms:.2f} ms, c{args.connections} {cn.rps:.0f} req/s",
+                    file=sys.stderr,
+                )
             finally:
                 s.stop()
     except KeyboardInterrupt:
@@ -459,28 +522,42 @@ def main() -> int:
     svc, bare, naive = res["service"], res["bare"], res["naive"]
     c = args.connections
     loop, http = loop_and_http()
-    print(f"\n/predict, body of {args.ticks} ticks ({len(body)} bytes), model {model_id}; "
-          f"uvicorn 1 worker, {loop} + {http}; "
-          + ("server on core 0, wrk on core 1" if pin_server else "unpinned"))
-    print(f"{'':8} {'p50 c1':>9} {'p99 c1':>9} {'req/s c' + str(c):>12} {'p50 c' + str(c):>10} "
-          f"{'p99 c' + str(c):>10} {'errors':>7}")
+    print(
+        f"\n/predict, body of {args.ticks} ticks ({len(body)} bytes), model {model_id}; "
+        f"uvicorn 1 worker, {loop} + {http}; "
+        + ("server on core 0, wrk on core 1" if pin_server else "unpinned")
+    )
+    print(
+        f"{'':8} {'p50 c1':>9} {'p99 c1':>9} {'req/s c' + str(c):>12} {'p50 c' + str(c):>10} "
+        f"{'p99 c' + str(c):>10} {'errors':>7}"
+    )
     for name, r in res.items():
-        print(f"{name:8} {r['c1'].p50_ms:7.2f}ms {r['c1'].p99_ms:7.2f}ms {r['cn'].rps:12.0f} "
-              f"{r['cn'].p50_ms:8.2f}ms {r['cn'].p99_ms:8.2f}ms {r['c1'].bad + r['cn'].bad:7d}")
+        print(
+            f"{name:8} {r['c1'].p50_ms:7.2f}ms {r['c1'].p99_ms:7.2f}ms {r['cn'].rps:12.0f} "
+            f"{r['cn'].p50_ms:8.2f}ms {r['cn'].p99_ms:8.2f}ms {r['c1'].bad + r['cn'].bad:7d}"
+        )
     print(f"service RSS after load: {rss:.0f} MB")
 
     ratio_bare = svc["cn"].rps / bare["cn"].rps
     ratio_naive = svc["cn"].rps / naive["cn"].rps
     p99_ratio = svc["cn"].p99_ms / bare["cn"].p99_ms
     checks = [
-        (f"p50 at 1 connection {svc['c1'].p50_ms:.2f} ms <= {TARGETS['p50_ms_c1']} ms",
-         svc["c1"].p50_ms <= TARGETS["p50_ms_c1"]),
-        (f"req/s at {c}: {ratio_bare:.2f}x bare >= {TARGETS['rps_vs_bare']}x",
-         ratio_bare >= TARGETS["rps_vs_bare"]),
-        (f"req/s at {c}: {ratio_naive:.2f}x naive >= {TARGETS['rps_vs_naive']}x",
-         ratio_naive >= TARGETS["rps_vs_naive"]),
-        (f"p99 at {c}: {p99_ratio:.2f}x bare's <= {TARGETS['p99_vs_bare']}x",
-         p99_ratio <= TARGETS["p99_vs_bare"]),
+        (
+            f"p50 at 1 connection {svc['c1'].p50_ms:.2f} ms <= {TARGETS['p50_ms_c1']} ms",
+            svc["c1"].p50_ms <= TARGETS["p50_ms_c1"],
+        ),
+        (
+            f"req/s at {c}: {ratio_bare:.2f}x bare >= {TARGETS['rps_vs_bare']}x",
+            ratio_bare >= TARGETS["rps_vs_bare"],
+        ),
+        (
+            f"req/s at {c}: {ratio_naive:.2f}x naive >= {TARGETS['rps_vs_naive']}x",
+            ratio_naive >= TARGETS["rps_vs_naive"],
+        ),
+        (
+            f"p99 at {c}: {p99_ratio:.2f}x bare's <= {TARGETS['p99_vs_bare']}x",
+            p99_ratio <= TARGETS["p99_vs_bare"],
+        ),
         (f"RSS {rss:.0f} MB <= {TARGETS['rss_mb']:.0f} MB", rss <= TARGETS["rss_mb"]),
     ]
     for text, ok in checks:
@@ -489,13 +566,22 @@ def main() -> int:
     if bad:
         print(f"  [MISS] the service answered {bad} requests with an error or a socket error")
     if args.json:
-        print(json.dumps({
-            "p50_ms_c1": round(svc["c1"].p50_ms, 3), "p99_ms_c1": round(svc["c1"].p99_ms, 3),
-            "rps_c64": round(svc["cn"].rps, 1), "p99_ms_c64": round(svc["cn"].p99_ms, 3),
-            "rps_bare_c64": round(bare["cn"].rps, 1), "rps_naive_c64": round(naive["cn"].rps, 1),
-            "ratio_to_bare": round(ratio_bare, 3), "ratio_to_naive": round(ratio_naive, 3),
-            "rss_mb": round(rss, 1), "p99_ms_bare_c64": round(bare["cn"].p99_ms, 3),
-        }))
+        print(
+            json.dumps(
+                {
+                    "p50_ms_c1": round(svc["c1"].p50_ms, 3),
+                    "p99_ms_c1": round(svc["c1"].p99_ms, 3),
+                    "rps_c64": round(svc["cn"].rps, 1),
+                    "p99_ms_c64": round(svc["cn"].p99_ms, 3),
+                    "rps_bare_c64": round(bare["cn"].rps, 1),
+                    "rps_naive_c64": round(naive["cn"].rps, 1),
+                    "ratio_to_bare": round(ratio_bare, 3),
+                    "ratio_to_naive": round(ratio_naive, 3),
+                    "rss_mb": round(rss, 1),
+                    "p99_ms_bare_c64": round(bare["cn"].p99_ms, 3),
+                }
+            )
+        )
     return 0
 
 

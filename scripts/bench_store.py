@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from app.market.store import TickStore  # noqa: E402
-from app.market.ticks import TickArrays  # noqa: E402
+from app.market.store import TickStore
+from app.market.ticks import TickArrays
 
 
 def synthetic(n: int, *, ids: bool, seed: int = 0) -> TickArrays:

@@ -35,11 +35,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_predict import Server, install_model, make_body, run_wrk, write_lua  # noqa: E402
+from bench_predict import Server, install_model, make_body, run_wrk, write_lua
 
-from app.market.sources import synthetic  # noqa: E402
-from app.market.store import TickStore  # noqa: E402
-from app.market.ticks import TickArrays  # noqa: E402
+from app.market.sources import synthetic
+from app.market.store import TickStore
+from app.market.ticks import TickArrays
 
 MARKET = ("synthetic", "BTC-USD")
 
@@ -78,7 +78,7 @@ def writer(db: Path, ticks: TickArrays, rate: float, seconds: float, written: di
     with TickStore(db) as store:
         i, t_end = 0, time.perf_counter() + seconds
         while time.perf_counter() < t_end and i + 5 <= len(ticks):
-            batch = ticks[i:i + 5]
+            batch = ticks[i : i + 5]
             store.insert(*MARKET, batch)
             now = time.perf_counter()
             for t in batch.time.tolist():
@@ -110,9 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         with TickStore(db) as store:
             store.insert(*MARKET, ticks[:20_000])
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-        env.update(TICKCAST_MODELS_DIR=str(models), TICKCAST_STORE_PATH=str(db), TICKCAST_DEVICE="cpu",
-                   TICKCAST_BOOTSTRAP="false", TICKCAST_INGEST="false", TICKCAST_LOG_LEVEL="warning",
-                   TICKCAST_STREAM_POLL_S=str(args.poll_s))
+        env.update(
+            TICKCAST_MODELS_DIR=str(models),
+            TICKCAST_STORE_PATH=str(db),
+            TICKCAST_DEVICE="cpu",
+            TICKCAST_BOOTSTRAP="false",
+            TICKCAST_INGEST="false",
+            TICKCAST_LOG_LEVEL="warning",
+            TICKCAST_STREAM_POLL_S=str(args.poll_s),
+        )
         body = make_body(100)
         server = Server("service", "app.main:create_app", env, tmp / "svc.log", None)
         server.start()
@@ -151,13 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     got = [len(live & set(c.arrivals)) for c in clients]
     lat = [(c.arrivals[t] - written[t]) * 1000 for c in clients for t in live & set(c.arrivals)]
     out = {
-        "clients": args.clients, "ticks_written": len(live), "poll_s": args.poll_s,
+        "clients": args.clients,
+        "ticks_written": len(live),
+        "poll_s": args.poll_s,
         "first_backlog_ms": round((clients[0].first_backlog_s or float("nan")) * 1000, 1),
-        "delivered_min": min(got), "delivered_max": max(got),
+        "delivered_min": min(got),
+        "delivered_max": max(got),
         "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
         "latency_p99_ms": round(sorted(lat)[int(0.99 * (len(lat) - 1))], 1) if lat else None,
-        "predict_idle_p50_ms": idle.p50_ms, "predict_idle_p99_ms": idle.p99_ms,
-        "predict_streaming_p50_ms": busy.p50_ms, "predict_streaming_p99_ms": busy.p99_ms,
+        "predict_idle_p50_ms": idle.p50_ms,
+        "predict_idle_p99_ms": idle.p99_ms,
+        "predict_streaming_p50_ms": busy.p50_ms,
+        "predict_streaming_p99_ms": busy.p99_ms,
     }
     out["predict_p99_ratio"] = round(busy.p99_ms / idle.p99_ms, 2)
     if args.json:

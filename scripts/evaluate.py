@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.cli.evaluate import build_parser, main  # noqa: E402, F401  (re-exported)
+from app.cli.evaluate import build_parser, main  # noqa: F401  (re-exported)
 
 if __name__ == "__main__":
     raise SystemExit(main())

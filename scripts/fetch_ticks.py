@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Backfill one market's trades: the same command as `tickcast fetch` (code in app/cli/fetch.py).
 
-    python scripts/fetch_ticks.py bitstamp BTC-USD --start 2024-01-01 --end 2024-01-02
-    python scripts/fetch_ticks.py --help
+python scripts/fetch_ticks.py bitstamp BTC-USD --start 2024-01-01 --end 2024-01-02
+python scripts/fetch_ticks.py --help
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.cli import fetch as _fetch  # noqa: E402
-from app.cli.fetch import (  # noqa: E402, F401  (re-exported: tests and old imports use them)
+from app.cli import fetch as _fetch
+from app.cli.fetch import (  # noqa: F401  (re-exported: tests and old imports use them)
     CSV_COLUMNS,
     Bar,
     CsvSink,

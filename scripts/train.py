@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train a next-tick rise classifier: the same command as `tickcast train` (code in app/cli/train.py).
 
-    python scripts/train.py CNN ticks.csv
-    python scripts/train.py --help
+python scripts/train.py CNN ticks.csv
+python scripts/train.py --help
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.cli.train import (  # noqa: E402, F401  (re-exported: tests and old imports use them)
+from app.cli.train import (  # noqa: F401  (re-exported: tests and old imports use them)
     Bar,
     build_parser,
     config_from,

@@ -45,7 +45,7 @@ def test_healthchecks_hit_a_real_route() -> None:
         probe = " ".join(service["healthcheck"]["test"])
         path = re.search(r"127\.0\.0\.1:\d+(/[a-z]+)", probe).group(1)
         assert path in paths
-    docker_probe = DOCKERFILE[DOCKERFILE.index("HEALTHCHECK"):]
+    docker_probe = DOCKERFILE[DOCKERFILE.index("HEALTHCHECK") :]
     assert "/health" in docker_probe and "/health" in paths
 
 
@@ -81,8 +81,12 @@ def test_compose_config_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (Debian package docker-compose)")
-    out = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "--profile", "gpu", "config", "-q"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), "--profile", "gpu", "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -92,8 +96,12 @@ def test_the_package_carries_the_dashboard(tmp_path: Path) -> None:
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps",
-                    "-q", "-w", str(tmp_path)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-q", "-w", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("tickcast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     static = Path(ROOT, "app", "static")

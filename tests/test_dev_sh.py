@@ -61,9 +61,11 @@ class Venv:
         self.tools = root / "tools"
         self.tools.mkdir()
         self.log = root / "calls.jsonl"
-        for path, text in ((self.bin / "python", FAKE_PYTHON.format(python=sys.executable)),
-                           (self.bin / "tickcast", FAKE_TICKCAST),
-                           (self.tools / "nvidia-smi", FAKE_NVIDIA_SMI)):
+        for path, text in (
+            (self.bin / "python", FAKE_PYTHON.format(python=sys.executable)),
+            (self.bin / "tickcast", FAKE_TICKCAST),
+            (self.tools / "nvidia-smi", FAKE_NVIDIA_SMI),
+        ):
             path.write_text(text)
             path.chmod(0o755)
 
@@ -80,19 +82,37 @@ class Venv:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def pip_calls(self) -> list[list[str]]:
-        return [c["argv"][len(PIP):] for c in self.calls() if c["argv"][:2] == ["-m", "pip"]]
+        return [c["argv"][len(PIP) :] for c in self.calls() if c["argv"][:2] == ["-m", "pip"]]
 
     def probed(self) -> bool:
         return any(c["argv"][:1] == ["-"] for c in self.calls())
 
-    def run(self, *args: str, cwd: Path | None = None, index: str = "http://127.0.0.1:9",
-            timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        index: str = "http://127.0.0.1:9",
+        timeout: float = 60,
+        **env: str,
+    ) -> subprocess.CompletedProcess:
         full = {k: v for k, v in os.environ.items() if k not in ("TICKCAST_TORCH", "TICKCAST_VENV")}
-        full.update(PATH=f"{self.tools}{os.pathsep}{os.environ['PATH']}", FAKE_LOG=str(self.log),
-                    TICKCAST_VENV=str(self.root / "venv"), TICKCAST_TORCH_INDEX=index,
-                    PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **env)
-        return subprocess.run(["bash", str(DEV), *args], cwd=cwd or self.root, env=full,
-                              capture_output=True, text=True, timeout=timeout)
+        full.update(
+            PATH=f"{self.tools}{os.pathsep}{os.environ['PATH']}",
+            FAKE_LOG=str(self.log),
+            TICKCAST_VENV=str(self.root / "venv"),
+            TICKCAST_TORCH_INDEX=index,
+            PYTHONWARNINGS="ignore",
+            OMP_NUM_THREADS="1",
+            **env,
+        )
+        return subprocess.run(
+            ["bash", str(DEV), *args],
+            cwd=cwd or self.root,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 @pytest.fixture
@@ -103,7 +123,7 @@ def venv(tmp_path: Path) -> Venv:
 class _Index(http.server.BaseHTTPRequestHandler):
     asked: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).asked.append(self.path)
         body = b"<html><body><a href='torch/'>torch</a></body></html>"
         self.send_response(200)
@@ -256,10 +276,12 @@ def test_an_unknown_command_is_named_with_the_help_and_status_2(venv: Venv) -> N
     assert venv.calls() == []
 
 
-@pytest.mark.parametrize("command,script", [("train", "train.py"), ("evaluate", "evaluate.py"),
-                                            ("fetch", "fetch_ticks.py")])
-def test_file_commands_run_in_the_callers_directory(venv: Venv, tmp_path: Path, command: str,
-                                                    script: str) -> None:
+@pytest.mark.parametrize(
+    "command,script", [("train", "train.py"), ("evaluate", "evaluate.py"), ("fetch", "fetch_ticks.py")]
+)
+def test_file_commands_run_in_the_callers_directory(
+    venv: Venv, tmp_path: Path, command: str, script: str
+) -> None:
     venv.set_up_already()
     caller = tmp_path / "elsewhere"
     caller.mkdir()
@@ -290,8 +312,19 @@ def test_train_from_another_directory_for_real(venv: Venv, tmp_path: Path) -> No
     caller = tmp_path / "work"
     caller.mkdir()
     write_csv(synthetic.generate(2000, seed=2), caller / "ticks20k.csv")
-    fast = ["--num_epochs", "1", "--sequence_length", "8", "--hidden_size", "4", "--num_layers", "1",
-            "--num_workers", "1", "--quiet"]
+    fast = [
+        "--num_epochs",
+        "1",
+        "--sequence_length",
+        "8",
+        "--hidden_size",
+        "4",
+        "--num_layers",
+        "1",
+        "--num_workers",
+        "1",
+        "--quiet",
+    ]
     r = venv.run("train", "CNN", "ticks20k.csv", *fast, cwd=caller, timeout=300, FAKE_DELEGATE="1")
     assert r.returncode == 0, r.stderr
     assert len(list((caller / "models").glob("cnn-*.pt"))) == 1  # --out models is the caller's too

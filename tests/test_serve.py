@@ -27,12 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def serve(tmp: Path, port: int, **env: str) -> subprocess.Popen:
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("TICKCAST_")}
-    base.update(PYTHONPATH=str(ROOT), TICKCAST_PORT=str(port), TICKCAST_BOOTSTRAP="false",
-                TICKCAST_STORE_PATH=str(tmp / "db" / "tickcast.db"), TICKCAST_MODELS_DIR=str(tmp / "models"),
-                TICKCAST_DEVICE="cpu", **env)
-    return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=base, cwd=tmp,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    base.update(
+        PYTHONPATH=str(ROOT),
+        TICKCAST_PORT=str(port),
+        TICKCAST_BOOTSTRAP="false",
+        TICKCAST_STORE_PATH=str(tmp / "db" / "tickcast.db"),
+        TICKCAST_MODELS_DIR=str(tmp / "models"),
+        TICKCAST_DEVICE="cpu",
+        **env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=base,
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def group_gone(pgid: int) -> bool:
@@ -51,8 +63,10 @@ def test_a_busy_port_exits_2_before_anything_starts(tmp_path: Path) -> None:
         proc = serve(tmp_path, port, TICKCAST_MARKETS="binance:BTC-USD", TICKCAST_INGEST="true")
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out
-    assert out.strip() == (f"error: port {port} on 127.0.0.1 is in use (another tickcast?); set "
-                           "TICKCAST_PORT or stop the other process")
+    assert out.strip() == (
+        f"error: port {port} on 127.0.0.1 is in use (another tickcast?); set "
+        "TICKCAST_PORT or stop the other process"
+    )
     assert not (tmp_path / "db").exists()  # the lifespan never ran: no store, no ingestion
 
 
@@ -62,7 +76,7 @@ def slow_exchange() -> Iterator[tuple[str, threading.Event]]:
     arrived, release = threading.Event(), threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             arrived.set()
             release.wait(60)
             self.send_response(503)
@@ -82,16 +96,24 @@ def slow_exchange() -> Iterator[tuple[str, threading.Event]]:
         server.server_close()
 
 
-@pytest.mark.parametrize(("sig", "whole_group"), [
-    (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole foreground process group
-    (signal.SIGTERM, False),  # kill, docker stop: the server process only
-    (signal.SIGTERM, True),  # systemd's stop: every process of the service
-])
+@pytest.mark.parametrize(
+    ("sig", "whole_group"),
+    [
+        (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole foreground process group
+        (signal.SIGTERM, False),  # kill, docker stop: the server process only
+        (signal.SIGTERM, True),  # systemd's stop: every process of the service
+    ],
+)
 def test_a_signal_during_a_pull_stops_cleanly(tmp_path: Path, sig: signal.Signals, whole_group: bool) -> None:
     port = free_port()
     with slow_exchange() as (url, arrived):
-        proc = serve(tmp_path, port, TICKCAST_MARKETS='["binance:BTC-USD"]', TICKCAST_INGEST="true",
-                     TICKCAST_SOURCE_URLS=f'{{"binance": "{url}"}}')
+        proc = serve(
+            tmp_path,
+            port,
+            TICKCAST_MARKETS='["binance:BTC-USD"]',
+            TICKCAST_INGEST="true",
+            TICKCAST_SOURCE_URLS=f'{{"binance": "{url}"}}',
+        )
         try:
             assert arrived.wait(120), "no pull reached the exchange"
             assert answers(f"http://127.0.0.1:{port}")

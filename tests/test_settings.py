@@ -28,11 +28,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.parametrize("written", [
-    "binance:BTC-USD,kraken:ETH-USD",
-    " binance:BTC-USD , kraken:ETH-USD, ",
-    '["binance:BTC-USD", "kraken:ETH-USD"]',
-])
+@pytest.mark.parametrize(
+    "written",
+    [
+        "binance:BTC-USD,kraken:ETH-USD",
+        " binance:BTC-USD , kraken:ETH-USD, ",
+        '["binance:BTC-USD", "kraken:ETH-USD"]',
+    ],
+)
 def test_markets_are_read_comma_separated_or_as_json(monkeypatch: pytest.MonkeyPatch, written: str) -> None:
     monkeypatch.setenv("TICKCAST_MARKETS", written)
     assert [str(m) for m in load_settings().markets] == ["binance:BTC-USD", "kraken:ETH-USD"]
@@ -73,9 +76,11 @@ def test_each_bad_variable_is_one_line_with_its_value_and_an_example(monkeypatch
     port, markets, urls, level = lines
     assert port.startswith("TICKCAST_PORT='eighty' is not valid: ") and "integer" in port
     assert port.endswith("; for example TICKCAST_PORT='8080'")
-    assert markets == ("TICKCAST_MARKETS='BTC-USD' is not valid: market 'BTC-USD' must be written "
-                       "exchange:SYMBOL; for example TICKCAST_MARKETS='binance:BTC-USD,kraken:ETH-USD' or "
-                       "'[\"binance:BTC-USD\"]'")
+    assert markets == (
+        "TICKCAST_MARKETS='BTC-USD' is not valid: market 'BTC-USD' must be written "
+        "exchange:SYMBOL; for example TICKCAST_MARKETS='binance:BTC-USD,kraken:ETH-USD' or "
+        "'[\"binance:BTC-USD\"]'"
+    )
     assert urls.startswith("TICKCAST_SOURCE_URLS='{binance: x}' is not valid: not a JSON object")
     assert level.startswith("TICKCAST_LOG_LEVEL='loud' is not valid: ") and "'debug'" in level
     assert all("\n" not in line for line in lines)
@@ -83,8 +88,11 @@ def test_each_bad_variable_is_one_line_with_its_value_and_an_example(monkeypatch
 
 def test_a_list_that_looks_like_json_but_is_not(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TICKCAST_MARKETS", '["binance:BTC-USD"')
-    with pytest.raises(SettingsInvalid, match=r"TICKCAST_MARKETS='\[\"binance:BTC-USD\"' is not valid: it "
-                                              r"starts with '\[' but is not a JSON list"):
+    with pytest.raises(
+        SettingsInvalid,
+        match=r"TICKCAST_MARKETS='\[\"binance:BTC-USD\"' is not valid: it "
+        r"starts with '\[' but is not a JSON list",
+    ):
         load_settings()
 
 
@@ -95,8 +103,10 @@ def test_an_unknown_exchange_is_refused_with_the_known_ones(monkeypatch: pytest.
     (line,) = e.value.problems
     known = ", ".join(sorted(SOURCES))
     assert "binance" in known and "synthetic" in known
-    assert line.startswith(f"TICKCAST_MARKETS='[\"foo:BTC-USD\"]' is not valid: market 'foo:BTC-USD': "
-                           f"unknown exchange 'foo'; known: {known}; for example")
+    assert line.startswith(
+        f"TICKCAST_MARKETS='[\"foo:BTC-USD\"]' is not valid: market 'foo:BTC-USD': "
+        f"unknown exchange 'foo'; known: {known}; for example"
+    )
 
 
 def test_a_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,14 +131,26 @@ def test_create_app_refuses_bad_settings_in_one_line_each(monkeypatch: pytest.Mo
 
 def test_tickcast_serve_exits_2_with_the_lines_and_no_traceback(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(PREFIX)}
-    env.update(TICKCAST_MARKETS="foo:BTC-USD", TICKCAST_PORT="0", PYTHONPATH=str(ROOT),
-               TICKCAST_STORE_PATH=str(tmp_path / "db" / "t.db"))
-    r = subprocess.run([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+    env.update(
+        TICKCAST_MARKETS="foo:BTC-USD",
+        TICKCAST_PORT="0",
+        PYTHONPATH=str(ROOT),
+        TICKCAST_STORE_PATH=str(tmp_path / "db" / "t.db"),
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in r.stderr and r.stdout == ""
     assert lines[0].startswith("error: TICKCAST_PORT='0' is not valid: ")
-    assert lines[1].startswith("error: TICKCAST_MARKETS='foo:BTC-USD' is not valid: market 'foo:BTC-USD': "
-                               "unknown exchange 'foo'; known: binance,")
+    assert lines[1].startswith(
+        "error: TICKCAST_MARKETS='foo:BTC-USD' is not valid: market 'foo:BTC-USD': "
+        "unknown exchange 'foo'; known: binance,"
+    )
     assert not (tmp_path / "db").exists()

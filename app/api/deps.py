@@ -22,15 +22,34 @@ from app.services.predictor import Predictor
 from app.services.registry import Registry
 from app.settings import Settings
 
-_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                           description="required on mutating endpoints when TICKCAST_API_KEY is set")
+_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="required on mutating endpoints when TICKCAST_API_KEY is set",
+)
 
 # A market's names in a path: what the store and TICKCAST_MARKETS can hold; anything else is a
 # 422 naming the part, before a route looks it up.
-Exchange = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN, examples=["synthetic"],
-                               description="the market's exchange, as in GET /markets")]
-Symbol = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN, examples=["BTC-USD"],
-                             description="the market's symbol, as in GET /markets")]
+Exchange = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        examples=["synthetic"],
+        description="the market's exchange, as in GET /markets",
+    ),
+]
+Symbol = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        examples=["BTC-USD"],
+        description="the market's symbol, as in GET /markets",
+    ),
+]
 
 
 async def get_settings(request: Request) -> Settings:
@@ -70,8 +89,7 @@ async def require_key(request: Request, key: Annotated[str | None, Security(_key
     if expected is None:
         return
     if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong X-API-Key header",
-                            headers={"WWW-Authenticate": "APIKey"})
+        raise HTTPException(401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "APIKey"})
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -75,16 +75,20 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 without echoing the input back: the input may hold NaN (not JSON) or be
     megabytes long; `loc` already names the field and the index."""
     assert isinstance(exc, RequestValidationError)
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-              for e in exc.errors()]
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _handler(status: int):  # noqa: ANN202 - starlette's handler type
+def _handler(status: int):
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         if status == 422:
-            return JSONResponse({"detail": [{"loc": _loc(request, exc), "msg": str(exc),
-                                             "type": "value_error"}]}, status_code=422)
+            return JSONResponse(
+                {"detail": [{"loc": _loc(request, exc), "msg": str(exc), "type": "value_error"}]},
+                status_code=422,
+            )
         retry_s = getattr(exc, "retry_after_s", NoModel.retry_after_s)
         headers = {"Retry-After": str(retry_s)} if status == 503 else None
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
@@ -122,40 +126,82 @@ def _loc(request: Request, exc: Exception) -> list[str | int]:
 REF = "#/components/schemas/"
 
 # status: (description, example detail, response headers)
-_RETRY = {"Retry-After": {"description": "seconds to wait before retrying; the detail says the same",
-                          "schema": {"type": "integer"}, "example": 10}}
-_STANDARD: dict[int, tuple[str, str, dict[str, Any]]] = {
-    400: ("the body could not be read: cut off before its end, or not UTF-8 text",
-          "There was an error parsing the body", {}),
-    401: ("TICKCAST_API_KEY is set and the X-API-Key header is missing or wrong",
-          "missing or wrong X-API-Key header",
-          {"WWW-Authenticate": {"description": "APIKey", "schema": {"type": "string"}}}),
-    403: ("a cross-site write: the Origin is neither this service's nor in TICKCAST_CORS_ORIGINS",
-          "cross-site write refused: Origin https://elsewhere.example is neither this service's own nor "
-          "TICKCAST_CORS_ORIGINS; list a dashboard's origin there to let it write", {}),
-    404: ("not found", "no model 'cnn-nope'; GET /models lists the available ones", {}),
-    409: ("the request conflicts with the current state", "model 'cnn-20261125-194816-1cd8d3' is "
-          "active; activate another model before deleting it", {}),
-    413: ("the body is over TICKCAST_MAX_BODY_BYTES",
-          "request body over 2000000 bytes; send fewer ticks or raise TICKCAST_MAX_BODY_BYTES", {}),
-    415: ("the body's Content-Type is not one this operation takes (see the Accept header)",
-          "POST /predict takes application/json, not text/plain; send the body with Content-Type: "
-          "application/json",
-          {"Accept": {"description": "the media types this operation takes", "schema": {"type": "string"}}}),
-    429: ("too many requests waiting; see Retry-After", "the training queue is full: 20 jobs wait for a "
-          "worker (at most 20, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in 30 s, or cancel a "
-          "waiting job (DELETE /jobs/{id})", _RETRY),
-    500: ("an unexpected failure (a bug); the service logged the details, nothing half-done was kept",
-          "internal error (RuntimeError); the service logged the details: retry, and report it if it "
-          "keeps happening", {}),
-    502: ("the exchange failed", "binance answered 502 Bad Gateway; stored ticks and the cursor are "
-          "unchanged, retry later", {}),
-    503: ("the service cannot do it now (storage locked, unwritable or full); nothing was changed, "
-          "see Retry-After", "the tick store: locked by another writer (database is locked); nothing "
-          "was changed; it frees up when that writer commits, retry in 5 s", _RETRY),
+_RETRY = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying; the detail says the same",
+        "schema": {"type": "integer"},
+        "example": 10,
+    }
 }
-_422_EXAMPLE = {"detail": [{"loc": ["body", "ticks", 7, "price"], "msg": "Input should be greater than 0",
-                            "type": "greater_than"}]}
+_STANDARD: dict[int, tuple[str, str, dict[str, Any]]] = {
+    400: (
+        "the body could not be read: cut off before its end, or not UTF-8 text",
+        "There was an error parsing the body",
+        {},
+    ),
+    401: (
+        "TICKCAST_API_KEY is set and the X-API-Key header is missing or wrong",
+        "missing or wrong X-API-Key header",
+        {"WWW-Authenticate": {"description": "APIKey", "schema": {"type": "string"}}},
+    ),
+    403: (
+        "a cross-site write: the Origin is neither this service's nor in TICKCAST_CORS_ORIGINS",
+        "cross-site write refused: Origin https://elsewhere.example is neither this service's own nor "
+        "TICKCAST_CORS_ORIGINS; list a dashboard's origin there to let it write",
+        {},
+    ),
+    404: ("not found", "no model 'cnn-nope'; GET /models lists the available ones", {}),
+    409: (
+        "the request conflicts with the current state",
+        "model 'cnn-20261125-194816-1cd8d3' is active; activate another model before deleting it",
+        {},
+    ),
+    413: (
+        "the body is over TICKCAST_MAX_BODY_BYTES",
+        "request body over 2000000 bytes; send fewer ticks or raise TICKCAST_MAX_BODY_BYTES",
+        {},
+    ),
+    415: (
+        "the body's Content-Type is not one this operation takes (see the Accept header)",
+        "POST /predict takes application/json, not text/plain; send the body with Content-Type: "
+        "application/json",
+        {"Accept": {"description": "the media types this operation takes", "schema": {"type": "string"}}},
+    ),
+    429: (
+        "too many requests waiting; see Retry-After",
+        "the training queue is full: 20 jobs wait for a "
+        "worker (at most 20, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in 30 s, or cancel a "
+        "waiting job (DELETE /jobs/{id})",
+        _RETRY,
+    ),
+    500: (
+        "an unexpected failure (a bug); the service logged the details, nothing half-done was kept",
+        "internal error (RuntimeError); the service logged the details: retry, and report it if it "
+        "keeps happening",
+        {},
+    ),
+    502: (
+        "the exchange failed",
+        "binance answered 502 Bad Gateway; stored ticks and the cursor are unchanged, retry later",
+        {},
+    ),
+    503: (
+        "the service cannot do it now (storage locked, unwritable or full); nothing was changed, "
+        "see Retry-After",
+        "the tick store: locked by another writer (database is locked); nothing "
+        "was changed; it frees up when that writer commits, retry in 5 s",
+        _RETRY,
+    ),
+}
+_422_EXAMPLE = {
+    "detail": [
+        {
+            "loc": ["body", "ticks", 7, "price"],
+            "msg": "Input should be greater than 0",
+            "type": "greater_than",
+        }
+    ]
+}
 
 
 def responses(*codes: int | tuple[int, str] | tuple[int, str, str]) -> dict[int | str, dict[str, Any]]:
@@ -171,32 +217,54 @@ def responses(*codes: int | tuple[int, str] | tuple[int, str, str]) -> dict[int 
 
 def _response(code: int, description: str, example: str, headers: dict[str, Any]) -> dict[str, Any]:
     if code == 422:
-        return {"description": description or "bad input: each item names where (loc) and what (msg)",
-                "content": {"application/json": {"schema": {"$ref": REF + "HTTPValidationError"},
-                                                 "example": _422_EXAMPLE}}}
-    out: dict[str, Any] = {"model": ErrorOut, "description": description,
-                           "content": {"application/json": {"example": {"detail": example}}}}
+        return {
+            "description": description or "bad input: each item names where (loc) and what (msg)",
+            "content": {
+                "application/json": {"schema": {"$ref": REF + "HTTPValidationError"}, "example": _422_EXAMPLE}
+            },
+        }
+    out: dict[str, Any] = {
+        "model": ErrorOut,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+    }
     if headers:
         out["headers"] = copy.deepcopy(headers)
     return out
 
 
 _VALIDATION_ERROR = {
-    "title": "ValidationError", "type": "object", "required": ["loc", "msg", "type"],
+    "title": "ValidationError",
+    "type": "object",
+    "required": ["loc", "msg", "type"],
     "properties": {
-        "loc": {"title": "Location", "type": "array", "items": {"anyOf": [{"type": "string"},
-                                                                           {"type": "integer"}]},
-                "description": "where: body, path, query or header, then the field names and indexes"},
+        "loc": {
+            "title": "Location",
+            "type": "array",
+            "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+            "description": "where: body, path, query or header, then the field names and indexes",
+        },
         "msg": {"title": "Message", "type": "string", "description": "what is wrong, and what is wanted"},
-        "type": {"title": "Error Type", "type": "string",
-                 "description": "a machine-readable kind (pydantic's error types, or value_error)"},
+        "type": {
+            "title": "Error Type",
+            "type": "string",
+            "description": "a machine-readable kind (pydantic's error types, or value_error)",
+        },
     },
     "examples": [_422_EXAMPLE["detail"][0]],
 }
 _HTTP_VALIDATION_ERROR = {
-    "title": "HTTPValidationError", "type": "object", "required": ["detail"],
-    "properties": {"detail": {"title": "Detail", "type": "array", "items": {"$ref": REF + "ValidationError"},
-                              "description": "one item per problem found"}},
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "title": "Detail",
+            "type": "array",
+            "items": {"$ref": REF + "ValidationError"},
+            "description": "one item per problem found",
+        }
+    },
     "examples": [_422_EXAMPLE],
 }
 
@@ -286,19 +354,33 @@ def _sqlite_failure(exc: sqlite3.Error) -> tuple[str, int] | None:
     text = str(exc).lower()
     what = "the tick store"
     if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text or "busy" in text:
-        return _detail(what, f"locked by another writer ({exc})",
-                       "nothing was changed; it frees up when that writer commits", RETRY_LOCKED_S)
+        return _detail(
+            what,
+            f"locked by another writer ({exc})",
+            "nothing was changed; it frees up when that writer commits",
+            RETRY_LOCKED_S,
+        )
     if primary == _SQLITE_FULL or "disk is full" in text:
-        return _detail(what, f"its disk is full ({exc})",
-                       "nothing was changed; free space on the disk of TICKCAST_STORE_PATH",
-                       RETRY_FULL_S)
+        return _detail(
+            what,
+            f"its disk is full ({exc})",
+            "nothing was changed; free space on the disk of TICKCAST_STORE_PATH",
+            RETRY_FULL_S,
+        )
     if primary in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or "readonly" in text or "unable to open" in text:
-        return _detail(what, f"not writable ({exc})", "nothing was changed; make TICKCAST_STORE_PATH "
-                       "and its folder writable by the service", RETRY_UNWRITABLE_S)
+        return _detail(
+            what,
+            f"not writable ({exc})",
+            "nothing was changed; make TICKCAST_STORE_PATH and its folder writable by the service",
+            RETRY_UNWRITABLE_S,
+        )
     if primary == _SQLITE_IOERR or "disk i/o error" in text:
-        return _detail(what, f"a read or write failed ({exc}): the file is not writable or the disk "
-                       "is failing", "nothing was changed; check TICKCAST_STORE_PATH's permissions and "
-                       "disk", RETRY_UNWRITABLE_S)
+        return _detail(
+            what,
+            f"a read or write failed ({exc}): the file is not writable or the disk is failing",
+            "nothing was changed; check TICKCAST_STORE_PATH's permissions and disk",
+            RETRY_UNWRITABLE_S,
+        )
     return None
 
 
@@ -309,11 +391,16 @@ def _file_failure(exc: OSError, models_dir: Path | None) -> tuple[str, int]:
         what, fix = f"the models folder {models_dir}", "make TICKCAST_MODELS_DIR writable by the service"
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return _detail(what, f"disk full or over quota ({reason})",
-                       "nothing was changed; free space on that disk", RETRY_FULL_S)
+        return _detail(
+            what,
+            f"disk full or over quota ({reason})",
+            "nothing was changed; free space on that disk",
+            RETRY_FULL_S,
+        )
     if exc.errno == errno.EIO:
-        return _detail(what, f"the disk failed ({reason})", "nothing was changed; check the disk",
-                       RETRY_UNWRITABLE_S)
+        return _detail(
+            what, f"the disk failed ({reason})", "nothing was changed; check the disk", RETRY_UNWRITABLE_S
+        )
     return _detail(what, f"not writable ({reason})", f"nothing was changed; {fix}", RETRY_UNWRITABLE_S)
 
 
@@ -356,9 +443,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         failure = storage_failure(cause, _models_dir(request))
         if failure is not None:
             detail, retry_s = failure
-            return JSONResponse({"detail": detail}, status_code=503,
-                                headers={"Retry-After": str(retry_s)})
+            return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(retry_s)})
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the service logged the "
-                                   "details: retry, and report it if it keeps happening"},
-                        status_code=500)
+    return JSONResponse(
+        {
+            "detail": f"internal error ({type(exc).__name__}); the service logged the "
+            "details: retry, and report it if it keeps happening"
+        },
+        status_code=500,
+    )

@@ -70,30 +70,53 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self.requests = Counter("tickcast_http_requests_total", "HTTP requests",
-                                ("method", "route", "status"), registry=r)
-        self.latency = Histogram("tickcast_http_request_duration_seconds", "HTTP latency",
-                                 ("method", "route"), buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "tickcast_http_requests_total", "HTTP requests", ("method", "route", "status"), registry=r
+        )
+        self.latency = Histogram(
+            "tickcast_http_request_duration_seconds",
+            "HTTP latency",
+            ("method", "route"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.predictions = Counter("tickcast_predictions_total", "predictions served", registry=r)
-        self.batch_size = Histogram("tickcast_predict_batch_size", "windows per forward pass",
-                                    buckets=BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "tickcast_predict_batch_size", "windows per forward pass", buckets=BATCH_BUCKETS, registry=r
+        )
         self.jobs = Gauge("tickcast_jobs", "training jobs by status", ("status",), registry=r)
-        self.job_duration = Histogram("tickcast_job_duration_seconds", "training jobs' run time, from "
-                                      "their worker's start to their end, by final status",
-                                      ("status",), buckets=JOB_BUCKETS, registry=r)
-        self.job_wait = Histogram("tickcast_job_queue_wait_seconds", "time a job waited for a worker "
-                                  "(observed when it ends)", buckets=WAIT_BUCKETS, registry=r)
+        self.job_duration = Histogram(
+            "tickcast_job_duration_seconds",
+            "training jobs' run time, from their worker's start to their end, by final status",
+            ("status",),
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.job_wait = Histogram(
+            "tickcast_job_queue_wait_seconds",
+            "time a job waited for a worker (observed when it ends)",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
         for status in JOB_ENDS:  # present at 0, so a rate of failed jobs has a series
             self.job_duration.labels(status)
         self.streams = Gauge("tickcast_stream_clients", "open /stream connections", registry=r)
         self.model = Info("tickcast_active_model", "the model /predict uses", registry=r)
-        self.worker_restarts = Counter("tickcast_worker_restarts", "worker processes that died and were "
-                                       "replaced, by kind (ingest: the pull worker; job: a training job)",
-                                       ("kind",), registry=r)
+        self.worker_restarts = Counter(
+            "tickcast_worker_restarts",
+            "worker processes that died and were "
+            "replaced, by kind (ingest: the pull worker; job: a training job)",
+            ("kind",),
+            registry=r,
+        )
         for kind in ("ingest", "job"):  # present at 0, so an alert on its rate has a series
             self.worker_restarts.labels(kind)
-        self.store_up = Gauge("tickcast_store_up", "1 when the last scrape could read the store, 0 when "
-                              "it could not (the store's figures then keep their last values)", registry=r)
+        self.store_up = Gauge(
+            "tickcast_store_up",
+            "1 when the last scrape could read the store, 0 when "
+            "it could not (the store's figures then keep their last values)",
+            registry=r,
+        )
         self._market_gauges(r)
         self._seen: dict[tuple[Counter, tuple[str, ...]], int] = {}  # where delta-advanced counters are
         self._counts = TickCounts()
@@ -102,24 +125,53 @@ class Metrics:
 
     def _market_gauges(self, r: CollectorRegistry) -> None:
         """Per configured market (TICKCAST_MARKETS): a fixed, small set of label values."""
-        self.ticks_stored = Gauge("tickcast_market_ticks_stored", "ticks in the store (a big market's "
-                                  "count is up to about 40 s old, see TickCounts)", MARKET, registry=r)
-        self.last_tick = Gauge("tickcast_market_last_tick_timestamp_seconds", "time of the newest "
-                               "stored tick (unix s); absent while none is stored", MARKET, registry=r)
-        self.lag = Gauge("tickcast_market_lag_seconds", "now minus the newest stored tick's time (a quiet "
-                         "market lags too); absent while none is stored", MARKET, registry=r)
-        self.last_success = Gauge("tickcast_market_last_successful_pull_timestamp_seconds",
-                                  "when a pull of the market last worked (unix s); absent until one has",
-                                  MARKET, registry=r)
-        self.pull_interval = Gauge("tickcast_market_pull_interval_seconds", "seconds between scheduled "
-                                   "pulls (TICKCAST_PULL_INTERVAL_S); absent when TICKCAST_INGEST is off, "
-                                   "which silences alerts scaled by it", MARKET, registry=r)
-        self.pulls = Counter("tickcast_market_pulls", "pulls, scheduled or manual, that worked or not",
-                             MARKET, registry=r)
-        self.pull_errors = Counter("tickcast_market_pull_errors", "pulls that failed (the reason is the "
-                                   "market's last_error in /markets)", MARKET, registry=r)
-        self.consecutive_failures = Gauge("tickcast_market_consecutive_pull_failures", "failed pulls since "
-                                          "the last one that worked", MARKET, registry=r)
+        self.ticks_stored = Gauge(
+            "tickcast_market_ticks_stored",
+            "ticks in the store (a big market's count is up to about 40 s old, see TickCounts)",
+            MARKET,
+            registry=r,
+        )
+        self.last_tick = Gauge(
+            "tickcast_market_last_tick_timestamp_seconds",
+            "time of the newest stored tick (unix s); absent while none is stored",
+            MARKET,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "tickcast_market_lag_seconds",
+            "now minus the newest stored tick's time (a quiet market lags too); absent while none is stored",
+            MARKET,
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "tickcast_market_last_successful_pull_timestamp_seconds",
+            "when a pull of the market last worked (unix s); absent until one has",
+            MARKET,
+            registry=r,
+        )
+        self.pull_interval = Gauge(
+            "tickcast_market_pull_interval_seconds",
+            "seconds between scheduled "
+            "pulls (TICKCAST_PULL_INTERVAL_S); absent when TICKCAST_INGEST is off, "
+            "which silences alerts scaled by it",
+            MARKET,
+            registry=r,
+        )
+        self.pulls = Counter(
+            "tickcast_market_pulls", "pulls, scheduled or manual, that worked or not", MARKET, registry=r
+        )
+        self.pull_errors = Counter(
+            "tickcast_market_pull_errors",
+            "pulls that failed (the reason is the market's last_error in /markets)",
+            MARKET,
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "tickcast_market_consecutive_pull_failures",
+            "failed pulls since the last one that worked",
+            MARKET,
+            registry=r,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -142,8 +194,9 @@ class Metrics:
         the supervisors need not know about Prometheus)."""
         self._advance(self.worker_restarts, (kind,), total)
 
-    def observe_markets(self, markets: Iterable[MarketStatus], store: TickStore,
-                        interval_s: float | None) -> None:
+    def observe_markets(
+        self, markets: Iterable[MarketStatus], store: TickStore, interval_s: float | None
+    ) -> None:
         """The ingestion figures of the configured markets, read at scrape time: the pull figures
         from the ingestor's memory, the tick figures from the store (two index descents and a
         count reused as TickCounts says). `interval_s` None: ingestion is off."""

@@ -56,9 +56,16 @@ class BodyLimit:
 
     async def _reject(self, send: Send, path: str) -> None:
         body = json.dumps({"detail": too_large(path, self.max_bytes)}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -72,10 +79,12 @@ def too_large(path: str, max_bytes: int) -> str:
     if m is None:
         return f"request body over {max_bytes} bytes; send fewer ticks or raise TICKCAST_MAX_BODY_BYTES"
     symbol = m.group(2)[:64]
-    return (f"request body over {max_bytes} bytes (TICKCAST_MAX_BODY_BYTES); nothing was stored. Store a "
-            f"CSV this large from disk instead: `tickcast fetch csv {symbol} --file FILE` (the market "
-            f"csv:{symbol}; add --store if TICKCAST_STORE_PATH is not data/tickcast.db), or raise "
-            "TICKCAST_MAX_BODY_BYTES")
+    return (
+        f"request body over {max_bytes} bytes (TICKCAST_MAX_BODY_BYTES); nothing was stored. Store a "
+        f"CSV this large from disk instead: `tickcast fetch csv {symbol} --file FILE` (the market "
+        f"csv:{symbol}; add --store if TICKCAST_STORE_PATH is not data/tickcast.db), or raise "
+        "TICKCAST_MAX_BODY_BYTES"
+    )
 
 
 class RequestMetrics:
@@ -158,20 +167,31 @@ class SealedWrites:
             elif name == b"sec-fetch-site":
                 fetch_site = value
         if not self._origin_allowed(origin, host, fetch_site):
-            who = (f"Origin {origin.decode('latin-1')} is neither this service's own nor" if origin
-                   else f"a browser sent it from another site (Sec-Fetch-Site: "
-                        f"{(fetch_site or b'').decode('latin-1')}) without an Origin in")
-            await _refuse(send, 403, f"cross-site write refused: {who} TICKCAST_CORS_ORIGINS; list "
-                                     "a dashboard's origin there to let it write")
+            who = (
+                f"Origin {origin.decode('latin-1')} is neither this service's own nor"
+                if origin
+                else f"a browser sent it from another site (Sec-Fetch-Site: "
+                f"{(fetch_site or b'').decode('latin-1')}) without an Origin in"
+            )
+            await _refuse(
+                send,
+                403,
+                f"cross-site write refused: {who} TICKCAST_CORS_ORIGINS; list "
+                "a dashboard's origin there to let it write",
+            )
             return
         if content_type is not None:
             media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
             takes = self._takes(scope)
             if not _matches(media, takes):
-                await _refuse(send, 415, f"{scope['method']} {scope['path']} takes {' or '.join(takes)}, "
-                                         f"not {media or 'an empty Content-Type'}; send the body with "
-                                         f"Content-Type: {takes[0]}",
-                              [(b"accept", ", ".join(takes).encode())])
+                await _refuse(
+                    send,
+                    415,
+                    f"{scope['method']} {scope['path']} takes {' or '.join(takes)}, "
+                    f"not {media or 'an empty Content-Type'}; send the body with "
+                    f"Content-Type: {takes[0]}",
+                    [(b"accept", ", ".join(takes).encode())],
+                )
                 return
         await self.app(scope, receive, send)
 
@@ -192,7 +212,7 @@ class SealedWrites:
             self._declared = list(_declared_types(self._openapi()))
         path, method, root = scope["path"], scope["method"], scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         for path_regex, methods, types in self._declared:
             if method in methods and path_regex.match(path):
                 return types
@@ -225,12 +245,21 @@ def _declared_types(spec: dict) -> Iterator[_Declared]:
                 yield compile_path(path)[0], frozenset({method.upper()}), tuple(content)
 
 
-async def _refuse(send: Send, status: int, detail: str,
-                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _refuse(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *(extra or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(extra or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -241,8 +270,13 @@ def document(spec: dict) -> None:
             if method.upper() not in MUTATING or not isinstance(op, dict):
                 continue
             responses = op.setdefault("responses", {})
-            responses.setdefault("403", {"description": "a cross-site write: the Origin is neither "
-                                                        "this service's nor in TICKCAST_CORS_ORIGINS"})
+            responses.setdefault(
+                "403",
+                {
+                    "description": "a cross-site write: the Origin is neither "
+                    "this service's nor in TICKCAST_CORS_ORIGINS"
+                },
+            )
             if "requestBody" in op:
                 types = " or ".join(op["requestBody"].get("content", {})) or JSON
                 responses.setdefault("415", {"description": f"the body is not {types}"})

@@ -34,16 +34,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or "(default" in text or action.nargs == 0
-                or default is None or default is argparse.SUPPRESS or default in ([], ())):
+        if (
+            "%(default)" in text
+            or "(default" in text
+            or action.nargs == 0
+            or default is None
+            or default is argparse.SUPPRESS
+            or default in ([], ())
+        ):
             return text
         return super()._get_help_string(action) or ""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tickcast", description="tick-level market direction service",
-        epilog="`tickcast COMMAND --help` shows a command's flags.")
+        prog="tickcast",
+        description="tick-level market direction service",
+        epilog="`tickcast COMMAND --help` shows a command's flags.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)

@@ -26,11 +26,18 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="model files (.pt)")
     p.add_argument("data", metavar="DATA", help="a CSV file, 'synthetic[:N]', or exchange:SYMBOL")
-    p.add_argument("--split", type=parse_split, default=(0.6, 0.2),
-                   help="TRAIN[,VAL] fractions as in training (default: 0.6,0.2)")
+    p.add_argument(
+        "--split",
+        type=parse_split,
+        default=(0.6, 0.2),
+        help="TRAIN[,VAL] fractions as in training (default: 0.6,0.2)",
+    )
     p.add_argument("--part", choices=("test", "val"), default="test", help="which split to score")
-    p.add_argument("--store", default=str(DEFAULT_STORE),
-                   help="tick store for exchange:SYMBOL data, relative to the current directory")
+    p.add_argument(
+        "--store",
+        default=str(DEFAULT_STORE),
+        help="tick store for exchange:SYMBOL data, relative to the current directory",
+    )
     p.add_argument("--device", default="cpu", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--seed", type=int, default=0, help="seed of a synthetic source")
     return p
@@ -45,13 +52,14 @@ def main(argv: list[str] | None = None, *, prog: str = "evaluate.py") -> int:
         device = checkpoint.best_device(args.device)
         models = [checkpoint.load(Path(c).absolute(), device) for c in args.checkpoints]
         ticks = load_ticks(args.data, store_path=args.store, seed=args.seed).ticks
-        rows = evaluation.compare(models, ticks, train=args.split[0], val=args.split[1],
-                                  part=args.part)
+        rows = evaluation.compare(models, ticks, train=args.split[0], val=args.split[1], part=args.part)
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.part} split of {len(ticks):,} ticks from {args.data} (split {args.split[0]:g}/"
-          f"{args.split[1]:g}); probabilities are calibrated, decisions at each row's threshold")
+    print(
+        f"{args.part} split of {len(ticks):,} ticks from {args.data} (split {args.split[0]:g}/"
+        f"{args.split[1]:g}); probabilities are calibrated, decisions at each row's threshold"
+    )
     print(evaluation.format_table(rows))
     return 0
 

@@ -71,7 +71,8 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"cannot read time {text!r}; give unix seconds or an ISO date such as 2024-01-31 "
-            "or 2024-01-31T12:00:00Z") from None
+            "or 2024-01-31T12:00:00Z"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
@@ -103,30 +104,55 @@ def iso(t: float | None) -> str:
 
 
 def build_parser(prog: str = "fetch_ticks.py") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("exchange", help=f"the source: {', '.join(sorted(SOURCES))}")
     p.add_argument("symbol", help="the market as BASE-QUOTE, e.g. BTC-USD")
-    p.add_argument("--start", type=parse_time, default=None,
-                   help="first tick time (unix s or ISO date); used when nothing was fetched yet "
-                        "(default: where the source begins; for most exchanges, their latest trades)")
-    p.add_argument("--end", type=parse_time, default=None,
-                   help="stop before this tick time (unix s or ISO date); ticks at/after it are not kept "
-                        "(default: until the source has nothing more)")
+    p.add_argument(
+        "--start",
+        type=parse_time,
+        default=None,
+        help="first tick time (unix s or ISO date); used when nothing was fetched yet "
+        "(default: where the source begins; for most exchanges, their latest trades)",
+    )
+    p.add_argument(
+        "--end",
+        type=parse_time,
+        default=None,
+        help="stop before this tick time (unix s or ISO date); ticks at/after it are not kept "
+        "(default: until the source has nothing more)",
+    )
     dest = p.add_mutually_exclusive_group()
-    dest.add_argument("--store", default=None,
-                      help="tick store to fill, relative to the current directory "
-                           f"(default: {DEFAULT_STORE})")
-    dest.add_argument("--csv", default=None,
-                      help="append to this CSV instead of the store (its resume point lives in <csv>.cursor)")
-    p.add_argument("--base-url", default=None,
-                   help="the exchange's API base URL, for mirrors and tests (default: the exchange's own)")
+    dest.add_argument(
+        "--store",
+        default=None,
+        help=f"tick store to fill, relative to the current directory (default: {DEFAULT_STORE})",
+    )
+    dest.add_argument(
+        "--csv",
+        default=None,
+        help="append to this CSV instead of the store (its resume point lives in <csv>.cursor)",
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help="the exchange's API base URL, for mirrors and tests (default: the exchange's own)",
+    )
     p.add_argument("--file", default=None, help="for the csv source: the CSV file to read")
-    p.add_argument("--set", dest="options", action="append", type=parse_option, default=[],
-                   metavar="KEY=VALUE",
-                   help="a source option, e.g. limit=500, timeout=30, retries=8, seed=1 (repeatable)")
-    p.add_argument("--max-pages", type=int, default=None,
-                   help="stop after this many pages, a re-run continues (default: no limit)")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        type=parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a source option, e.g. limit=500, timeout=30, retries=8, seed=1 (repeatable)",
+    )
+    p.add_argument(
+        "--max-pages",
+        type=int,
+        default=None,
+        help="stop after this many pages, a re-run continues (default: no limit)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -149,8 +175,7 @@ class StoreSink:
 
     async def write(self, ticks: TickArrays, cursor: str | None) -> int:
         # cursor None: keep the stored cursor (a page cut at --end is fetched again next time)
-        return await asyncio.to_thread(self.store.insert, self.exchange, self.symbol, ticks,
-                                       cursor=cursor)
+        return await asyncio.to_thread(self.store.insert, self.exchange, self.symbol, ticks, cursor=cursor)
 
     def close(self) -> None:
         self.store.close()
@@ -183,26 +208,39 @@ class CsvSink:
                 raise ValueError(f"cannot read {self.side} ({e}); delete it and {path} to start over") from e
             market = (self.state.get("exchange"), self.state.get("symbol"))
             if market != (exchange, symbol):
-                raise ValueError(f"{path} holds {market[0]}:{market[1]}, not {exchange}:{symbol}; "
-                                 "choose another --csv file")
+                raise ValueError(
+                    f"{path} holds {market[0]}:{market[1]}, not {exchange}:{symbol}; "
+                    "choose another --csv file"
+                )
             if not path.exists() or path.stat().st_size < size:
-                raise ValueError(f"{path} is missing or shorter than {self.side} says ({size} bytes); "
-                                 f"delete {self.side} (and {path}) to start over")
+                raise ValueError(
+                    f"{path} is missing or shorter than {self.side} says ({size} bytes); "
+                    f"delete {self.side} (and {path}) to start over"
+                )
             if path.stat().st_size > size:  # an uncommitted page from a run that was cut off
                 with open(path, "r+b") as f:
                     f.truncate(size)
                     os.fsync(f.fileno())
         else:
             if path.exists() and path.stat().st_size > 0:
-                raise ValueError(f"{path} exists but has no {self.side.name} to resume from; "
-                                 "choose a new --csv file or delete this one")
+                raise ValueError(
+                    f"{path} exists but has no {self.side.name} to resume from; "
+                    "choose a new --csv file or delete this one"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "w", newline="") as f:
                 csv.writer(f, lineterminator="\n").writerow(CSV_COLUMNS)
                 f.flush()
                 os.fsync(f.fileno())
-            self.state = {"exchange": exchange, "symbol": symbol, "cursor": None,
-                          "bytes": path.stat().st_size, "rows": 0, "last_time": None, "last_keys": []}
+            self.state = {
+                "exchange": exchange,
+                "symbol": symbol,
+                "cursor": None,
+                "bytes": path.stat().st_size,
+                "rows": 0,
+                "last_time": None,
+                "last_keys": [],
+            }
             self._save()
 
     def cursor(self) -> str | None:
@@ -243,8 +281,9 @@ class CsvSink:
             cols = [ticks.time[idx].tolist(), ticks.price[idx].tolist(), ticks.amount[idx].tolist()]
             for name in ("trade_id", "side"):
                 col = getattr(ticks, name)
-                cols.append([""] * len(idx) if col is None
-                            else ["" if v is None else str(v) for v in col[idx]])
+                cols.append(
+                    [""] * len(idx) if col is None else ["" if v is None else str(v) for v in col[idx]]
+                )
             w.writerows(zip(*cols, strict=True))
             with open(self.path, "a", newline="", encoding="utf-8") as f:
                 f.write(buf.getvalue())
@@ -282,8 +321,11 @@ def one_shot_message(e: SourceError) -> str:
 
 def next_step(e: SourceError, source: Any, sink: StoreSink | CsvSink | None, stats: Stats) -> str:
     """What was kept and what to do now: the command is resumable, so it is usually a re-run."""
-    kept = (f"{stats.new:,} new ticks from {stats.pages} pages are kept; " if stats.pages
-            else "this run stored nothing; ")
+    kept = (
+        f"{stats.new:,} new ticks from {stats.pages} pages are kept; "
+        if stats.pages
+        else "this run stored nothing; "
+    )
     where = sink.resume_point if sink is not None else "the cursor"
     rerun = f"re-run the same command to resume: it continues from {where}"
     if isinstance(e, UnknownSymbol):
@@ -308,8 +350,9 @@ class Bar:
         self.bar: tqdm | None = None
         if enabled:
             if end is not None:
-                self.bar = tqdm(total=None, unit="s", unit_scale=True, dynamic_ncols=True,
-                                file=sys.stderr, desc="time")
+                self.bar = tqdm(
+                    total=None, unit="s", unit_scale=True, dynamic_ncols=True, file=sys.stderr, desc="time"
+                )
             else:
                 self.bar = tqdm(unit="page", dynamic_ncols=True, file=sys.stderr, desc="pages")
 
@@ -345,8 +388,17 @@ class Stats:
         return time.perf_counter() - self.t0
 
 
-async def backfill(source: Any, sink: StoreSink | CsvSink, symbol: str, *, start: float | None,
-                   end: float | None, max_pages: int | None, stats: Stats, bar: Bar) -> None:
+async def backfill(
+    source: Any,
+    sink: StoreSink | CsvSink,
+    symbol: str,
+    *,
+    start: float | None,
+    end: float | None,
+    max_pages: int | None,
+    stats: Stats,
+    bar: Bar,
+) -> None:
     """pull()'s loop, plus --start/--end cuts and a sink that may be a CSV.
 
     A page cut at `end` keeps its ticks before `end` but not its cursor, so nothing
@@ -360,9 +412,9 @@ async def backfill(source: Any, sink: StoreSink | CsvSink, symbol: str, *, start
             ticks, next_cursor = page.ticks, page.cursor
             cut = False
             if start is not None and len(ticks) and ticks.time[0] < start:
-                ticks = ticks[int(np.searchsorted(ticks.time, start, side="left")):]
+                ticks = ticks[int(np.searchsorted(ticks.time, start, side="left")) :]
             if end is not None and len(ticks) and ticks.time[-1] >= end:
-                ticks = ticks[:int(np.searchsorted(ticks.time, end, side="left"))]
+                ticks = ticks[: int(np.searchsorted(ticks.time, end, side="left"))]
                 cut, next_cursor = True, None
             if cut:
                 if len(ticks):
@@ -406,8 +458,7 @@ def make(exchange: str, args: argparse.Namespace) -> Any:
         raise ValueError(f"{exchange} does not take these options ({e}); check --base-url/--set") from e
 
 
-def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
-         run: Any = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py", run: Any = None) -> int:
     """`run` replaces backfill() (scripts/fetch_ticks.py passes its own name, so tests can swap it)."""
     run = backfill if run is None else run
     parser = build_parser(prog)
@@ -438,13 +489,26 @@ def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
         else:
             sink = StoreSink(Path(args.store or DEFAULT_STORE).absolute(), exchange, symbol)
         bar = Bar(not args.quiet, args.start, args.end)
-        asyncio.run(run(source, sink, symbol, start=args.start, end=args.end,
-                        max_pages=args.max_pages, stats=stats, bar=bar))
+        asyncio.run(
+            run(
+                source,
+                sink,
+                symbol,
+                start=args.start,
+                end=args.end,
+                max_pages=args.max_pages,
+                stats=stats,
+                bar=bar,
+            )
+        )
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"\ninterrupted after {stats.pages} pages, {stats.new:,} new ticks kept; "
-              "re-run the same command to resume", file=sys.stderr)
+        print(
+            f"\ninterrupted after {stats.pages} pages, {stats.new:,} new ticks kept; "
+            "re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     except SourceError as e:
         if bar is not None:
@@ -463,8 +527,10 @@ def main(argv: list[str] | None = None, *, prog: str = "fetch_ticks.py",
     bar.close()
     secs = stats.seconds
     rate = stats.new / secs if secs > 0 else 0.0
-    print(f"{exchange}:{symbol} -> {sink.label}: {stats.new:,} new ticks, {stats.pages} pages, "
-          f"{secs:.2f} s, {rate:,.0f} ticks/s; last tick {iso(stats.last_time)}; {stats.reason}")
+    print(
+        f"{exchange}:{symbol} -> {sink.label}: {stats.new:,} new ticks, {stats.pages} pages, "
+        f"{secs:.2f} s, {rate:,.0f} ticks/s; last tick {iso(stats.last_time)}; {stats.reason}"
+    )
     return 0
 
 

@@ -68,14 +68,20 @@ def listen(host: str, port: int) -> socket.socket:
 
 def _why(host: str, port: int, e: OSError) -> str:
     if e.errno == errno.EADDRINUSE:
-        return (f"port {port} on {host} is in use (another tickcast?); set TICKCAST_PORT or stop "
-                "the other process")
+        return (
+            f"port {port} on {host} is in use (another tickcast?); set TICKCAST_PORT or stop "
+            "the other process"
+        )
     if e.errno in (errno.EACCES, errno.EPERM):
-        return (f"port {port} on {host} needs privileges this user lacks (ports below 1024 usually "
-                "do); set TICKCAST_PORT to 1024 or above")
+        return (
+            f"port {port} on {host} needs privileges this user lacks (ports below 1024 usually "
+            "do); set TICKCAST_PORT to 1024 or above"
+        )
     if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
-        return (f"cannot listen on {host}: no such address on this machine ({e.strerror or e}); set "
-                "TICKCAST_HOST to 127.0.0.1, 0.0.0.0 or one of this machine's addresses")
+        return (
+            f"cannot listen on {host}: no such address on this machine ({e.strerror or e}); set "
+            "TICKCAST_HOST to 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
+        )
     return f"cannot listen on {host}:{port}: {e.strerror or e}; check TICKCAST_HOST and TICKCAST_PORT"
 
 
@@ -88,11 +94,17 @@ def run(settings: Settings) -> int:
         return 2
     if settings.workers > 1:  # uvicorn's supervisor binds its own socket for its workers
         sock.close()
-        uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    log_level=settings.log_level)
+        uvicorn.run(
+            "app.main:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+        )
         return 0
-    config = uvicorn.Config("app.main:app", host=settings.host, port=settings.port,
-                            log_level=settings.log_level)
+    config = uvicorn.Config(
+        "app.main:app", host=settings.host, port=settings.port, log_level=settings.log_level
+    )
     server = _Server(config)
     try:
         server.run(sockets=[sock])

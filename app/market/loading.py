@@ -23,8 +23,14 @@ class Loaded:
     info: dict[str, Any]  # what goes into a checkpoint's `data` metadata
 
 
-def load_ticks(source: str, *, store_path: str | Path = DEFAULT_STORE, start: float | None = None,
-               end: float | None = None, seed: int = 0) -> Loaded:
+def load_ticks(
+    source: str,
+    *,
+    store_path: str | Path = DEFAULT_STORE,
+    start: float | None = None,
+    end: float | None = None,
+    seed: int = 0,
+) -> Loaded:
     """Read ticks from `source`; errors say which spellings exist."""
     if source == "synthetic" or source.startswith("synthetic:"):
         from app.market.sources import synthetic
@@ -36,8 +42,9 @@ def load_ticks(source: str, *, store_path: str | Path = DEFAULT_STORE, start: fl
             except ValueError as e:
                 raise ValueError(f"synthetic:N needs an integer tick count, got {source!r}") from e
         ticks = synthetic.generate(n, seed=seed)
-        return Loaded(ticks, {"source": "synthetic", "exchange": "synthetic", "symbol": "BTC-USD",
-                              "seed": seed})
+        return Loaded(
+            ticks, {"source": "synthetic", "exchange": "synthetic", "symbol": "BTC-USD", "seed": seed}
+        )
     path = Path(source)
     if path.suffix.lower() == ".csv" or path.is_file():
         if not path.is_file():
@@ -56,14 +63,15 @@ def load_ticks(source: str, *, store_path: str | Path = DEFAULT_STORE, start: fl
 
         exchange, symbol = source.split(":", 1)
         if not Path(store_path).is_file():
-            raise FileNotFoundError(f"no tick store at {tried(store_path)}; fetch ticks first "
-                                    "(tickcast fetch) or pass --store")
+            raise FileNotFoundError(
+                f"no tick store at {tried(store_path)}; fetch ticks first (tickcast fetch) or pass --store"
+            )
         with TickStore(store_path) as store:
             ticks = store.read(exchange, symbol, start=start, end=end, ids=False)
         if len(ticks) == 0:
-            raise ValueError(f"the store {store_path} has no ticks for {exchange}:{symbol} "
-                             "in that range")
-        return Loaded(ticks, {"source": f"store:{store_path}", "exchange": exchange,
-                              "symbol": symbol})
-    raise ValueError(f"unknown data source {source!r}: give a CSV path, 'synthetic[:N]', "
-                     "or a stored market as exchange:SYMBOL")
+            raise ValueError(f"the store {store_path} has no ticks for {exchange}:{symbol} in that range")
+        return Loaded(ticks, {"source": f"store:{store_path}", "exchange": exchange, "symbol": symbol})
+    raise ValueError(
+        f"unknown data source {source!r}: give a CSV path, 'synthetic[:N]', "
+        "or a stored market as exchange:SYMBOL"
+    )

@@ -158,8 +158,7 @@ class TickStore:
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def insert(self, exchange: str, symbol: str, ticks: TickArrays, *,
-               cursor: str | None = None) -> int:
+    def insert(self, exchange: str, symbol: str, ticks: TickArrays, *, cursor: str | None = None) -> int:
         """Store ticks, skipping ones already stored; returns how many were new.
 
         A tick without a trade id is known by (time, price, amount, ordinal): its
@@ -177,9 +176,7 @@ class TickStore:
         side, no_side = _opt_str_col(ticks.side, n)
         ords = _ord_col(ordinals(ticks, no_id) if ticks.ordinal is None else ticks.ordinal, no_id)
         with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO markets (exchange, symbol) VALUES (?, ?)", (exchange, symbol)
-            )
+            db.execute("INSERT OR IGNORE INTO markets (exchange, symbol) VALUES (?, ?)", (exchange, symbol))
             market_id, seq0 = db.execute(
                 "SELECT id, next_seq FROM markets WHERE exchange = ? AND symbol = ?",
                 (exchange, symbol),
@@ -219,7 +216,9 @@ class TickStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT c.cursor FROM cursors c JOIN markets m ON m.id = c.market_id"
-                " WHERE m.exchange = ? AND m.symbol = ?", (exchange, symbol)).fetchone()
+                " WHERE m.exchange = ? AND m.symbol = ?",
+                (exchange, symbol),
+            ).fetchone()
         return None if row is None else str(row[0])
 
     def read(
@@ -259,14 +258,14 @@ class TickStore:
                 return TickArrays.empty()
             cols, dtype = _columns(market, ids)
             cur = self._db.execute(
-                f"SELECT {cols} FROM ticks WHERE market_id = ?"
-                " ORDER BY time DESC, seq DESC LIMIT ?",
+                f"SELECT {cols} FROM ticks WHERE market_id = ? ORDER BY time DESC, seq DESC LIMIT ?",
                 (market[0], int(n)),
             )
             return _to_arrays(np.fromiter(cur, dtype=dtype)[::-1])
 
-    def after(self, exchange: str, symbol: str, position: Position | None,
-              limit: int) -> tuple[TickArrays, np.ndarray]:
+    def after(
+        self, exchange: str, symbol: str, position: Position | None, limit: int
+    ) -> tuple[TickArrays, np.ndarray]:
         """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs.
 
         A live view asks this over and over with the last (time, seq) it saw. Only ticks
@@ -281,13 +280,22 @@ class TickStore:
             if position is not None:
                 where += " AND time >= ? AND (time > ? OR seq > ?)"
                 args += [float(position[0]), float(position[0]), int(position[1])]
-            cur = self._db.execute(f"SELECT time, price, amount, seq FROM ticks WHERE {where}"
-                                   " ORDER BY time DESC, seq DESC LIMIT ?", [*args, int(limit)])
+            cur = self._db.execute(
+                f"SELECT time, price, amount, seq FROM ticks WHERE {where}"
+                " ORDER BY time DESC, seq DESC LIMIT ?",
+                [*args, int(limit)],
+            )
             rows = np.fromiter(cur, dtype=_AFTER_DTYPE)[::-1]
         return _to_arrays(rows), np.ascontiguousarray(rows["seq"])
 
-    def count(self, exchange: str, symbol: str, start: float | None = None, end: float | None = None,
-              limit: int | None = None) -> int:
+    def count(
+        self,
+        exchange: str,
+        symbol: str,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int | None = None,
+    ) -> int:
         """Ticks with start <= time < end (all by default); with `limit`, counting stops there, so
         "are there at least n?" costs n rows however big the market is."""
         with self._lock:

@@ -125,8 +125,10 @@ class TickArrays:
             if all(c is None for c in cols):
                 return None
             return np.concatenate(
-                [np.full(len(p), None, dtype=object) if c is None else c
-                 for p, c in zip(parts, cols, strict=True)]
+                [
+                    np.full(len(p), None, dtype=object) if c is None else c
+                    for p, c in zip(parts, cols, strict=True)
+                ]
             )
 
         # Ordinals only mean something when every part has them (numbered by one source);
@@ -235,8 +237,10 @@ def _validate_ordinals(ticks: TickArrays, first_row: int) -> None:
     same = (t[1:] == t[:-1]) & (p[1:] == p[:-1]) & (a[1:] == a[:-1]) & (k[1:] == k[:-1])
     if same.any():
         i = int(idx[order[int(np.flatnonzero(same)[0]) + 1]])
-        raise TickError(f"ordinal {int(o[i])} repeats for identical (time, price, amount) ticks; "
-                        "it must tell them apart", first_row + i)
+        raise TickError(
+            f"ordinal {int(o[i])} repeats for identical (time, price, amount) ticks; it must tell them apart",
+            first_row + i,
+        )
 
 
 # ---------------------------------------------------------------- CSV

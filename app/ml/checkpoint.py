@@ -52,8 +52,10 @@ MAX_NUM_LAYERS = 64
 # twice that, 1 GiB of float32, is the most a checkpoint may describe.
 MAX_PARAMETERS = 2**28
 # The keyword arguments of nets.build that metadata may set, with their bounds.
-INT_HPARAMS: dict[str, tuple[int, int]] = {"hidden_size": (1, MAX_HIDDEN_SIZE),
-                                           "num_layers": (1, MAX_NUM_LAYERS)}
+INT_HPARAMS: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, MAX_HIDDEN_SIZE),
+    "num_layers": (1, MAX_NUM_LAYERS),
+}
 FLOAT_HPARAMS: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}  # [low, high)
 
 
@@ -85,8 +87,12 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def save(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
-         train_state: dict[str, Any] | None = None) -> Path:
+def save(
+    path: str | os.PathLike[str],
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+) -> Path:
     """Atomically write a checkpoint; `train_state` (optimizer etc.) only for resumable files."""
     path = Path(path)
     payload: dict[str, Any] = {
@@ -107,8 +113,9 @@ def _first_line(e: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", first)[:200]
 
 
-def read(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *,
-         mmap: bool = False) -> dict[str, Any]:
+def read(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
     """The raw payload, checked for shape and version; weights are not put into a module.
 
     With `mmap` the tensors stay in the file's pages until touched: judging a file costs no
@@ -162,8 +169,9 @@ def best_device(requested: str = "auto") -> torch.device:
 
 
 def build_net(meta: dict[str, Any]) -> nn.Module:
-    return nets.build(meta["arch"], n_features=len(meta["features"]), seq_len=meta["seq_len"],
-                      **meta["hparams"])
+    return nets.build(
+        meta["arch"], n_features=len(meta["features"]), seq_len=meta["seq_len"], **meta["hparams"]
+    )
 
 
 @dataclass
@@ -209,8 +217,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
         norm = features.Normalizer.from_dict(meta["norm"])
         with torch.device("meta"):
             net = build_net(meta)
-        net.load_state_dict({k: v.to(dtype=expected[k].dtype, copy=True) for k, v in state.items()},
-                            strict=True, assign=True)
+        net.load_state_dict(
+            {k: v.to(dtype=expected[k].dtype, copy=True) for k, v in state.items()}, strict=True, assign=True
+        )
         net.to(dev).eval()
     except Exception as e:  # anything left (out of memory on the device...) is still a refusal
         raise CheckpointError(f"{path} could not be loaded onto {dev}: {_first_line(e)}") from e
@@ -230,8 +239,7 @@ def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, to
     except CheckpointError:
         raise
     except Exception as e:  # a check that trips over some odd value is a refusal too
-        raise CheckpointError(f"{path}: metadata does not describe a usable model: "
-                              f"{_first_line(e)}") from e
+        raise CheckpointError(f"{path}: metadata does not describe a usable model: {_first_line(e)}") from e
     return expected
 
 
@@ -261,8 +269,10 @@ def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise bad(f"hparams must be a mapping, got {type(hparams).__name__}")
     unknown = sorted(str(k) for k in hparams if k not in INT_HPARAMS and k not in FLOAT_HPARAMS)
     if unknown:
-        raise bad(f"unknown hyper-parameter(s) {', '.join(unknown)[:200]}; this tickcast knows "
-                  f"{', '.join([*INT_HPARAMS, *FLOAT_HPARAMS])}")
+        raise bad(
+            f"unknown hyper-parameter(s) {', '.join(unknown)[:200]}; this tickcast knows "
+            f"{', '.join([*INT_HPARAMS, *FLOAT_HPARAMS])}"
+        )
     for name, (low, high) in INT_HPARAMS.items():
         if name in hparams:
             _check_int(f"hparams.{name}", hparams[name], low, high, bad)
@@ -275,8 +285,11 @@ def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise bad(f"norm must be a mapping of mean and std, got {type(norm).__name__}")
     for key in ("mean", "std"):
         v = norm.get(key)
-        if (not isinstance(v, list | tuple) or len(v) != len(features.FEATURES)
-                or not all(_is_real(x) for x in v)):
+        if (
+            not isinstance(v, list | tuple)
+            or len(v) != len(features.FEATURES)
+            or not all(_is_real(x) for x in v)
+        ):
             raise bad(f"norm.{key} must be {len(features.FEATURES)} finite numbers, one per feature")
     if not all(x > 0 for x in norm["std"]):
         raise bad("norm.std must be positive")
@@ -290,13 +303,14 @@ def _is_real(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_int(name: str, v: object, low: int, high: int,
-               bad: Callable[[str], CheckpointError]) -> None:
+def _check_int(name: str, v: object, low: int, high: int, bad: Callable[[str], CheckpointError]) -> None:
     if isinstance(v, bool) or not isinstance(v, int):
         raise bad(f"{name} must be an integer, got {str(v)[:50]}")
     if not low <= v <= high:
-        raise bad(f"{name} {v} is outside {low}..{high}, the range this tickcast loads: "
-                  "it is corrupt, or retrain with a value in range")
+        raise bad(
+            f"{name} {v} is outside {low}..{high}, the range this tickcast loads: "
+            "it is corrupt, or retrain with a value in range"
+        )
 
 
 def expected_state(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -317,20 +331,24 @@ def expected_state(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[s
     return expected
 
 
-def check_weights(state: dict[str, Any], expected: dict[str, torch.Tensor],
-                  path: str | os.PathLike[str]) -> None:
+def check_weights(
+    state: dict[str, Any], expected: dict[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
     """The file's tensors are exactly the expected ones: same names, shapes, kinds of number,
     plain dense tensors with finite values (a NaN weight would answer NaN for every request)."""
 
     def bad(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: weights do not fit the described model ({why}): the file "
-                               "is damaged or its metadata is wrong; retrain the model")
+        return CheckpointError(
+            f"{path}: weights do not fit the described model ({why}): the file "
+            "is damaged or its metadata is wrong; retrain the model"
+        )
 
     missing = [k for k in expected if k not in state]
     extra = [str(k) for k in state if k not in expected]
     if missing or extra:
-        parts = ([f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")]
-                 if missing else [])
+        parts = (
+            [f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")] if missing else []
+        )
         parts += [f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else "")] if extra else []
         raise bad("; ".join(parts)[:400])
     for k, want in expected.items():
@@ -341,8 +359,7 @@ def check_weights(state: dict[str, Any], expected: dict[str, torch.Tensor],
             raise bad(f"{k} is not a plain tensor holding data")
         if tuple(got.shape) != tuple(want.shape):
             raise bad(f"{k} has shape {tuple(got.shape)}, the model needs {tuple(want.shape)}")
-        if want.is_floating_point() != got.is_floating_point() or got.is_complex() \
-                or got.dtype == torch.bool:
+        if want.is_floating_point() != got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
             raise bad(f"{k} holds {got.dtype}, the model needs {want.dtype}")
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             raise bad(f"{k} holds NaN or infinite values")

@@ -21,18 +21,21 @@ class Row:
     scores: dict[str, float]
 
 
-def model_probs(model: checkpoint.Model, data: features.WindowedData, rng: tuple[int, int],
-                batch_size: int = 4096) -> np.ndarray:
+def model_probs(
+    model: checkpoint.Model, data: features.WindowedData, rng: tuple[int, int], batch_size: int = 4096
+) -> np.ndarray:
     w = data.windows
-    parts = [model.proba(w[a:min(a + batch_size, rng[1])]) for a in range(rng[0], rng[1], batch_size)]
+    parts = [model.proba(w[a : min(a + batch_size, rng[1])]) for a in range(rng[0], rng[1], batch_size)]
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def dataset_for(model: checkpoint.Model, ticks: TickArrays, train: float,
-                val: float) -> features.WindowedData:
+def dataset_for(
+    model: checkpoint.Model, ticks: TickArrays, train: float, val: float
+) -> features.WindowedData:
     """Windows of `ticks` standardised with the model's own (training-time) statistics."""
-    return features.build_dataset(ticks, model.seq_len, horizon=int(model.meta.get("horizon", 1)),
-                                  train=train, val=val, norm=model.norm)
+    return features.build_dataset(
+        ticks, model.seq_len, horizon=int(model.meta.get("horizon", 1)), train=train, val=val, norm=model.norm
+    )
 
 
 def eval_range(data: features.WindowedData, part: str) -> tuple[int, int]:
@@ -42,8 +45,14 @@ def eval_range(data: features.WindowedData, part: str) -> tuple[int, int]:
     return rng
 
 
-def compare(models: list[checkpoint.Model], ticks: TickArrays, *, train: float = 0.6,
-            val: float = 0.2, part: str = "test") -> list[Row]:
+def compare(
+    models: list[checkpoint.Model],
+    ticks: TickArrays,
+    *,
+    train: float = 0.6,
+    val: float = 0.2,
+    part: str = "test",
+) -> list[Row]:
     """Base rate, last-move heuristic, logistic regression, then each model, on one split.
 
     The references are fitted on the split's training part with the first
@@ -53,23 +62,24 @@ def compare(models: list[checkpoint.Model], ticks: TickArrays, *, train: float =
         raise ValueError("no model to evaluate")
     data = dataset_for(models[0], ticks, train, val)
     rng = eval_range(data, part)
-    y = data.targets[rng[0]:rng[1]].cpu().numpy()
-    y_tr = data.targets[data.split.train[0]:data.split.train[1]].cpu().numpy()
+    y = data.targets[rng[0] : rng[1]].cpu().numpy()
+    y_tr = data.targets[data.split.train[0] : data.split.train[1]].cpu().numpy()
     thr = float(y_tr.mean())
-    rows = [Row(name, metrics.report(y, p, thr))
-            for name, p in baselines.probs(data, rng).items()]
+    rows = [Row(name, metrics.report(y, p, thr)) for name, p in baselines.probs(data, rng).items()]
     for i, m in enumerate(models):
         d = data if i == 0 else dataset_for(m, ticks, train, val)
         r = eval_range(d, part)
         p = model_probs(m, d, r)
-        rows.append(Row(m.id, metrics.report(d.targets[r[0]:r[1]].cpu().numpy(), p, m.threshold)))
+        rows.append(Row(m.id, metrics.report(d.targets[r[0] : r[1]].cpu().numpy(), p, m.threshold)))
     return rows
 
 
 COLUMNS = ("auc", "brier", "log_loss", "accuracy", "ppv", "npv", "base_rate", "n")
 UNDEFINED = "n/a"
-FOOTNOTE = (f"{UNDEFINED}: undefined. PPV scores a row's rise calls and NPV its no-rise calls; a row "
-            "that never makes one of them (the base rate calls every window a rise) has none to score.")
+FOOTNOTE = (
+    f"{UNDEFINED}: undefined. PPV scores a row's rise calls and NPV its no-rise calls; a row "
+    "that never makes one of them (the base rate calls every window a rise) has none to score."
+)
 
 
 def format_table(rows: list[Row], columns: tuple[str, ...] = COLUMNS) -> str:

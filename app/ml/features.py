@@ -111,7 +111,7 @@ def windows_ending_at(ticks: TickArrays, seq_len: int, norm: Normalizer, first: 
     """
     if not seq_len <= first < len(ticks):
         raise ValueError(f"windows can end at ticks {seq_len} .. {len(ticks) - 1}, not from {first}")
-    rows = norm.apply(feature_matrix(ticks[first - seq_len:]))
+    rows = norm.apply(feature_matrix(ticks[first - seq_len :]))
     view = np.lib.stride_tricks.sliding_window_view(rows, seq_len, axis=0)  # (k, F, L)
     return view.transpose(0, 2, 1).copy()  # C order, writable (torch wants to own it)
 
@@ -166,8 +166,9 @@ class WindowedData:
         return windows(self.rows, self.seq_len)[: len(self.targets)]
 
     def to(self, device: torch.device | str) -> WindowedData:
-        return WindowedData(self.rows.to(device), self.targets.to(device), self.split, self.norm,
-                            self.seq_len, self.horizon)
+        return WindowedData(
+            self.rows.to(device), self.targets.to(device), self.split, self.norm, self.seq_len, self.horizon
+        )
 
 
 def build_dataset(
@@ -186,12 +187,10 @@ def build_dataset(
     n_windows = len(ticks) - seq_len - horizon
     if n_windows < 3:
         raise ValueError(
-            f"need more than {seq_len + horizon + 2} ticks for sequence length {seq_len}, "
-            f"got {len(ticks)}"
+            f"need more than {seq_len + horizon + 2} ticks for sequence length {seq_len}, got {len(ticks)}"
         )
     split = chronological_split(n_windows, train, val, horizon)
     if norm is None:
         norm = Normalizer.fit(raw[: split.train[1] + seq_len - 1])
     y = rise_targets(ticks.price, horizon)[seq_len : seq_len + n_windows]
-    return WindowedData(torch.from_numpy(norm.apply(raw)), torch.from_numpy(y), split, norm,
-                        seq_len, horizon)
+    return WindowedData(torch.from_numpy(norm.apply(raw)), torch.from_numpy(y), split, norm, seq_len, horizon)

@@ -88,5 +88,12 @@ def report(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, fl
 
 
 # Which way is better for each metric that can drive early stopping.
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "ppv": True, "npv": True,
-                    "brier": False, "log_loss": False, "loss": False}
+HIGHER_IS_BETTER = {
+    "auc": True,
+    "accuracy": True,
+    "ppv": True,
+    "npv": True,
+    "brier": False,
+    "log_loss": False,
+    "loss": False,
+}

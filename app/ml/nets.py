@@ -33,8 +33,11 @@ class CNN(nn.Module):
         blocks: list[nn.Module] = []
         width = n_features
         for _ in range(num_layers):
-            blocks += [nn.Conv1d(width, hidden_size, kernel_size=5, padding=2),
-                       nn.BatchNorm1d(hidden_size), nn.LeakyReLU()]
+            blocks += [
+                nn.Conv1d(width, hidden_size, kernel_size=5, padding=2),
+                nn.BatchNorm1d(hidden_size),
+                nn.LeakyReLU(),
+            ]
             width = hidden_size
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(seq_len * hidden_size, 1)
@@ -47,11 +50,22 @@ class CNN(nn.Module):
 class Recurrent(nn.Module):
     """nn.LSTM / nn.GRU, then a Linear on the last step's output."""
 
-    def __init__(self, cell: type[nn.LSTM] | type[nn.GRU], n_features: int, hidden_size: int,
-                 num_layers: int, dropout: float) -> None:
+    def __init__(
+        self,
+        cell: type[nn.LSTM] | type[nn.GRU],
+        n_features: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.rnn = cell(n_features, hidden_size, num_layers=num_layers, batch_first=True,
-                        dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = cell(
+            n_features,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,8 +85,7 @@ class PureRNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        states = [(x.new_zeros(batch, c.hidden_size), x.new_zeros(batch, c.hidden_size))
-                  for c in self.cells]
+        states = [(x.new_zeros(batch, c.hidden_size), x.new_zeros(batch, c.hidden_size)) for c in self.cells]
         for t in range(x.shape[1]):
             inp = x[:, t]
             for k, cell in enumerate(self.cells):
@@ -87,8 +100,15 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def build(arch: str, *, n_features: int, seq_len: int, hidden_size: int = 64,
-          num_layers: int = 4, dropout: float = 0.3) -> nn.Module:
+def build(
+    arch: str,
+    *,
+    n_features: int,
+    seq_len: int,
+    hidden_size: int = 64,
+    num_layers: int = 4,
+    dropout: float = 0.3,
+) -> nn.Module:
     """The one constructor: training, checkpoint loading and benchmarks all come through here."""
     arch = canonical_arch(arch)
     n_features = _positive_int("n_features", n_features)

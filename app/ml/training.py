@@ -51,7 +51,8 @@ class TooFewTicks(ValueError):
         self.n_ticks, self.needed = n_ticks, ticks_needed(seq_len, horizon)
         super().__init__(
             f"{what} has {n_ticks:,} ticks; training needs at least {MIN_WINDOWS:,} windows, i.e. "
-            f"{self.needed:,} ticks at seq_len {seq_len} and horizon {horizon}: {todo}")
+            f"{self.needed:,} ticks at seq_len {seq_len} and horizon {horizon}: {todo}"
+        )
 
 
 def ticks_needed(seq_len: int, horizon: int = 1) -> int:
@@ -59,8 +60,12 @@ def ticks_needed(seq_len: int, horizon: int = 1) -> int:
     return MIN_WINDOWS + seq_len + horizon
 
 
-def check_enough_ticks(n_ticks: int, cfg: TrainConfig, what: str = "the data",
-                       todo: str = "use more ticks (a longer time range, or a bigger file)") -> None:
+def check_enough_ticks(
+    n_ticks: int,
+    cfg: TrainConfig,
+    what: str = "the data",
+    todo: str = "use more ticks (a longer time range, or a bigger file)",
+) -> None:
     """TooFewTicks unless `n_ticks` make MIN_WINDOWS windows for `cfg`."""
     if n_ticks < ticks_needed(cfg.seq_len, cfg.horizon):
         raise TooFewTicks(what, n_ticks, cfg.seq_len, cfg.horizon, todo)
@@ -73,8 +78,10 @@ def few_ticks_warning(n_windows: int, n_val_pos: int, n_val_neg: int) -> str | N
         return None
     p, n = max(n_val_pos, 1), max(n_val_neg, 1)
     half = 1.96 * math.sqrt((p + n + 1) / (12 * p * n))
-    return (f"few ticks: {n_windows:,} windows ({n_val_pos + n_val_neg:,} to validate), so metrics are "
-            f"noisy (validation AUC +-{half:.2f}); train on {FEW_WINDOWS:,} windows or more to trust them")
+    return (
+        f"few ticks: {n_windows:,} windows ({n_val_pos + n_val_neg:,} to validate), so metrics are "
+        f"noisy (validation AUC +-{half:.2f}); train on {FEW_WINDOWS:,} windows or more to trust them"
+    )
 
 
 @dataclass
@@ -107,8 +114,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.arch = nets.canonical_arch(self.arch)
-        for name in ("seq_len", "horizon", "hidden_size", "num_layers", "batch_size",
-                     "eval_batch_size", "progress_every", "step_size"):
+        for name in (
+            "seq_len",
+            "horizon",
+            "hidden_size",
+            "num_layers",
+            "batch_size",
+            "eval_batch_size",
+            "progress_every",
+            "step_size",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -129,8 +144,7 @@ class TrainConfig:
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError("num_threads must be >= 1")
         # checks the hyper-parameters and the split now, before any data is touched
-        nets.build(self.arch, n_features=len(features.FEATURES), seq_len=self.seq_len,
-                   **self.hparams())
+        nets.build(self.arch, n_features=len(features.FEATURES), seq_len=self.seq_len, **self.hparams())
         features.chronological_split(1000, self.train_split, self.val_split, 1)
 
     def hparams(self) -> dict[str, Any]:
@@ -161,35 +175,40 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)  # e.g. few ticks: a person should read these
 
     def save(self, folder: str | Path) -> Path:
-        return checkpoint.save(Path(folder) / f"{self.model.id}.pt", self.model.net.state_dict(),
-                               self.meta)
+        return checkpoint.save(Path(folder) / f"{self.model.id}.pt", self.model.net.state_dict(), self.meta)
 
 
 def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.inference_mode()
-def predict_logits(net: nn.Module, windows: torch.Tensor, lo: int, hi: int,
-                   batch_size: int = 4096) -> torch.Tensor:
+def predict_logits(
+    net: nn.Module, windows: torch.Tensor, lo: int, hi: int, batch_size: int = 4096
+) -> torch.Tensor:
     """Logits of windows [lo, hi) in eval mode, batched to bound memory."""
     was_training = net.training
     net.eval()
-    out = [net(windows[a:min(a + batch_size, hi)]) for a in range(lo, hi, batch_size)]
+    out = [net(windows[a : min(a + batch_size, hi)]) for a in range(lo, hi, batch_size)]
     net.train(was_training)
     return torch.cat(out) if out else torch.empty(0, device=windows.device)
 
 
-def score(net: nn.Module, data: features.WindowedData, rng: tuple[int, int], logit_offset: float,
-          threshold: float, batch_size: int = 4096) -> dict[str, float]:
+def score(
+    net: nn.Module,
+    data: features.WindowedData,
+    rng: tuple[int, int],
+    logit_offset: float,
+    threshold: float,
+    batch_size: int = 4096,
+) -> dict[str, float]:
     """Metrics of calibrated probabilities on one split."""
     logits = predict_logits(net, data.windows, rng[0], rng[1], batch_size)
     p = torch.sigmoid(logits + logit_offset).float().cpu().numpy()
-    y = data.targets[rng[0]:rng[1]].float().cpu().numpy()
+    y = data.targets[rng[0] : rng[1]].float().cpu().numpy()
     return metrics.report(y, p, threshold)
 
 
@@ -227,39 +246,52 @@ def fit(
             raise checkpoint.CheckpointError(f"{resume} holds no training state to resume from")
         m = payload["meta"]
         if m["arch"] != cfg.arch or m["seq_len"] != cfg.seq_len or m["hparams"] != cfg.hparams():
-            raise ValueError(f"{resume} is a {m['arch']} (L={m['seq_len']}, {m['hparams']}); "
-                             "resume with the same architecture, sequence length and sizes")
+            raise ValueError(
+                f"{resume} is a {m['arch']} (L={m['seq_len']}, {m['hparams']}); "
+                "resume with the same architecture, sequence length and sizes"
+            )
     norm = features.Normalizer.from_dict(payload["meta"]["norm"]) if payload else None
-    data = features.build_dataset(ticks, cfg.seq_len, horizon=cfg.horizon, train=cfg.train_split,
-                                  val=cfg.val_split, norm=norm).to(device)
+    data = features.build_dataset(
+        ticks, cfg.seq_len, horizon=cfg.horizon, train=cfg.train_split, val=cfg.val_split, norm=norm
+    ).to(device)
     split = data.split
-    y_train = data.targets[split.train[0]:split.train[1]]
+    y_train = data.targets[split.train[0] : split.train[1]]
     n_pos = float(y_train.sum())
     n_neg = float(len(y_train) - n_pos)
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("the training split has only one class (no rises or no non-rises); "
-                         "use more ticks")
+        raise ValueError("the training split has only one class (no rises or no non-rises); use more ticks")
     info_in = data_info or {}
-    where = (f"{info_in['exchange']}:{info_in['symbol']}" if info_in.get("exchange") and info_in.get("symbol")
-             else str(info_in.get("source") or "the data"))
+    where = (
+        f"{info_in['exchange']}:{info_in['symbol']}"
+        if info_in.get("exchange") and info_in.get("symbol")
+        else str(info_in.get("source") or "the data")
+    )
     check_enough_ticks(len(ticks), cfg, what=where)
-    y_val = data.targets[split.val[0]:split.val[1]]
+    y_val = data.targets[split.val[0] : split.val[1]]
     val_pos = int(y_val.sum())
     warnings = [w for w in [few_ticks_warning(len(data.targets), val_pos, len(y_val) - val_pos)] if w]
     pos_weight = n_neg / n_pos
     logit_offset = -math.log(pos_weight)
     threshold = n_pos / (n_pos + n_neg)
 
-    net = nets.build(cfg.arch, n_features=len(features.FEATURES), seq_len=cfg.seq_len,
-                     **cfg.hparams()).to(device)
+    net = nets.build(cfg.arch, n_features=len(features.FEATURES), seq_len=cfg.seq_len, **cfg.hparams()).to(
+        device
+    )
     opt = _make_optimizer(cfg, net.parameters())
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     crit = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
 
     info = dict(data_info or {})
-    info.update(start_time=float(ticks.time[0]), end_time=float(ticks.time[-1]),
-                n_ticks=len(ticks), split={"train": list(split.train), "val": list(split.val),
-                                           "test": list(split.test) if split.test else None})
+    info.update(
+        start_time=float(ticks.time[0]),
+        end_time=float(ticks.time[-1]),
+        n_ticks=len(ticks),
+        split={
+            "train": list(split.train),
+            "val": list(split.val),
+            "test": list(split.test) if split.test else None,
+        },
+    )
     meta: dict[str, Any] = {
         "id": checkpoint.new_model_id(cfg.arch),
         "arch": cfg.arch,
@@ -291,12 +323,26 @@ def fit(
     def save_state(epoch: int) -> None:
         if state_path is None:
             return
-        meta_now = {**meta, "metrics": {"val": history[best_epoch - 1]["val"]} if best_epoch else {},
-                    "best_epoch": best_epoch}
-        checkpoint.save(state_path, best_state, meta_now, train_state={
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-            "best": best, "best_epoch": best_epoch, "bad_epochs": bad, "history": history})
+        meta_now = {
+            **meta,
+            "metrics": {"val": history[best_epoch - 1]["val"]} if best_epoch else {},
+            "best_epoch": best_epoch,
+        }
+        checkpoint.save(
+            state_path,
+            best_state,
+            meta_now,
+            train_state={
+                "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad,
+                "history": history,
+            },
+        )
 
     windows = data.windows
     lo, hi = split.train
@@ -313,7 +359,7 @@ def fit(
         for b in range(n_batches):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled in epoch {epoch}, batch {b}")
-            idx = perm[b * bs:(b + 1) * bs]
+            idx = perm[b * bs : (b + 1) * bs]
             loss = crit(net(windows[idx]), data.targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -322,14 +368,30 @@ def fit(
             opt.step()
             running += loss.detach()
             if progress is not None and ((b + 1) % cfg.progress_every == 0):
-                progress(Progress("batch", epoch, cfg.num_epochs, b + 1, n_batches,
-                                  float(running) / (b + 1), time.perf_counter() - t0))
+                progress(
+                    Progress(
+                        "batch",
+                        epoch,
+                        cfg.num_epochs,
+                        b + 1,
+                        n_batches,
+                        float(running) / (b + 1),
+                        time.perf_counter() - t0,
+                    )
+                )
         sched.step()
         train_loss = float(running) / max(n_batches, 1)
         val = score(net, data, split.val, logit_offset, threshold, cfg.eval_batch_size)
         val["loss"] = val["log_loss"]
-        history.append({"epoch": epoch, "train_loss": train_loss, "val": val,
-                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - te})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val": val,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - te,
+            }
+        )
         improved = _better(cfg, val[cfg.monitor], best)
         if improved:
             best, best_epoch, bad = val[cfg.monitor], epoch, 0
@@ -337,8 +399,18 @@ def fit(
         else:
             bad += 1
         if progress is not None:
-            progress(Progress("epoch", epoch, cfg.num_epochs, n_batches, n_batches, train_loss,
-                              time.perf_counter() - t0, val))
+            progress(
+                Progress(
+                    "epoch",
+                    epoch,
+                    cfg.num_epochs,
+                    n_batches,
+                    n_batches,
+                    train_loss,
+                    time.perf_counter() - t0,
+                    val,
+                )
+            )
         if improved or (cfg.save_every and epoch % cfg.save_every == 0):
             save_state(epoch)
         if cfg.patience and bad >= cfg.patience:
@@ -350,7 +422,8 @@ def fit(
     scores = {"val": score(net, data, split.val, logit_offset, threshold, cfg.eval_batch_size)}
     if split.test is not None:
         scores["test"] = score(net, data, split.test, logit_offset, threshold, cfg.eval_batch_size)
-    meta.update(metrics=scores, best_epoch=best_epoch, epochs=len(history),
-                train_seconds=time.perf_counter() - t0)
+    meta.update(
+        metrics=scores, best_epoch=best_epoch, epochs=len(history), train_seconds=time.perf_counter() - t0
+    )
     model = checkpoint.Model(meta["id"], net, meta, data.norm, device)
     return FitResult(model, meta, history, stop_reason, warnings)

@@ -29,8 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_CONFIG = {"arch": "CNN", "num_epochs": 3, "patience": 2, "hidden_size": 32,
-                    "num_layers": 2, "seq_len": 32}
+BOOTSTRAP_CONFIG = {
+    "arch": "CNN",
+    "num_epochs": 3,
+    "patience": 2,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "seq_len": 32,
+}
 SYNTHETIC_SECONDS_PER_TICK = 4.66  # the synthetic market's mean gap, as on the Bitstamp file
 POLL_S = 1.0  # how often the job is looked at
 QUIET_S = 5.0  # at most one line per this many seconds while only the batch count moves
@@ -46,12 +52,16 @@ def needed(registry: Registry) -> bool:
 
 async def fill(ingestor: Ingestor, symbol: str, n_ticks: int) -> int:
     """Store the synthetic market's recent history (about `n_ticks` ticks); how many were stored."""
-    log.info("bootstrap: no model yet; storing about %s ticks of synthetic:%s's history to train "
-             "a first one on", f"{n_ticks:,}", symbol)
+    log.info(
+        "bootstrap: no model yet; storing about %s ticks of synthetic:%s's history to train a first one on",
+        f"{n_ticks:,}",
+        symbol,
+    )
     t0 = time.perf_counter()
     filled = await ingestor.fill_synthetic(symbol)
-    log.info("bootstrap: stored %s synthetic ticks in %.1f s", f"{filled.new_ticks:,}",
-             time.perf_counter() - t0)
+    log.info(
+        "bootstrap: stored %s synthetic ticks in %.1f s", f"{filled.new_ticks:,}", time.perf_counter() - t0
+    )
     return filled.new_ticks
 
 
@@ -59,14 +69,29 @@ def queue_first_job(jobs: JobManager, symbol: str) -> JobRecord | None:
     """The first model's job, or None (logged, with what to do) when it cannot be queued: the
     service still starts, answering 503 with the reason until a model is trained or activated."""
     try:
-        job = jobs.submit(JobSpec(exchange="synthetic", symbol=symbol, start=None, end=None,
-                                  config=dict(BOOTSTRAP_CONFIG), activate="always"))
-    except Exception as e:  # noqa: BLE001 - too few ticks, a full queue, a store that cannot record it
-        log.error("bootstrap: could not queue a first model's training: %s; train one with POST /train "
-                  "or `tickcast train`", e)
+        job = jobs.submit(
+            JobSpec(
+                exchange="synthetic",
+                symbol=symbol,
+                start=None,
+                end=None,
+                config=dict(BOOTSTRAP_CONFIG),
+                activate="always",
+            )
+        )
+    except Exception as e:
+        log.error(
+            "bootstrap: could not queue a first model's training: %s; train one with POST /train "
+            "or `tickcast train`",
+            e,
+        )
         return None
-    log.info("bootstrap: training a first model in job %s (%s, %d epochs)", job.id,
-             BOOTSTRAP_CONFIG["arch"], BOOTSTRAP_CONFIG["num_epochs"])
+    log.info(
+        "bootstrap: training a first model in job %s (%s, %d epochs)",
+        job.id,
+        BOOTSTRAP_CONFIG["arch"],
+        BOOTSTRAP_CONFIG["num_epochs"],
+    )
     return job
 
 
@@ -93,8 +118,10 @@ def describe(rec: JobRecord) -> str | None:
         return str(p.get("phase") or "starting a training worker")  # (loading data is not relayed)
     if p.get("batch") == p.get("num_batches"):
         return None
-    return (f"epoch {p['epoch']}/{p['num_epochs']}, batch {p.get('batch', 0)}/{p.get('num_batches', '?')}, "
-            f"loss {p.get('loss', 0.0):.4f}")
+    return (
+        f"epoch {p['epoch']}/{p['num_epochs']}, batch {p.get('batch', 0)}/{p.get('num_batches', '?')}, "
+        f"loss {p.get('loss', 0.0):.4f}"
+    )
 
 
 def epoch_done(progress: dict[str, Any] | None) -> tuple[int, float | None] | None:
@@ -103,8 +130,11 @@ def epoch_done(progress: dict[str, Any] | None) -> tuple[int, float | None] | No
     p = progress or {}
     if not p.get("epoch") or p.get("val") is None:
         return None
-    finished = p["epoch"] if p.get("batch") == p.get("num_batches") or p.get("phase") != "training" \
+    finished = (
+        p["epoch"]
+        if p.get("batch") == p.get("num_batches") or p.get("phase") != "training"
         else p["epoch"] - 1
+    )
     auc = p["val"].get("auc")
     return finished, auc if isinstance(auc, float) else None
 
@@ -116,7 +146,7 @@ async def _follow(jobs: JobManager, job_id: str, predictor: Predictor) -> None:
         while True:
             try:
                 rec = await asyncio.to_thread(jobs.get, job_id)
-            except Exception as e:  # noqa: BLE001 - a store hiccup: look again next time
+            except Exception as e:
                 log.debug("bootstrap: job %s not readable now: %s", job_id, e)
                 await asyncio.sleep(POLL_S)
                 continue
@@ -143,11 +173,17 @@ def _finished(rec: JobRecord, predictor: Predictor, seconds: float) -> None:
     if rec.status == "succeeded" and result.get("activated"):
         auc = result.get("challenger_val_auc")
         score = f", validation AUC {auc:.3f}" if isinstance(auc, float) else ""
-        log.info("bootstrap: the first model %s is active after %.0f s%s; /ready answers 200",
-                 result.get("model_id"), seconds, score)
+        log.info(
+            "bootstrap: the first model %s is active after %.0f s%s; /ready answers 200",
+            result.get("model_id"),
+            seconds,
+            score,
+        )
         predictor.training_hint = None
         return
     why = rec.error or result.get("reason") or rec.status
-    predictor.training_hint = (f"the first model's training ended {rec.status} (job {rec.id}: {why}); "
-                               "train one with POST /train or activate one with POST /models/{id}/activate")
+    predictor.training_hint = (
+        f"the first model's training ended {rec.status} (job {rec.id}: {why}); "
+        "train one with POST /train or activate one with POST /models/{id}/activate"
+    )
     log.error("bootstrap: %s", predictor.training_hint)

@@ -66,9 +66,15 @@ class TickEvent:
         return f"{self.position[0]!r}_{self.position[1]}"
 
     def payload(self) -> dict[str, object]:
-        return {"time": self.time, "price": self.price, "amount": self.amount,
-                "probability": self.probability, "decision": self.decision,
-                "threshold": self.threshold, "model_id": self.model_id}
+        return {
+            "time": self.time,
+            "price": self.price,
+            "amount": self.amount,
+            "probability": self.probability,
+            "decision": self.decision,
+            "threshold": self.threshold,
+            "model_id": self.model_id,
+        }
 
     @cached_property
     def json(self) -> str:
@@ -115,8 +121,14 @@ class Seat:
 class Subscription:
     """One client's view of a feed: what it gets first, then the live events, in order."""
 
-    def __init__(self, feed: MarketFeed, first: list[TickEvent], resumed: bool, queue_max: int,
-                 seat: Seat | None = None) -> None:
+    def __init__(
+        self,
+        feed: MarketFeed,
+        first: list[TickEvent],
+        resumed: bool,
+        queue_max: int,
+        seat: Seat | None = None,
+    ) -> None:
         self.feed = feed
         self.seat = seat
         self.first = first  # backlog, or what a reconnecting client missed
@@ -131,8 +143,12 @@ class Subscription:
             return
         if len(self._events) >= self.queue_max:
             # Everything it has is gapless up to its last event id, so it can resume there.
-            log.info("stream %s:%s: a client fell %d events behind; letting it reconnect",
-                     self.feed.exchange, self.feed.symbol, self.queue_max)
+            log.info(
+                "stream %s:%s: a client fell %d events behind; letting it reconnect",
+                self.feed.exchange,
+                self.feed.symbol,
+                self.queue_max,
+            )
             self.end()
             return
         self._events.append(event)
@@ -166,8 +182,9 @@ class Subscription:
 
 
 class MarketFeed:
-    def __init__(self, store: TickStore, predictor: Predictor, exchange: str, symbol: str, *,
-                 poll_s: float, ring: int) -> None:
+    def __init__(
+        self, store: TickStore, predictor: Predictor, exchange: str, symbol: str, *, poll_s: float, ring: int
+    ) -> None:
         self.store, self.predictor = store, predictor
         self.exchange, self.symbol = exchange, symbol
         self.poll_s = poll_s
@@ -182,7 +199,8 @@ class MarketFeed:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"feed:{self.exchange}:{self.symbol}")
+            self._run(), name=f"feed:{self.exchange}:{self.symbol}"
+        )
 
     @property
     def running(self) -> bool:
@@ -198,14 +216,15 @@ class MarketFeed:
     def notify(self) -> None:
         self._wake.set()
 
-    def subscribe(self, backlog: int, last_seen: Position | None, queue_max: int,
-                  seat: Seat | None = None) -> Subscription:
+    def subscribe(
+        self, backlog: int, last_seen: Position | None, queue_max: int, seat: Seat | None = None
+    ) -> Subscription:
         """Snapshot the ring and join, with no await in between: nothing is missed or doubled."""
         resumed = last_seen is not None and bool(self.ring) and self.ring[0].position <= last_seen
         if resumed:
             first = [e for e in self.ring if e.position > last_seen]  # type: ignore[operator]
         else:
-            first = list(self.ring)[max(0, len(self.ring) - backlog):]
+            first = list(self.ring)[max(0, len(self.ring) - backlog) :]
         sub = Subscription(self, first, resumed, queue_max, seat)
         self.subscribers.add(sub)
         return sub
@@ -213,7 +232,7 @@ class MarketFeed:
     async def _run(self) -> None:
         try:
             await self._update()
-        except Exception:  # noqa: BLE001 - a feed that cannot prime still serves live ticks
+        except Exception:
             log.exception("stream %s:%s: could not read the recent ticks", self.exchange, self.symbol)
         self.primed.set()
         while True:
@@ -222,7 +241,7 @@ class MarketFeed:
             self._wake.clear()
             try:
                 await self._update()
-            except Exception:  # noqa: BLE001 - e.g. the store busy; the next round retries
+            except Exception:
                 log.exception("stream %s:%s: update failed", self.exchange, self.symbol)
 
     async def _update(self) -> None:
@@ -236,9 +255,9 @@ class MarketFeed:
         # Up to `ring` new ticks continue the kept tail; a longer run (the first read, a
         # backfill) brings its own context, and only its newest `ring` ticks become events.
         ticks = TickArrays.concat([self._tail, new]) if len(new) <= ring else new
-        events = await self._score(ticks, seqs[len(seqs) - n:], n)
+        events = await self._score(ticks, seqs[len(seqs) - n :], n)
         self._position = events[-1].position
-        self._tail = ticks[max(0, len(ticks) - keep):]
+        self._tail = ticks[max(0, len(ticks) - keep) :]
         self.ring.extend(events)
         for sub in list(self.subscribers):
             for e in events:
@@ -259,15 +278,25 @@ class MarketFeed:
             for k, p in enumerate(scored):
                 preds[first - start + k] = p
         t, price, amount = ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()
-        return [TickEvent.of((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
-                for k, p in enumerate(preds)]
+        return [
+            TickEvent.of((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
+            for k, p in enumerate(preds)
+        ]
 
 
 class Feeds:
     """The feeds of all markets, created on a market's first subscriber and stopped with its last."""
 
-    def __init__(self, store: TickStore, predictor: Predictor, *, poll_s: float = 1.0,
-                 ring: int = 1000, max_clients: int = 100, queue_max: int = 1024) -> None:
+    def __init__(
+        self,
+        store: TickStore,
+        predictor: Predictor,
+        *,
+        poll_s: float = 1.0,
+        ring: int = 1000,
+        max_clients: int = 100,
+        queue_max: int = 1024,
+    ) -> None:
         self.store, self.predictor = store, predictor
         self.poll_s, self.ring, self.max_clients, self.queue_max = poll_s, ring, max_clients, queue_max
         self.feeds: dict[tuple[str, str], MarketFeed] = {}
@@ -284,8 +313,10 @@ class Feeds:
         if self.closed:
             raise FeedsClosed("the service is shutting down; reconnect in a moment")
         if self._seats >= self.max_clients:
-            raise TooManyClients(f"{self.max_clients} streams are open, the most this service "
-                                 "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later")
+            raise TooManyClients(
+                f"{self.max_clients} streams are open, the most this service "
+                "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later"
+            )
 
     def reserve(self) -> Seat:
         """Admit one stream now or raise as `admit` does. Synchronous on purpose: the check and
@@ -297,8 +328,15 @@ class Feeds:
     def _free_seat(self) -> None:
         self._seats -= 1
 
-    async def subscribe(self, exchange: str, symbol: str, *, backlog: int,
-                        last_event_id: str | None = None, seat: Seat | None = None) -> Subscription:
+    async def subscribe(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        backlog: int,
+        last_event_id: str | None = None,
+        seat: Seat | None = None,
+    ) -> Subscription:
         """Join a market's feed, starting it if needed. Takes a seat first unless given one;
         on any failure (refused, shut down, the client gone while the feed primes) the seat
         is released before this raises."""
@@ -310,8 +348,9 @@ class Feeds:
             key = (exchange, symbol)
             feed = self.feeds.get(key)
             if feed is None:
-                feed = self.feeds[key] = MarketFeed(self.store, self.predictor, exchange, symbol,
-                                                    poll_s=self.poll_s, ring=self.ring)
+                feed = self.feeds[key] = MarketFeed(
+                    self.store, self.predictor, exchange, symbol, poll_s=self.poll_s, ring=self.ring
+                )
                 feed.start()
             feed.joining += 1
             try:

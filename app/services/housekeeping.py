@@ -32,8 +32,9 @@ MIN_AGE_S = 2.0
 TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
-def remove_stale_temp_files(folders: Iterable[str | Path], *,
-                            min_age_s: float = MIN_AGE_S) -> list[tuple[Path, int]]:
+def remove_stale_temp_files(
+    folders: Iterable[str | Path], *, min_age_s: float = MIN_AGE_S
+) -> list[tuple[Path, int]]:
     """Delete atomic_write's leftovers in `folders` (not below them); returns (path, bytes) of each.
 
     Failures are logged, never raised: a leftover is no reason not to start.
@@ -62,8 +63,9 @@ def remove_stale_temp_files(folders: Iterable[str | Path], *,
                 log.warning("housekeeping: cannot remove the stale temporary file %s: %s", p, e)
                 continue
             removed.append((p, st.st_size))
-            log.warning("housekeeping: removed %s (%s), left by a write that never finished",
-                        p, _size(st.st_size))
+            log.warning(
+                "housekeeping: removed %s (%s), left by a write that never finished", p, _size(st.st_size)
+            )
     return removed
 
 
@@ -93,15 +95,24 @@ def claimed_result(info: ModelInfo, reason: str) -> dict[str, Any]:
     `reason` says so and what to do.
     """
     meta = info.meta
-    return {"model_id": info.id, "metrics": meta.get("metrics"),
-            "challenger_val_auc": val_auc(meta), "incumbent_id": None, "incumbent_val_auc": None,
-            "best_epoch": meta.get("best_epoch"), "epochs": meta.get("epochs"),
-            "activated": False, "reason": reason}
+    return {
+        "model_id": info.id,
+        "metrics": meta.get("metrics"),
+        "challenger_val_auc": val_auc(meta),
+        "incumbent_id": None,
+        "incumbent_val_auc": None,
+        "best_epoch": meta.get("best_epoch"),
+        "epochs": meta.get("epochs"),
+        "activated": False,
+        "reason": reason,
+    }
 
 
 def not_compared(model_id: str) -> str:
-    return (f"model {model_id} was saved, but never compared with the active model nor activated; "
-            f"activate it by hand (POST /models/{model_id}/activate) or delete it if unwanted")
+    return (
+        f"model {model_id} was saved, but never compared with the active model nor activated; "
+        f"activate it by hand (POST /models/{model_id}/activate) or delete it if unwanted"
+    )
 
 
 def _size(n: int) -> str:

@@ -47,8 +47,9 @@ class NotEnoughTicks(ValueError):
     def __init__(self, needed: int, got: int, index: int | None = None) -> None:
         self.needed, self.got, self.index = needed, got, index
         where = "" if index is None else f"window {index}: "
-        super().__init__(f"{where}need at least {needed} ticks for this model (its sequence "
-                         f"length + 1), got {got}")
+        super().__init__(
+            f"{where}need at least {needed} ticks for this model (its sequence length + 1), got {got}"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,17 @@ class _Item:
 
 
 class Predictor:
-    def __init__(self, registry: Registry, device: str = "auto", *, window_ms: float = 2.0,
-                 max_batch: int = 64, threads: int | None = None, cache_size: int = 3,
-                 adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        device: str = "auto",
+        *,
+        window_ms: float = 2.0,
+        max_batch: int = 64,
+        threads: int | None = None,
+        cache_size: int = 3,
+        adaptive: bool = True,
+    ) -> None:
         if window_ms < 0 or max_batch < 1 or cache_size < 0:
             raise ValueError("window_ms must be >= 0, max_batch >= 1 and cache_size >= 0")
         self.registry = registry
@@ -123,11 +132,13 @@ class Predictor:
             return None
         try:
             model = self.registry.load(mid, self.device)
-        except Exception as e:  # noqa: BLE001 - whatever the cause, the service stays up
+        except Exception as e:
             cause = e.__cause__ if isinstance(e, UnloadableModel) and e.__cause__ is not None else e
-            self.load_error = (f"the active model {mid!r} cannot be loaded: {cause}; activate "
-                               "another with POST /models/{id}/activate (GET /models shows which "
-                               "can be loaded) or train one with POST /train")
+            self.load_error = (
+                f"the active model {mid!r} cannot be loaded: {cause}; activate "
+                "another with POST /models/{id}/activate (GET /models shows which "
+                "can be loaded) or train one with POST /train"
+            )
             log.error("%s", self.load_error)
             return None
         self._model, self.load_error = model, None
@@ -148,8 +159,10 @@ class Predictor:
             return f"no model is loaded: {self.load_error}"
         if self.training_hint:
             return f"no model is loaded yet: {self.training_hint}"
-        return ("no model is loaded yet: one may be training (see GET /jobs); otherwise train one "
-                "with POST /train or activate one with POST /models/{id}/activate")
+        return (
+            "no model is loaded yet: one may be training (see GET /jobs); otherwise train one "
+            "with POST /train or activate one with POST /models/{id}/activate"
+        )
 
     async def seq_len(self, model_id: str | None = None) -> int:
         """The sequence length of the model a request would use (NoModel/UnknownModel if none)."""
@@ -207,23 +220,21 @@ class Predictor:
         self.stats.requests += 1
         return self._prediction(model, float(p[0]), float(ticks.time[-1]))
 
-    async def predict_many(self, windows: list[TickArrays],
-                           model_id: str | None = None) -> list[Prediction]:
+    async def predict_many(self, windows: list[TickArrays], model_id: str | None = None) -> list[Prediction]:
         """One prediction per tick series, all by the same model; scored in as few passes as
         `max_batch` allows."""
         if not windows:
             return []
         model = await self._resolve(model_id)
         x = np.stack([self._window(model, t, i) for i, t in enumerate(windows)])
-        parts = [self._submit(model, x[i:i + self.max_batch])
-                 for i in range(0, len(x), self.max_batch)]
+        parts = [self._submit(model, x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         p = np.concatenate(await asyncio.gather(*parts))
         self.stats.requests += 1
-        return [self._prediction(model, float(p[i]), float(t.time[-1]))
-                for i, t in enumerate(windows)]
+        return [self._prediction(model, float(p[i]), float(t.time[-1])) for i, t in enumerate(windows)]
 
-    async def predict_each(self, ticks: TickArrays, first: int,
-                           model_id: str | None = None) -> list[Prediction]:
+    async def predict_each(
+        self, ticks: TickArrays, first: int, model_id: str | None = None
+    ) -> list[Prediction]:
         """What `predict(ticks[:i + 1])` answers, for each i from `first` on (from the model's
         sequence length on, if later): one feature pass over the series, for a feed of ticks."""
         model = await self._resolve(model_id)
@@ -233,7 +244,7 @@ class Predictor:
         if first >= len(ticks):
             return []
         x = features.windows_ending_at(ticks, model.seq_len, model.norm, first)
-        parts = [self._submit(model, x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        parts = [self._submit(model, x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         p = np.concatenate(await asyncio.gather(*parts))
         self.stats.requests += 1
         t = ticks.time.tolist()
@@ -334,7 +345,7 @@ class Predictor:
             for it in items:
                 k = len(it.windows)
                 if not it.future.done():
-                    it.future.set_result(p[start:start + k])
+                    it.future.set_result(p[start : start + k])
                 start += k
 
 
@@ -349,7 +360,10 @@ def _plainly_valid(ticks: TickArrays) -> bool:
     t, p, a = ticks.time, ticks.price, ticks.amount
     return bool(
         ticks.side is None
-        and np.isfinite(t).all() and np.isfinite(p).all() and np.isfinite(a).all()
-        and (p > 0).all() and (a >= 0).all()
+        and np.isfinite(t).all()
+        and np.isfinite(p).all()
+        and np.isfinite(a).all()
+        and (p > 0).all()
+        and (a >= 0).all()
         and (len(t) < 2 or (t[1:] >= t[:-1]).all())
     )

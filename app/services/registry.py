@@ -97,8 +97,7 @@ class Registry:
             )
         p = (self.folder / f"{model_id}{SUFFIX}").resolve()
         if p.parent != self.folder:
-            raise InvalidModelId(f"invalid model id {model_id!r}: it must name a file in the "
-                                 "models folder")
+            raise InvalidModelId(f"invalid model id {model_id!r}: it must name a file in the models folder")
         return p
 
     def _existing(self, model_id: str) -> Path:
@@ -119,8 +118,11 @@ class Registry:
             return hit
         verdict = _judge_file(p, key)
         if verdict.reason is not None:
-            log.warning("%s: %s", "skipping a file that is no model" if verdict.stray
-                        else "unloadable model", verdict.reason)
+            log.warning(
+                "%s: %s",
+                "skipping a file that is no model" if verdict.stray else "unloadable model",
+                verdict.reason,
+            )
         with self._lock:
             self._cache[p.name] = verdict
         return verdict
@@ -129,8 +131,10 @@ class Registry:
         """A listed model's info; UnloadableModel for a file that is no model at all."""
         v = self._judge(p)
         if v.stray:
-            raise UnloadableModel(f"model {model_id!r} is not usable: {v.reason}; delete the file "
-                                  "or replace it with a tickcast checkpoint")
+            raise UnloadableModel(
+                f"model {model_id!r} is not usable: {v.reason}; delete the file "
+                "or replace it with a tickcast checkpoint"
+            )
         return ModelInfo(model_id, p, v.key[1], v.meta, model_id == active, v.reason is None, v.reason)
 
     def list(self) -> list[ModelInfo]:
@@ -189,8 +193,10 @@ class Registry:
         p = self._existing(model_id)
         v = self._judge(p)
         if v.reason is not None:
-            raise UnloadableModel(f"model {model_id!r} cannot be activated: {v.reason}; "
-                                  "GET /models shows which models can be loaded")
+            raise UnloadableModel(
+                f"model {model_id!r} cannot be activated: {v.reason}; "
+                "GET /models shows which models can be loaded"
+            )
         self._write_active(model_id)
         return ModelInfo(model_id, p, v.key[1], v.meta, True)
 
@@ -201,9 +207,7 @@ class Registry:
     def delete(self, model_id: str) -> None:
         p = self._existing(model_id)
         if model_id == self.active_id():
-            raise ModelInUse(
-                f"model {model_id!r} is active; activate another model before deleting it"
-            )
+            raise ModelInUse(f"model {model_id!r} is active; activate another model before deleting it")
         p.unlink(missing_ok=True)
         with self._lock:
             self._cache.pop(p.name, None)
@@ -264,7 +268,9 @@ def should_promote(
     if incumbent_val_auc is None or not math.isfinite(incumbent_val_auc):
         return True, "there is no active model to beat"
     if challenger_val_auc > incumbent_val_auc:
-        return True, (f"validation AUC {challenger_val_auc:.4f} beats the active model's "
-                      f"{incumbent_val_auc:.4f}")
-    return False, (f"validation AUC {challenger_val_auc:.4f} does not beat the active model's "
-                   f"{incumbent_val_auc:.4f}")
+        return True, (
+            f"validation AUC {challenger_val_auc:.4f} beats the active model's {incumbent_val_auc:.4f}"
+        )
+    return False, (
+        f"validation AUC {challenger_val_auc:.4f} does not beat the active model's {incumbent_val_auc:.4f}"
+    )

@@ -24,8 +24,15 @@ from app.market.ticks import TickArrays, write_csv_to
 from app.ml import training
 from app.settings import Settings
 
-TINY = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "batch_size": 256,
-        "seq_len": 16, "patience": 0}
+TINY = {
+    "arch": "CNN",
+    "hidden_size": 8,
+    "num_layers": 1,
+    "num_epochs": 1,
+    "batch_size": 256,
+    "seq_len": 16,
+    "patience": 0,
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,8 +57,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory, ticks: TickArrays) -> list
 
 
 def make_settings(tmp: Path, **over: object) -> Settings:
-    base = dict(store_path=tmp / "db" / "tickcast.db", models_dir=tmp / "models", bootstrap=False,
-                device="cpu", batch_window_ms=1.0, job_threads=1, ingest=False)
+    base = dict(
+        store_path=tmp / "db" / "tickcast.db",
+        models_dir=tmp / "models",
+        bootstrap=False,
+        device="cpu",
+        batch_window_ms=1.0,
+        job_threads=1,
+        ingest=False,
+    )
     base.update(over)
     return Settings(**base)  # type: ignore[arg-type]
 
@@ -76,9 +90,14 @@ def client(tmp_path: Path, trained: list[Path]) -> Iterator[TestClient]:
 
 
 def body(ticks: TickArrays, n: int = 40, **extra: object) -> dict:
-    t = ticks[len(ticks) - n:]
-    return {"ticks": [{"time": float(a), "price": float(b), "amount": float(c)}
-                      for a, b, c in zip(t.time, t.price, t.amount, strict=True)], **extra}
+    t = ticks[len(ticks) - n :]
+    return {
+        "ticks": [
+            {"time": float(a), "price": float(b), "amount": float(c)}
+            for a, b, c in zip(t.time, t.price, t.amount, strict=True)
+        ],
+        **extra,
+    }
 
 
 @contextmanager
@@ -88,8 +107,9 @@ def live_server(app: FastAPI) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=10))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=10)
+    )
     loops: list[asyncio.AbstractEventLoop] = []
 
     async def serve() -> None:

@@ -40,8 +40,11 @@ class EventStream:
                 raise TimeoutError(f"no event within {within} s")
             if line == "":
                 if fields:
-                    return Event(fields.get("event", ["message"])[-1], fields.get("id", [None])[-1],
-                                 "\n".join(fields.get("data", [])))
+                    return Event(
+                        fields.get("event", ["message"])[-1],
+                        fields.get("id", [None])[-1],
+                        "\n".join(fields.get("data", [])),
+                    )
                 continue
             if line.startswith(":"):
                 continue

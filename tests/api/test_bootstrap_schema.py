@@ -23,8 +23,9 @@ def retry_in(text: str) -> int:
     return int(m.group(1))
 
 
-def test_first_start_bootstraps_a_model(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_first_start_bootstraps_a_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.INFO, logger="app.services.bootstrap")
     monkeypatch.setattr(bootstrap, "POLL_S", 0.05)  # sees every epoch of this small job
     settings = make_settings(tmp_path, bootstrap=True, bootstrap_ticks=20_000)
@@ -51,8 +52,11 @@ def test_first_start_bootstraps_a_model(tmp_path: Path, caplog: pytest.LogCaptur
     assert any(re.search(r": epoch [123]/3, batch \d+/\d+, loss [\d.]+$", m) for m in said), said
     for epoch in (1, 2, 3):
         assert any(re.search(rf": epoch {epoch}/3 done, validation AUC 0\.\d{{3}}$", m) for m in said), said
-    assert re.fullmatch(r"bootstrap: the first model cnn-\S+ is active after \d+ s, validation AUC 0\.\d{3}; "
-                        r"/ready answers 200", said[-1])
+    assert re.fullmatch(
+        r"bootstrap: the first model cnn-\S+ is active after \d+ s, validation AUC 0\.\d{3}; "
+        r"/ready answers 200",
+        said[-1],
+    )
     # a second start finds the model and queues nothing new
     with TestClient(create_app(settings)) as c:
         assert c.get("/ready").status_code == 200
@@ -60,7 +64,7 @@ def test_first_start_bootstraps_a_model(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 @pytest.fixture
-def live_url(tmp_path: Path, trained) -> Iterator[str]:  # noqa: ANN001
+def live_url(tmp_path: Path, trained) -> Iterator[str]:
     install_models(tmp_path, trained)
     with live_server(create_app(make_settings(tmp_path, api_key="k"))) as url:
         yield url
@@ -81,14 +85,14 @@ def test_schemathesis_finds_no_server_errors(live_url: str) -> None:
             # its validation and refusals are tested in test_stream.py
         strategy = operation.as_strategy()
 
-        @settings(max_examples=25, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def run(case) -> None:  # noqa: ANN001
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def run(case) -> None:
             response = case.call(base_url=live_url, timeout=30)
             calls[0] += 1
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} "
-                                f"{response.text[:200]}")
+                failures.append(
+                    f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:200]}"
+                )
 
         given(strategy)(run)()
     assert failures == []

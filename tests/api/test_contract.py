@@ -26,8 +26,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 KEY = "contract-key"
 SEEDED = 60  # ticks of synthetic:BTC-USD: enough to predict with the tiny models, too few to train on
 
@@ -95,8 +94,7 @@ def test_errors_have_one_shape(spec: dict[str, Any]) -> None:
                     continue
                 want = "HTTPValidationError" if code == "422" else "ErrorOut"
                 assert ref.endswith(want), (name, code, ref)
-    assert {"400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "502",
-            "503"} <= set(shapes)
+    assert {"400", "401", "403", "404", "409", "413", "415", "422", "429", "500", "502", "503"} <= set(shapes)
     not_ready = spec["components"]["schemas"]["NotReadyOut"]
     assert set(not_ready["required"]) >= {"detail", "reason"}
 
@@ -119,13 +117,21 @@ def test_retry_after_is_documented_where_it_is_sent(spec: dict[str, Any]) -> Non
 
 
 def test_every_field_and_parameter_is_described(spec: dict[str, Any]) -> None:
-    undescribed = [f"{model}.{prop}" for model, schema in spec["components"]["schemas"].items()
-                   for prop, sub in schema.get("properties", {}).items() if not sub.get("description")]
+    undescribed = [
+        f"{model}.{prop}"
+        for model, schema in spec["components"]["schemas"].items()
+        for prop, sub in schema.get("properties", {}).items()
+        if not sub.get("description")
+    ]
     assert undescribed == []
     assert len(spec["components"]["schemas"]["TrainConfigIn"]["properties"]) == 18
     assert len(spec["components"]["schemas"]["JobOut"]["properties"]) == 9
-    params = [f"{name} {p['name']}" for name, op in _operations(spec) for p in op.get("parameters", [])
-              if not p.get("description")]
+    params = [
+        f"{name} {p['name']}"
+        for name, op in _operations(spec)
+        for p in op.get("parameters", [])
+        if not p.get("description")
+    ]
     assert params == []
 
 
@@ -144,17 +150,24 @@ def test_typed_answers(spec: dict[str, Any]) -> None:
         return spec["paths"][path][method]["responses"][code]["content"]["application/json"]["schema"]
 
     assert ok_schema("/markets")["items"]["$ref"].endswith("/MarketOut")
-    for path, model in (("/info", "InfoOut"), ("/health", "HealthOut"), ("/ready", "ReadyOut"),
-                        ("/markets/{exchange}/{symbol}/ticks", "TicksOut")):
+    for path, model in (
+        ("/info", "InfoOut"),
+        ("/health", "HealthOut"),
+        ("/ready", "ReadyOut"),
+        ("/markets/{exchange}/{symbol}/ticks", "TicksOut"),
+    ):
         assert ok_schema(path)["$ref"].endswith(f"/{model}"), path
     assert ok_schema("/markets/{exchange}/{symbol}/pull", "post")["$ref"].endswith("/PullOut")
     assert ok_schema("/markets/{exchange}/{symbol}/import", "post")["$ref"].endswith("/ImportOut")
     metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
     assert list(spec["paths"]["/stream/{exchange}/{symbol}"]["get"]["responses"]["200"]["content"]) == [
-        "text/event-stream"]
-    assert "text/csv" in spec["paths"]["/markets/{exchange}/{symbol}/ticks"]["get"]["responses"]["200"][
-        "content"]
+        "text/event-stream"
+    ]
+    assert (
+        "text/csv"
+        in spec["paths"]["/markets/{exchange}/{symbol}/ticks"]["get"]["responses"]["200"]["content"]
+    )
 
 
 def test_the_document_does_not_change_fastapis_own_definitions(spec: dict[str, Any]) -> None:
@@ -169,8 +182,11 @@ def test_the_document_does_not_change_fastapis_own_definitions(spec: dict[str, A
 # ---------------------------------------------------------------- schemathesis on a live server
 
 # Every operation, read from the document of an app built here (no server needed to collect).
-OPERATIONS = [(method.upper(), path) for path, item in
-              create_app(make_settings(Path("/nonexistent"))).openapi()["paths"].items() for method in item]
+OPERATIONS = [
+    (method.upper(), path)
+    for path, item in create_app(make_settings(Path("/nonexistent"))).openapi()["paths"].items()
+    for method in item
+]
 
 
 @dataclass
@@ -189,19 +205,27 @@ class Contract:
 
 
 @pytest.fixture(scope="module", params=["no key", "key set"])
-def contract(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-             trained: list[Path], ticks: TickArrays) -> Iterator[Contract]:
+def contract(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    trained: list[Path],
+    ticks: TickArrays,
+) -> Iterator[Contract]:
     tmp = tmp_path_factory.mktemp("contract")
     install_models(tmp, trained)
     key = KEY if request.param == "key set" else None
     # a pull of the synthetic market stores its smallest history; at most two jobs can wait
     settings = make_settings(tmp, api_key=key, bootstrap_ticks=2000, job_queue_max=2)
     with live_server(create_app(settings)) as url:
-        r = httpx.post(f"{url}/markets/synthetic/BTC-USD/import", content=csv_body(ticks[:SEEDED]),
-                       headers={"content-type": "text/csv", **({"X-API-Key": key} if key else {})})
+        r = httpx.post(
+            f"{url}/markets/synthetic/BTC-USD/import",
+            content=csv_body(ticks[:SEEDED]),
+            headers={"content-type": "text/csv", **({"X-API-Key": key} if key else {})},
+        )
         assert r.status_code == 200, r.text
-        schema = schemathesis.openapi.from_url(f"{url}/openapi.json",
-                                               config=schemathesis.Config.from_dict(CONFIG))
+        schema = schemathesis.openapi.from_url(
+            f"{url}/openapi.json", config=schemathesis.Config.from_dict(CONFIG)
+        )
         c = Contract(url, key, schema)
         yield c
         print(f"\nschemathesis, {request.param}: answers per operation")  # shown with -s
@@ -224,21 +248,31 @@ def test_the_live_api_keeps_its_contract(contract: Contract, method: str, path: 
         def each(case: Any) -> None:  # a new function per run: hypothesis decorates it once
             check(case)
 
-        given(strategy)(settings(max_examples=n, deadline=None, database=None, derandomize=True,
-                                 suppress_health_check=list(HealthCheck))(each))()
+        given(strategy)(
+            settings(
+                max_examples=n,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )(each)
+        )()
 
     def check(case: Any) -> None:
         try:
-            response = case.call_and_validate(base_url=contract.url, headers=contract.headers(),
-                                              checks=CHECKS, timeout=20)
-        except Exception as e:  # noqa: BLE001 - every failure is collected and shown at the end
+            response = case.call_and_validate(
+                base_url=contract.url, headers=contract.headers(), checks=CHECKS, timeout=20
+            )
+        except Exception as e:
             failures.append(f"{case.method} {case.formatted_path} {case.query or ''}: {e}"[:2000])
             return
         codes.append(response.status_code)
 
     examples = contract.schema.get_strategies_from_examples(operation)
-    generated = [operation.as_strategy(mode) for mode in (schemathesis.GenerationMode.POSITIVE,
-                                                          schemathesis.GenerationMode.NEGATIVE)]
+    generated = [
+        operation.as_strategy(mode)
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    ]
     for strategy, n in [*((e, 2) for e in examples), (st.one_of(generated), MAX_EXAMPLES)]:
         run(strategy, n)
     assert failures == []
@@ -264,5 +298,6 @@ def test_the_run_reached_both_sides_of_the_key(contract: Contract) -> None:
 def test_a_hand_raised_422_has_the_list_shape(contract: Contract) -> None:
     r = httpx.get(f"{contract.url}/markets/synthetic/BTC-USD/ticks", params={"start": 5, "end": 1})
     assert r.status_code == 422
-    assert r.json() == {"detail": [{"loc": ["query", "end"], "msg": "end must not be before start",
-                                    "type": "value_error"}]}
+    assert r.json() == {
+        "detail": [{"loc": ["query", "end"], "msg": "end must not be before start", "type": "value_error"}]
+    }

@@ -30,8 +30,9 @@ from tests.api.conftest import body, csv_body, install_models, live_server, make
 
 CHROMIUM = os.environ.get("TICKCAST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TICKCAST_CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = Path(os.environ.get("TICKCAST_TEST_ARTIFACTS",
-                                Path(__file__).resolve().parents[2] / "test-artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("TICKCAST_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
+)
 KEY = "dashboard-test-key"
 
 
@@ -84,22 +85,28 @@ def test_api_docs_are_served_from_the_service(client: TestClient) -> None:
     assert "cdn.redoc.ly" not in redoc and "fonts.googleapis" not in redoc
     for licence in ("swagger-ui/LICENSE", "swagger-ui/NOTICE", "redoc/LICENSE"):
         assert (vendor / licence).stat().st_size > 0, licence
-    for served in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css",
-                   "redoc/redoc.standalone.js"):
+    for served in (
+        "swagger-ui/swagger-ui-bundle.js",
+        "swagger-ui/swagger-ui.css",
+        "redoc/redoc.standalone.js",
+    ):
         digest = hashlib.sha256((vendor / served).read_bytes()).hexdigest()
         assert re.search(rf"`{re.escape(served)}`[^|]*\| `{digest}`", readme), served
 
 
 def test_info_tells_a_frontend_what_it_needs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, api_key="s3cr3t-key",
-                             markets=["synthetic:BTC-USD", "binance:ETH-USDT"])
+    settings = make_settings(
+        tmp_path, api_key="s3cr3t-key", markets=["synthetic:BTC-USD", "binance:ETH-USDT"]
+    )
     with TestClient(create_app(settings)) as c:
         r = c.get("/info")
     assert "s3cr3t" not in r.text  # whether a key is set, never the key
     info = r.json()
     assert info["auth_required"] is True and info["device"] == "cpu"
-    assert info["markets"] == [{"exchange": "synthetic", "symbol": "BTC-USD", "scheduled": True},
-                               {"exchange": "binance", "symbol": "ETH-USDT", "scheduled": True}]
+    assert info["markets"] == [
+        {"exchange": "synthetic", "symbol": "BTC-USD", "scheduled": True},
+        {"exchange": "binance", "symbol": "ETH-USDT", "scheduled": True},
+    ]
 
 
 def test_cors_lets_a_configured_dashboard_in_and_no_other(tmp_path: Path) -> None:
@@ -117,10 +124,13 @@ def test_cors_lets_a_configured_dashboard_in_and_no_other(tmp_path: Path) -> Non
 def _browser_or_skip() -> Any:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not found: install Debian's chromium and "
-                    "chromium-driver packages (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
-                                                                 "(pip install -e '.[dev]')")
+        pytest.skip(
+            f"{' and '.join(missing)} not found: install Debian's chromium and "
+            "chromium-driver packages (apt-get install chromium chromium-driver)"
+        )
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+    )
     return webdriver
 
 
@@ -132,10 +142,19 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for downloads
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,2000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,2000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
@@ -148,8 +167,9 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 def attr(browser: Any, css: str, name: str) -> str | None:
     """An attribute of the first match, read in the page (rows are redrawn as data arrives)."""
-    return browser.execute_script("const e = document.querySelector(arguments[0]);"
-                                  "return e && e.getAttribute(arguments[1]);", css, name)
+    return browser.execute_script(
+        "const e = document.querySelector(arguments[0]);return e && e.getAttribute(arguments[1]);", css, name
+    )
 
 
 def wait_until(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -193,10 +213,11 @@ def legend(browser: Any, card_css: str) -> dict[str, str]:
         "const rows = document.querySelectorAll(arguments[0] + ' .u-legend .u-series');"
         "return Object.fromEntries([...rows].map(r => [r.querySelector('.u-label').textContent,"
         "                                               r.querySelector('.u-value').textContent]));",
-        card_css)
+        card_css,
+    )
 
 
-def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noqa: ANN001
+def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:
     from selenium.webdriver.common.by import By
 
     ids = install_models(tmp_path, trained)
@@ -219,8 +240,11 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
 
             # a new tick is stored (as a pull would store it) and its probability shows up
             before = int(card.get_attribute("data-updates"))
-            r = httpx.post(f"{url}/markets/synthetic/BTC-USD/import", content=csv_body(ticks[14_000:14_003]),
-                           headers={"X-API-Key": KEY})
+            r = httpx.post(
+                f"{url}/markets/synthetic/BTC-USD/import",
+                content=csv_body(ticks[14_000:14_003]),
+                headers={"X-API-Key": KEY},
+            )
             assert r.json()["new_ticks"] == 3
             wait_until("three live ticks", lambda: int(card.get_attribute("data-updates")) == before + 3)
             scored = httpx.post(f"{url}/predict", json=body(ticks[:14_003])).json()
@@ -239,22 +263,31 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
             assert "green" in key.text and "red" in key.text and "UTC" in key.text
             last_time = float(ticks.time[14_002])
             latest = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(last_time))} (latest)"
-            assert legend(browser, css) == {"time (UTC)": latest, "price": card.find_element(
-                By.CSS_SELECTOR, ".price").text, "P(rise)": prob.text, "threshold": f"{threshold:.3f}"}
+            assert legend(browser, css) == {
+                "time (UTC)": latest,
+                "price": card.find_element(By.CSS_SELECTOR, ".price").text,
+                "P(rise)": prob.text,
+                "threshold": f"{threshold:.3f}",
+            }
             from selenium.webdriver.common.action_chains import ActionChains
 
             ActionChains(browser).move_to_element(card.find_element(By.CSS_SELECTOR, ".u-over")).perform()
-            wait_until("the legend under the pointer",
-                       lambda: "latest" not in legend(browser, css)["time (UTC)"])
+            wait_until(
+                "the legend under the pointer", lambda: "latest" not in legend(browser, css)["time (UTC)"]
+            )
             ActionChains(browser).move_to_element(browser.find_element(By.ID, "markets-title")).perform()
             wait_until("the latest tick again", lambda: legend(browser, css)["time (UTC)"] == latest)
 
             # ingestion status and the models table
-            wait_until("ingestion status", lambda: card.find_element(By.CSS_SELECTOR, ".ticks-stored")
-                       .text.replace(",", "") == "14003", timeout=15)
+            wait_until(
+                "ingestion status",
+                lambda: card.find_element(By.CSS_SELECTOR, ".ticks-stored").text.replace(",", "") == "14003",
+                timeout=15,
+            )
             wait_until("the models table", lambda: attr(browser, "#models tr.active", "data-model-id"))
-            listed = browser.execute_script("return [...document.querySelectorAll('#models tbody tr')]"
-                                            ".map(r => r.dataset.modelId)")
+            listed = browser.execute_script(
+                "return [...document.querySelectorAll('#models tbody tr')].map(r => r.dataset.modelId)"
+            )
             assert sorted(listed) == sorted(ids)
             assert attr(browser, "#models tr.active", "data-model-id") == ids[0]
 
@@ -289,7 +322,9 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
                 state = browser.execute_script(
                     "const r = document.querySelector(`#jobs tr[data-job-id='${arguments[0]}']`);"
                     "return r && [r.dataset.status, r.querySelector('progress').value,"
-                    "             r.children[5].textContent];", job_id)
+                    "             r.children[5].textContent];",
+                    job_id,
+                )
                 if state:
                     seen.append((state[0], float(state[1])))
                     texts.append((float(state[1]), state[2]))
@@ -306,18 +341,23 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
             job = httpx.get(f"{url}/jobs/{job_id}").json()
             assert job["spec"]["config"]["num_epochs"] == 4 and job["spec"]["config"]["seq_len"] == 32
             new_model = job["result"]["model_id"]
-            wait_until("the new model in the table", lambda: browser.find_elements(
-                By.CSS_SELECTOR, f'#models tr[data-model-id="{new_model}"]'), timeout=15)
+            wait_until(
+                "the new model in the table",
+                lambda: browser.find_elements(By.CSS_SELECTOR, f'#models tr[data-model-id="{new_model}"]'),
+                timeout=15,
+            )
 
             # activate a model from the table (the key given above is reused)
             target = ids[1]
             browser.find_element(By.CSS_SELECTOR, f'#models tr[data-model-id="{target}"] button').click()
             wait_until("the activation", lambda: httpx.get(f"{url}/ready").json().get("model_id") == target)
-            wait_until("the active marker", lambda: attr(browser, "#models tr.active", "data-model-id")
-                       == target)
+            wait_until(
+                "the active marker", lambda: attr(browser, "#models tr.active", "data-model-id") == target
+            )
 
-            errors = [e for e in console_errors(browser)
-                      if "status of 401" not in e]  # the wrong key, on purpose
+            errors = [
+                e for e in console_errors(browser) if "status of 401" not in e
+            ]  # the wrong key, on purpose
             assert errors == []
             only_from(url, browser)
         finally:
@@ -325,7 +365,7 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:  # noq
     assert shot.stat().st_size > 10_000
 
 
-def test_api_docs_in_chromium_offline(tmp_path: Path, trained, browser) -> None:  # noqa: ANN001
+def test_api_docs_in_chromium_offline(tmp_path: Path, trained, browser) -> None:
     """Both docs pages render every operation from the service's own files: no console error,
     no request to any other host."""
     from selenium.webdriver.common.by import By
@@ -336,27 +376,35 @@ def test_api_docs_in_chromium_offline(tmp_path: Path, trained, browser) -> None:
         spec = httpx.get(f"{url}/openapi.json").json()
         operations = sum(1 for item in spec["paths"].values() for m in item if m in ("get", "post", "delete"))
         browser.get(f"{url}/docs")
-        wait_until("Swagger UI's operations", lambda: len(
-            browser.find_elements(By.CSS_SELECTOR, ".opblock")) == operations)
+        wait_until(
+            "Swagger UI's operations",
+            lambda: len(browser.find_elements(By.CSS_SELECTOR, ".opblock")) == operations,
+        )
         paths = browser.execute_script(
             "return [...document.querySelectorAll('.opblock .opblock-summary-path')]"
-            ".map(e => e.getAttribute('data-path'))")
+            ".map(e => e.getAttribute('data-path'))"
+        )
         assert "/predict" in paths and set(paths) == set(spec["paths"])
         assert console_errors(browser) == []
         only_from(url, browser)
 
         browser.get(f"{url}/redoc")
-        wait_until("ReDoc's operations", lambda: len(browser.find_elements(
-            By.CSS_SELECTOR, "[data-section-id^='operation/']")) == operations)
+        wait_until(
+            "ReDoc's operations",
+            lambda: (
+                len(browser.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")) == operations
+            ),
+        )
         shown = browser.execute_script(
             "return [...document.querySelectorAll('[data-section-id^=\"operation/\"]')]"
-            ".map(e => e.textContent)")
+            ".map(e => e.textContent)"
+        )
         assert any("/predict" in text and "Probability that the price rises" in text for text in shown)
         assert console_errors(browser) == []
         only_from(url, browser)
 
 
-def test_not_ready_and_empty_in_chromium(tmp_path: Path, browser) -> None:  # noqa: ANN001
+def test_not_ready_and_empty_in_chromium(tmp_path: Path, browser) -> None:
     """No model and no key: the header says why the service is not ready (the reason /ready
     gives, not a bare status), the key field stays hidden, and the empty tables say what to do."""
     from selenium.webdriver.common.by import By
@@ -378,26 +426,48 @@ def test_not_ready_and_empty_in_chromium(tmp_path: Path, browser) -> None:  # no
         assert [e for e in console_errors(browser) if "/ready - " not in e] == []
 
 
-def test_job_progress_bar_and_text_agree(tmp_path: Path, browser) -> None:  # noqa: ANN001
+def test_job_progress_bar_and_text_agree(tmp_path: Path, browser) -> None:
     """The page's own code, in the browser, over the progress a job reports in each phase: the
     comparison after the last epoch is its own step, not a bar stuck at (n-1)/n beside "epoch n/n"."""
     app = create_app(make_settings(tmp_path))
     with live_server(app) as url:
         browser.get(f"{url}/")
         browser.set_script_timeout(10)
-        got = browser.execute_async_script("""
+        got = browser.execute_async_script(
+            """
             const done = arguments[arguments.length - 1];
             import("/static/js/jobs.js").then((jobs) => done(arguments[0].map((p) => {
               const job = {status: "running", progress: p};
               return [jobs.fraction(job), jobs.detail(job)];
-            })));""", [
-            {"phase": "training", "epoch": 1, "num_epochs": 3, "batch": 5, "num_batches": 10, "loss": 0.69},
-            {"phase": "training", "epoch": 3, "num_epochs": 3, "batch": 10, "num_batches": 10, "loss": 0.69},
-            {"phase": "saving", "epoch": 3, "num_epochs": 3, "loss": 0.69},
-            {"phase": "comparing with the active model", "epoch": 3, "num_epochs": 3, "loss": 0.69,
-             "val": {"auc": 0.55}},
-            {"phase": "comparing with the active model", "epoch": 2, "num_epochs": 3},  # stopped early
-        ])
+            })));""",
+            [
+                {
+                    "phase": "training",
+                    "epoch": 1,
+                    "num_epochs": 3,
+                    "batch": 5,
+                    "num_batches": 10,
+                    "loss": 0.69,
+                },
+                {
+                    "phase": "training",
+                    "epoch": 3,
+                    "num_epochs": 3,
+                    "batch": 10,
+                    "num_batches": 10,
+                    "loss": 0.69,
+                },
+                {"phase": "saving", "epoch": 3, "num_epochs": 3, "loss": 0.69},
+                {
+                    "phase": "comparing with the active model",
+                    "epoch": 3,
+                    "num_epochs": 3,
+                    "loss": 0.69,
+                    "val": {"auc": 0.55},
+                },
+                {"phase": "comparing with the active model", "epoch": 2, "num_epochs": 3},  # stopped early
+            ],
+        )
     assert got == [
         [0.125, "step 1/4: training, epoch 1/3, loss 0.6900"],
         [0.75, "step 3/4: training, epoch 3/3, loss 0.6900"],
@@ -407,7 +477,7 @@ def test_job_progress_bar_and_text_agree(tmp_path: Path, browser) -> None:  # no
     ]
 
 
-def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:  # noqa: ANN001
+def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:
     """At 360 px wide (a small phone) nothing scrolls sideways and each chart fits the screen."""
     from selenium.webdriver.common.by import By
 
@@ -420,16 +490,30 @@ def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:  #
     app = create_app(make_settings(tmp_path, markets=markets))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with live_server(app) as url:
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True})
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 360, "height": 800, "deviceScaleFactor": 1, "mobile": True},
+        )
         try:
             browser.get(f"{url}/")
             for m in markets:
-                wait_until(f"{m}'s chart", lambda m=m: int(browser.find_element(
-                    By.CSS_SELECTOR, f'.card[data-market="{m}"]').get_attribute("data-updates") or 0) >= 600)
+                wait_until(
+                    f"{m}'s chart",
+                    lambda m=m: (
+                        int(
+                            browser.find_element(By.CSS_SELECTOR, f'.card[data-market="{m}"]').get_attribute(
+                                "data-updates"
+                            )
+                            or 0
+                        )
+                        >= 600
+                    ),
+                )
             wait_until("the models table", lambda: attr(browser, "#models tr.active", "data-model-id"))
-            wait_until("the ingestion status", lambda: browser.find_element(
-                By.CSS_SELECTOR, ".card .ticks-stored").text != "–")
+            wait_until(
+                "the ingestion status",
+                lambda: browser.find_element(By.CSS_SELECTOR, ".card .ticks-stored").text != "–",
+            )
             time.sleep(0.5)  # a resize reaches uPlot through a ResizeObserver, a frame later
             layout = browser.execute_script("""
                 const root = document.documentElement;
@@ -448,7 +532,7 @@ def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:  #
             browser.save_screenshot(str(ARTIFACTS / "dashboard-360px.png"))
 
 
-def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:  # noqa: ANN001
+def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:
     """A market that has only imported ticks (not in TICKCAST_MARKETS) gets a card, marked as not
     scheduled, and is offered for training like the configured ones."""
     from selenium.webdriver.common.by import By
@@ -465,13 +549,16 @@ def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:  # noqa: 
         imported = '.card[data-market="synthetic:ETH-USD"]'
         wait_until("the imported market's card", lambda: browser.find_elements(By.CSS_SELECTOR, imported))
         card = browser.find_element(By.CSS_SELECTOR, imported)
-        wait_until("its status", lambda: card.find_element(By.CSS_SELECTOR, ".last-pull").text
-                   == "not scheduled (imported)")
+        wait_until(
+            "its status",
+            lambda: card.find_element(By.CSS_SELECTOR, ".last-pull").text == "not scheduled (imported)",
+        )
         assert card.find_element(By.CSS_SELECTOR, ".ticks-stored").text.replace(",", "") == "2000"
         assert card.find_element(By.CSS_SELECTOR, ".next-run").text == "–"
         wait_until("its ticks", lambda: int(card.get_attribute("data-updates") or 0) >= 600)
         options = browser.execute_script(
             "return [...document.querySelectorAll('#train-form select[name=market] option')]"
-            ".map(o => o.value)")
+            ".map(o => o.value)"
+        )
         assert options == ["synthetic:BTC-USD", "synthetic:ETH-USD"]
         assert [e for e in console_errors(browser) if "/ready - " not in e] == []  # no model: 503

@@ -14,8 +14,8 @@ from app.market.ticks import TickArrays
 from tests.api.conftest import body, csv_body, install_models, make_settings, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, server_error  # noqa: E402
-from test_binance import Market, truth  # noqa: E402
+from fake_exchange import FakeExchange, server_error
+from test_binance import Market, truth
 
 
 def recent_trades(n: int) -> list[dict]:
@@ -24,9 +24,14 @@ def recent_trades(n: int) -> list[dict]:
     return [{**t, "T": t["T"] + shift} for t in trades]
 
 
-def settings_for(tmp: Path, url: str, **over: object):  # noqa: ANN201
-    kw = {"markets": ["binance:BTC-USD"], "source_urls": {"binance": url}, "ingest": True,
-          "pull_interval_s": 0.3, **over}
+def settings_for(tmp: Path, url: str, **over: object):
+    kw = {
+        "markets": ["binance:BTC-USD"],
+        "source_urls": {"binance": url},
+        "ingest": True,
+        "pull_interval_s": 0.3,
+        **over,
+    }
     return make_settings(tmp, **kw)
 
 
@@ -76,8 +81,12 @@ def test_ticks_endpoint_and_csv_import(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
         csv = "time,price,amount\n100,10.5,1\n101,10.6,2\n101,10.6,2\n105,10.4,0.5\n"
         r = c.post("/markets/kraken/ETH-USD/import", content=csv, headers={"content-type": "text/csv"})
-        assert r.status_code == 200 and r.json() == {"exchange": "kraken", "symbol": "ETH-USD",
-                                                     "rows": 4, "new_ticks": 4}
+        assert r.status_code == 200 and r.json() == {
+            "exchange": "kraken",
+            "symbol": "ETH-USD",
+            "rows": 4,
+            "new_ticks": 4,
+        }
         assert c.post("/markets/kraken/ETH-USD/import", content=csv).json()["new_ticks"] == 0
         bad = "time,price,amount\n100,10.5,1\n101,-1,2\n"
         r = c.post("/markets/kraken/ETH-USD/import", content=bad)
@@ -113,9 +122,14 @@ def test_retraining_schedule_queues_if_better_jobs(tmp_path: Path) -> None:
 def test_imported_markets_are_listed_as_not_scheduled(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path, markets=["synthetic:BTC-USD"]))) as c:
         csv = "time,price,amount\n100,10.5,1\n101,10.6,2\n105,10.4,0.5\n"
-        assert c.post("/markets/kraken/ETH-USD/import", content=csv,
-                      headers={"content-type": "text/csv"}).status_code == 200
+        assert (
+            c.post(
+                "/markets/kraken/ETH-USD/import", content=csv, headers={"content-type": "text/csv"}
+            ).status_code
+            == 200
+        )
         configured, imported = c.get("/markets").json()
+
         def who(m: dict) -> tuple:
             return m["exchange"], m["symbol"], m["scheduled"]
 
@@ -123,23 +137,37 @@ def test_imported_markets_are_listed_as_not_scheduled(tmp_path: Path) -> None:
         assert who(imported) == ("kraken", "ETH-USD", False)
         assert imported["ticks_stored"] == 3 and imported["last_tick_time"] == 105
         assert imported["lag_s"] > 0 and imported["ingesting"] is False and imported["next_run"] is None
-        for pull_field in ("last_pull", "last_new_ticks", "last_error", "pulls", "failures",
-                           "consecutive_failures"):
+        for pull_field in (
+            "last_pull",
+            "last_new_ticks",
+            "last_error",
+            "pulls",
+            "failures",
+            "consecutive_failures",
+        ):
             assert imported[pull_field] is None, pull_field
         assert c.get("/info").json()["markets"] == [
             {"exchange": "synthetic", "symbol": "BTC-USD", "scheduled": True},
-            {"exchange": "kraken", "symbol": "ETH-USD", "scheduled": False}]
+            {"exchange": "kraken", "symbol": "ETH-USD", "scheduled": False},
+        ]
         # listed is not configured: a pull still names the setting to change
         r = c.post("/markets/kraken/ETH-USD/pull")
         assert r.status_code == 404 and "TICKCAST_MARKETS" in r.json()["detail"]
 
 
 def test_latest_ticks_are_the_newest_oldest_first_and_a_predict_body_as_they_are(
-        tmp_path: Path, trained: list[Path], ticks: TickArrays) -> None:
+    tmp_path: Path, trained: list[Path], ticks: TickArrays
+) -> None:
     install_models(tmp_path, trained)
     with TestClient(create_app(make_settings(tmp_path))) as c:
-        assert c.post("/markets/kraken/ETH-USD/import", content=csv_body(ticks[:500]),
-                      headers={"content-type": "text/csv"}).status_code == 200
+        assert (
+            c.post(
+                "/markets/kraken/ETH-USD/import",
+                content=csv_body(ticks[:500]),
+                headers={"content-type": "text/csv"},
+            ).status_code
+            == 200
+        )
         r = c.get("/markets/kraken/ETH-USD/ticks", params={"latest": 40})
         got = r.json()
         assert got["count"] == 40 and [t["time"] for t in got["ticks"]] == ticks.time[460:500].tolist()
@@ -158,8 +186,9 @@ def test_latest_ticks_are_the_newest_oldest_first_and_a_predict_body_as_they_are
         assert c.post("/predict", json=bad).status_code == 422
 
 
-@pytest.mark.parametrize("query", [{"latest": 5, "start": 1}, {"latest": 5, "end": 1e10},
-                                   {"latest": 5, "limit": 5}])
+@pytest.mark.parametrize(
+    "query", [{"latest": 5, "start": 1}, {"latest": 5, "end": 1e10}, {"latest": 5, "limit": 5}]
+)
 def test_latest_does_not_combine_with_a_range(tmp_path: Path, query: dict) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
         r = c.get("/markets/synthetic/BTC-USD/ticks", params=query)
@@ -170,7 +199,8 @@ def test_latest_does_not_combine_with_a_range(tmp_path: Path, query: dict) -> No
 
 
 def test_a_csv_over_the_body_limit_is_413_pointing_to_the_command_that_stores_it(
-        tmp_path: Path, ticks: TickArrays) -> None:
+    tmp_path: Path, ticks: TickArrays
+) -> None:
     from app.cli import fetch
 
     big = tmp_path / "big.csv"
@@ -178,8 +208,9 @@ def test_a_csv_over_the_body_limit_is_413_pointing_to_the_command_that_stores_it
     assert big.stat().st_size > 4096
     settings = make_settings(tmp_path, max_body_bytes=4096)
     with TestClient(create_app(settings)) as c:
-        r = c.post("/markets/kraken/ETH-USD/import", content=big.read_bytes(),
-                   headers={"content-type": "text/csv"})
+        r = c.post(
+            "/markets/kraken/ETH-USD/import", content=big.read_bytes(), headers={"content-type": "text/csv"}
+        )
         assert r.status_code == 413
         detail = r.json()["detail"]
         assert "tickcast fetch csv ETH-USD --file FILE" in detail and "4096 bytes" in detail
@@ -188,8 +219,10 @@ def test_a_csv_over_the_body_limit_is_413_pointing_to_the_command_that_stores_it
         r = c.post("/predict", json=body(ticks, n=400))
         assert r.status_code == 413 and "send fewer ticks" in r.json()["detail"]
     # the advice works: the command stores the file in the service's store
-    assert fetch.main(["csv", "ETH-USD", "--file", str(big), "--store", str(settings.store_path),
-                       "--quiet"]) == 0
+    assert (
+        fetch.main(["csv", "ETH-USD", "--file", str(big), "--store", str(settings.store_path), "--quiet"])
+        == 0
+    )
     with TestClient(create_app(settings)) as c:
         listed = {(m["exchange"], m["symbol"]): m for m in c.get("/markets").json()}
         assert listed[("csv", "ETH-USD")]["ticks_stored"] == 400

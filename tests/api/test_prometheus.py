@@ -21,14 +21,13 @@ from app.market.store import TickStore
 from tests.api.conftest import free_port, make_settings, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, server_error  # noqa: E402
-from test_binance import Market, truth  # noqa: E402
+from fake_exchange import FakeExchange, server_error
+from test_binance import Market, truth
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 BTC = {"exchange": "binance", "symbol": "BTC-USD"}
 SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
-LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32,
-        "patience": 0}
+LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32, "patience": 0}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -36,8 +35,11 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 def scrape(c: TestClient) -> Samples:
     r = c.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
@@ -63,9 +65,12 @@ def test_market_figures_follow_pulls_and_failures(tmp_path: Path) -> None:
             assert value(before, "tickcast_market_pulls_total", **BTC) == 0
             assert value(before, "tickcast_market_pull_errors_total", **BTC) == 0
             assert value(before, "tickcast_market_consecutive_pull_failures", **BTC) == 0
-            for name in ("tickcast_market_last_tick_timestamp_seconds", "tickcast_market_lag_seconds",
-                         "tickcast_market_last_successful_pull_timestamp_seconds",
-                         "tickcast_market_pull_interval_seconds"):  # ingestion is off: no interval
+            for name in (
+                "tickcast_market_last_tick_timestamp_seconds",
+                "tickcast_market_lag_seconds",
+                "tickcast_market_last_successful_pull_timestamp_seconds",
+                "tickcast_market_pull_interval_seconds",
+            ):  # ingestion is off: no interval
                 assert value(before, name, **BTC) is None, name
 
             t0 = time.time()
@@ -99,7 +104,8 @@ def test_market_figures_follow_pulls_and_failures(tmp_path: Path) -> None:
             wait_for(lambda: value(scrape(c), "tickcast_market_ticks_stored", **BTC) == 60, timeout=5)
             again = scrape(c)
             assert value(again, "tickcast_market_last_tick_timestamp_seconds", **BTC) == pytest.approx(
-                trades[59]["T"] / 1000)
+                trades[59]["T"] / 1000
+            )
             assert value(again, "tickcast_market_consecutive_pull_failures", **BTC) == 0
             assert value(again, "tickcast_market_pulls_total", **BTC) == 3
             assert value(again, "tickcast_market_pull_errors_total", **BTC) == 1
@@ -109,8 +115,13 @@ def test_market_figures_follow_pulls_and_failures(tmp_path: Path) -> None:
 def test_a_feed_that_never_answers_counts_errors_on_schedule(tmp_path: Path) -> None:
     """A market pointed at a closed port: errors and consecutive failures climb, there is no last
     success, and the interval the README's stale-feed alert divides by is there."""
-    settings = make_settings(tmp_path, markets=["binance:BTC-USD"], ingest=True, pull_interval_s=0.3,
-                             source_urls={"binance": f"http://127.0.0.1:{free_port()}"})
+    settings = make_settings(
+        tmp_path,
+        markets=["binance:BTC-USD"],
+        ingest=True,
+        pull_interval_s=0.3,
+        source_urls={"binance": f"http://127.0.0.1:{free_port()}"},
+    )
     with TestClient(create_app(settings)) as c:
         wait_for(lambda: (value(scrape(c), "tickcast_market_pull_errors_total", **BTC) or 0) >= 2, 60)
         got = scrape(c)
@@ -127,8 +138,10 @@ def test_a_feed_that_never_answers_counts_errors_on_schedule(tmp_path: Path) -> 
 def test_process_metrics_are_the_apps_own(tmp_path: Path) -> None:
     """prometheus-client's process, platform and GC collectors, on each app's own registry: two apps
     in one process both have them, and neither clashes with the other."""
-    with TestClient(create_app(make_settings(tmp_path / "a"))) as a, \
-            TestClient(create_app(make_settings(tmp_path / "b"))) as b:
+    with (
+        TestClient(create_app(make_settings(tmp_path / "a"))) as a,
+        TestClient(create_app(make_settings(tmp_path / "b"))) as b,
+    ):
         for c in (a, b):
             got = scrape(c)
             assert value(got, "process_resident_memory_bytes") > 10 * 2**20
@@ -155,8 +168,11 @@ def test_a_store_outage_leaves_metrics_up_and_says_so(tmp_path: Path) -> None:
             holder.execute("ROLLBACK")
             holder.close()
         assert r.status_code == 200
-        during = {(x.name, frozenset(x.labels.items())): x.value
-                  for family in text_string_to_metric_families(r.text) for x in family.samples}
+        during = {
+            (x.name, frozenset(x.labels.items())): x.value
+            for family in text_string_to_metric_families(r.text)
+            for x in family.samples
+        }
         assert value(during, "tickcast_store_up") == 0
         assert value(during, "process_resident_memory_bytes") > 0
         assert value(during, "tickcast_jobs", status="queued") == queued
@@ -181,18 +197,22 @@ def test_job_durations_by_final_status(tmp_path: Path) -> None:
         wait_for(lambda: value(scrape(c), "tickcast_job_duration_seconds_count", status="succeeded") == 1)
         got = scrape(c)
         assert value(got, "tickcast_job_duration_seconds_sum", status="succeeded") == pytest.approx(
-            done["finished_at"] - done["started_at"])
+            done["finished_at"] - done["started_at"]
+        )
         assert value(got, "tickcast_job_queue_wait_seconds_count") == 1
         assert value(got, "tickcast_job_queue_wait_seconds_sum") == pytest.approx(
-            done["started_at"] - done["created_at"])
+            done["started_at"] - done["created_at"]
+        )
 
         running = c.post("/train", json={"config": LONG, "activate": "never"}).json()
         queued = c.post("/train", json={"config": LONG, "activate": "never"}).json()
         wait_for(lambda: c.get(f"/jobs/{running['id']}").json()["status"] == "running", timeout=60)
         assert c.delete(f"/jobs/{queued['id']}").json()["status"] == "cancelled"
         c.delete(f"/jobs/{running['id']}")
-        wait_for(lambda: value(scrape(c), "tickcast_job_duration_seconds_count", status="cancelled") == 1,
-                 timeout=60)
+        wait_for(
+            lambda: value(scrape(c), "tickcast_job_duration_seconds_count", status="cancelled") == 1,
+            timeout=60,
+        )
         assert c.get(f"/jobs/{running['id']}").json()["status"] == "cancelled"
         got = scrape(c)
         assert value(got, "tickcast_job_queue_wait_seconds_count") == 2  # not the one that never ran

@@ -21,13 +21,16 @@ KEY = "sekrit"
 EVIL = "http://evil.example"
 DASH = "https://dash.example"
 IMPORT = "/markets/kraken/ETH-USD/import"
-TRAIN_BODY = {"config": {"num_epochs": 1, "seq_len": 16, "hidden_size": 4, "num_layers": 1},
-              "activate": "never"}
+TRAIN_BODY = {
+    "config": {"num_epochs": 1, "seq_len": 16, "hidden_size": 4, "num_layers": 1},
+    "activate": "never",
+}
 
 
 @pytest.fixture(params=[None, KEY], ids=["no key", "key"])
-def setup(request: pytest.FixtureRequest, tmp_path: Path,
-          trained: list[Path]) -> Iterator[tuple[TestClient, dict, list[str]]]:
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, trained: list[Path]
+) -> Iterator[tuple[TestClient, dict, list[str]]]:
     """An app with two models (the first active), no key or a key, a dashboard origin configured;
     the headers a legitimate writer sends (the key when there is one)."""
     ids = install_models(tmp_path, trained)
@@ -62,11 +65,16 @@ def send(c: TestClient, method: str, path: str, kw: dict, **headers: str) -> htt
     return c.request(method, path, **{**kw, "headers": {**kw.get("headers", {}), **headers}})
 
 
-def test_a_write_from_another_origin_is_403_and_changes_nothing(setup) -> None:  # noqa: ANN001
+def test_a_write_from_another_origin_is_403_and_changes_nothing(setup) -> None:
     c, auth, ids = setup
     before = state(c)
-    for origin in (EVIL, "null", "http://testserver.evil.example", "https://dash.example.evil",
-                   "http://testserver:81"):
+    for origin in (
+        EVIL,
+        "null",
+        "http://testserver.evil.example",
+        "https://dash.example.evil",
+        "http://testserver:81",
+    ):
         for method, path, kw in writes(ids):
             r = send(c, method, path, kw, Origin=origin, **auth)
             assert r.status_code == 403, (origin, method, path, r.text)
@@ -82,14 +90,18 @@ def test_a_write_from_another_origin_is_403_and_changes_nothing(setup) -> None: 
     assert c.get(f"/models/{ids[1]}").status_code == 200  # not deleted
 
 
-def test_own_origin_a_configured_origin_and_no_origin_may_write(setup) -> None:  # noqa: ANN001
+def test_own_origin_a_configured_origin_and_no_origin_may_write(setup) -> None:
     c, auth, ids = setup
     csv = csv_body(synthetic.generate(50, seed=5))
-    for n, headers in enumerate([{"Origin": "http://testserver"},  # the dashboard served at /
-                                 {"Origin": DASH},
-                                 {"Origin": DASH.upper()},
-                                 {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
-                                 {}]):  # curl, scripts
+    for n, headers in enumerate(
+        [
+            {"Origin": "http://testserver"},  # the dashboard served at /
+            {"Origin": DASH},
+            {"Origin": DASH.upper()},
+            {"Sec-Fetch-Site": "same-origin", "Origin": "http://testserver"},
+            {},
+        ]
+    ):  # curl, scripts
         r = c.post(IMPORT, content=csv, headers={"content-type": "text/csv", **headers, **auth})
         assert r.status_code == 200, (headers, r.text)
         assert r.json()["new_ticks"] == (50 if n == 0 else 0)
@@ -106,7 +118,7 @@ def test_own_origin_a_configured_origin_and_no_origin_may_write(setup) -> None: 
         assert r.status_code == 401
 
 
-def test_preflight_still_answers_a_configured_origin_only(setup) -> None:  # noqa: ANN001
+def test_preflight_still_answers_a_configured_origin_only(setup) -> None:
     c, _, ids = setup
     ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
     ok = c.options("/train", headers={"Origin": DASH, **ask})
@@ -115,18 +127,27 @@ def test_preflight_still_answers_a_configured_origin_only(setup) -> None:  # noq
     assert no.headers.get("access-control-allow-origin") != EVIL
 
 
-def test_simple_content_types_are_415_and_store_nothing(setup) -> None:  # noqa: ANN001
+def test_simple_content_types_are_415_and_store_nothing(setup) -> None:
     c, auth, ids = setup
     csv = csv_body(synthetic.generate(50, seed=5))
     before = state(c)
-    for ct in ("text/plain", "text/plain; charset=utf-8", "application/x-www-form-urlencoded",
-               "multipart/form-data; boundary=xyz", "application/json", ""):
+    for ct in (
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=xyz",
+        "application/json",
+        "",
+    ):
         r = c.post(IMPORT, content=csv, headers={"content-type": ct, **auth})
         assert r.status_code == 415, (ct, r.text)
         assert "text/csv" in r.json()["detail"] and r.headers["accept"] == "text/csv"
     for ct in ("text/plain", "application/x-www-form-urlencoded", "text/csv"):
-        r = c.post("/train", content=httpx.Request("POST", "/", json=TRAIN_BODY).content,
-                   headers={"content-type": ct, **auth})
+        r = c.post(
+            "/train",
+            content=httpx.Request("POST", "/", json=TRAIN_BODY).content,
+            headers={"content-type": ct, **auth},
+        )
         assert r.status_code == 415, (ct, r.text)
         # bodyless writes take no form or text either (an HTML form posts an empty one)
         r = c.post(f"/models/{ids[1]}/activate", content=b"", headers={"content-type": ct, **auth})
@@ -136,7 +157,7 @@ def test_simple_content_types_are_415_and_store_nothing(setup) -> None:  # noqa:
     assert state(c) == before
 
 
-def test_declared_content_types_are_accepted(setup) -> None:  # noqa: ANN001
+def test_declared_content_types_are_accepted(setup) -> None:
     c, auth, ids = setup
     csv = csv_body(synthetic.generate(50, seed=5))
     r = c.post(IMPORT, content=csv, headers={"content-type": "Text/CSV; charset=utf-8", **auth})
@@ -146,8 +167,11 @@ def test_declared_content_types_are_accepted(setup) -> None:  # noqa: ANN001
     assert r.status_code == 200 and r.json()["active"]
     r = c.post(f"/models/{ids[0]}/activate", headers={"content-type": "application/json", **auth})
     assert r.status_code == 200 and r.json()["active"]
-    r = c.post("/train", content=httpx.Request("POST", "/", json=TRAIN_BODY).content,
-               headers={"content-type": "application/json; charset=utf-8", **auth})
+    r = c.post(
+        "/train",
+        content=httpx.Request("POST", "/", json=TRAIN_BODY).content,
+        headers={"content-type": "application/json; charset=utf-8", **auth},
+    )
     assert r.status_code == 202, r.text
     r = c.delete(f"/jobs/{r.json()['id']}", headers=auth)
     assert r.status_code in (200, 409), r.text  # cancelled, or already finished
@@ -173,8 +197,12 @@ def test_openapi_documents_the_refusals(client: TestClient) -> None:
             if method in ("post", "put", "patch", "delete"):
                 assert "403" in op["responses"], (method, path)
                 assert ("415" in op["responses"]) == ("requestBody" in op), (method, path)
-    assert "text/csv" in paths[IMPORT.replace("kraken/ETH-USD", "{exchange}/{symbol}")]["post"][
-        "responses"]["415"]["description"]
+    assert (
+        "text/csv"
+        in paths[IMPORT.replace("kraken/ETH-USD", "{exchange}/{symbol}")]["post"]["responses"]["415"][
+            "description"
+        ]
+    )
 
 
 def test_a_wildcard_cors_origin_lets_every_origin_write(tmp_path: Path, trained: list[Path]) -> None:
@@ -184,6 +212,9 @@ def test_a_wildcard_cors_origin_lets_every_origin_write(tmp_path: Path, trained:
     with TestClient(create_app(make_settings(tmp_path, cors_origins=["*"]))) as c:
         r = c.post(f"/models/{ids[1]}/activate", headers={"Origin": EVIL})
         assert r.status_code == 200 and r.json()["active"]
-        r = c.post(IMPORT, content=b"time,price,amount\n1,1,1\n", headers={"Origin": EVIL,
-                                                                          "content-type": "text/plain"})
+        r = c.post(
+            IMPORT,
+            content=b"time,price,amount\n1,1,1\n",
+            headers={"Origin": EVIL, "content-type": "text/plain"},
+        )
         assert r.status_code == 415

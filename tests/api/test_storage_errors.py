@@ -68,10 +68,14 @@ def unwritable(*paths: Path) -> Iterator[None]:
     done: list[Path] = []
     try:
         for p in paths:
-            if shutil.which("chattr") is None or subprocess.run(
-                    ["chattr", "+i", str(p)], capture_output=True).returncode != 0:
-                pytest.skip("running as root, and `chattr +i` does not work here (it needs "
-                            "CAP_LINUX_IMMUTABLE and ext4, xfs or btrfs): nothing else stops root writing")
+            if (
+                shutil.which("chattr") is None
+                or subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode != 0
+            ):
+                pytest.skip(
+                    "running as root, and `chattr +i` does not work here (it needs "
+                    "CAP_LINUX_IMMUTABLE and ext4, xfs or btrfs): nothing else stops root writing"
+                )
             done.append(p)
         yield
     finally:
@@ -86,8 +90,7 @@ def test_a_locked_store_is_503_for_import_and_train_and_nothing_is_half_written(
         assert c.post(IMPORT, content=csv_body(ticks[:100]), headers=CSV).json()["new_ticks"] == 100
         with store_locked(db):  # the store waits out its busy timeout, then gives up
             assert_503(c.post(IMPORT, content=csv_body(ticks), headers=CSV), "tick store", "locked")
-            assert_503(c.post("/train", json={"config": {"num_epochs": 1}, "activate": "never"}),
-                       "locked")
+            assert_503(c.post("/train", json={"config": {"num_epochs": 1}, "activate": "never"}), "locked")
             # reads go on meanwhile
             assert c.get("/markets/kraken/ETH-USD/ticks").json()["count"] == 100
         assert c.get("/markets/kraken/ETH-USD/ticks").json()["count"] == 100
@@ -103,13 +106,14 @@ def test_an_unwritable_store_is_503_and_recovers(tmp_path: Path) -> None:
         assert c.post(IMPORT, content=csv_body(ticks[:100]), headers=CSV).json()["new_ticks"] == 100
         # the database and its write-ahead log (SQLite maps the -shm index into memory: left alone)
         with unwritable(db, Path(f"{db}-wal")):
-            assert_503(c.post(IMPORT, content=csv_body(ticks), headers=CSV), "tick store",
-                       "TICKCAST_STORE_PATH")
+            assert_503(
+                c.post(IMPORT, content=csv_body(ticks), headers=CSV), "tick store", "TICKCAST_STORE_PATH"
+            )
         assert c.get("/markets/kraken/ETH-USD/ticks").json()["count"] == 100
         assert c.post(IMPORT, content=csv_body(ticks), headers=CSV).json()["new_ticks"] == 100
 
 
-def test_an_unwritable_models_folder_is_503_for_activate_and_delete(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_an_unwritable_models_folder_is_503_for_activate_and_delete(tmp_path: Path, trained, ticks) -> None:
     ids = install_models(tmp_path, trained)
     folder = tmp_path / "models"
     with TestClient(create_app(make_settings(tmp_path))) as c:
@@ -135,7 +139,7 @@ def test_anything_else_unexpected_is_a_json_500_and_still_raised_for_the_log(tmp
         raise RuntimeError("a bug")
 
     async def missing_file() -> None:
-        open(tmp_path / "nowhere" / "x")  # noqa: ASYNC230, PTH123, SIM115 - a real ENOENT
+        open(tmp_path / "nowhere" / "x")
 
     app.add_api_route("/broken", broken)
     app.add_api_route("/missing", missing_file)
@@ -150,7 +154,7 @@ def test_anything_else_unexpected_is_a_json_500_and_still_raised_for_the_log(tmp
 
 def test_which_errors_are_storage_failures(tmp_path: Path) -> None:
     """Real errors, as the store and the file writes raise them."""
-    with pytest.raises(OSError) as full, open("/dev/full", "wb") as f:  # noqa: PTH123
+    with pytest.raises(OSError) as full, open("/dev/full", "wb") as f:
         f.write(b"x")
         f.flush()
     assert full.value.errno == errno.ENOSPC

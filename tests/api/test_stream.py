@@ -51,7 +51,7 @@ def assert_tick(e: Event, ticks: TickArrays, i: int, url: str | None) -> None:
         assert d["decision"] == (d["probability"] >= d["threshold"])
 
 
-def test_backlog_then_each_new_tick_scored_as_predict_would(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_backlog_then_each_new_tick_scored_as_predict_would(tmp_path: Path, trained, ticks) -> None:
     ids = install_models(tmp_path, trained)
     store_ticks(tmp_path, ticks[:3000])
     app = create_app(make_settings(tmp_path))
@@ -77,7 +77,7 @@ def test_backlog_then_each_new_tick_scored_as_predict_would(tmp_path: Path, trai
         assert_tick(s.take(1)[0], ticks, 3003, url)
 
 
-def test_reconnect_with_last_event_id_gets_exactly_what_it_missed(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_reconnect_with_last_event_id_gets_exactly_what_it_missed(tmp_path: Path, trained, ticks) -> None:
     install_models(tmp_path, trained)
     store_ticks(tmp_path, ticks[:2000])
     with live_server(create_app(make_settings(tmp_path))) as url:
@@ -93,7 +93,7 @@ def test_reconnect_with_last_event_id_gets_exactly_what_it_missed(tmp_path: Path
             assert [e.json()["time"] for e in s.take(2)] == ticks.time[2002:2004].tolist()
 
 
-def test_disconnected_clients_are_cleaned_up(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_disconnected_clients_are_cleaned_up(tmp_path: Path, trained, ticks) -> None:
     install_models(tmp_path, trained)
     store_ticks(tmp_path, ticks[:1000])
     app = create_app(make_settings(tmp_path))
@@ -115,7 +115,7 @@ def test_disconnected_clients_are_cleaned_up(tmp_path: Path, trained, ticks) -> 
         assert "tickcast_stream_clients" in httpx.get(f"{url}/metrics").text
 
 
-def test_refusals_come_before_the_stream(tmp_path: Path, ticks) -> None:  # noqa: ANN001
+def test_refusals_come_before_the_stream(tmp_path: Path, ticks) -> None:
     store_ticks(tmp_path, ticks[:100])
     store_ticks(tmp_path, ticks[:100], "kraken", "ETH-USD")  # stored, though not configured
     app = create_app(make_settings(tmp_path, stream_max_clients=1))
@@ -135,7 +135,7 @@ def test_refusals_come_before_the_stream(tmp_path: Path, ticks) -> None:  # noqa
             assert s.response.status_code == 200 and len(s.take(1)) == 1
 
 
-def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
     from fake_exchange import FakeExchange
     from test_binance import Market
@@ -146,8 +146,9 @@ def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) 
     trades = recent_trades(80)
     market = Market(trades[:50])
     with FakeExchange(market) as fx:
-        settings = make_settings(tmp_path, markets=["binance:BTC-USD"], source_urls={"binance": fx.url},
-                                 stream_poll_s=60)
+        settings = make_settings(
+            tmp_path, markets=["binance:BTC-USD"], source_urls={"binance": fx.url}, stream_poll_s=60
+        )
         with live_server(create_app(settings)) as url:
             assert httpx.post(f"{url}/markets/binance/BTC-USD/pull").json()["new_ticks"] == 50
             with EventStream(f"{url}/stream/binance/BTC-USD?backlog=0", timeout=15) as s:
@@ -159,17 +160,27 @@ def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) 
                 assert all(e.json()["probability"] is not None for e in got)
 
 
-def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:  # noqa: ANN001
+def test_shutdown_ends_open_streams(tmp_path: Path, ticks) -> None:
     """SIGTERM with a dashboard open: the process exits promptly instead of waiting for
     the never-ending response (uvicorn drains responses before the lifespan shutdown)."""
     store_ticks(tmp_path, ticks[:100])
     port = free_port()
-    env = {**os.environ, "TICKCAST_PORT": str(port),
-           "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
-           "TICKCAST_MODELS_DIR": str(tmp_path / "models"), "TICKCAST_BOOTSTRAP": "false",
-           "TICKCAST_INGEST": "false", "TICKCAST_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "TICKCAST_PORT": str(port),
+        "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
+        "TICKCAST_MODELS_DIR": str(tmp_path / "models"),
+        "TICKCAST_BOOTSTRAP": "false",
+        "TICKCAST_INGEST": "false",
+        "TICKCAST_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(url), timeout=60)
@@ -221,7 +232,7 @@ def _assert_exactly(got: list[tuple[int, str | None]], admitted: int) -> None:
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold market", "warm market"])
-def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: bool) -> None:  # noqa: ANN001
+def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: bool) -> None:
     """Cold: no stream is open, so every client waits for the feed's first read (scoring 1000
     ticks); warm: one client already holds the feed. Either way only the limit gets a 200."""
     import asyncio
@@ -244,7 +255,7 @@ def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: 
         wait_for(lambda: feeds.clients == 0)
 
 
-def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained, ticks) -> None:
     from app.api.routes.stream import MAX_BACKLOG
 
     install_models(tmp_path, trained)
@@ -253,8 +264,11 @@ def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained,
     with live_server(app) as url:
         assert app.state.feeds.ring == MAX_BACKLOG == 1000  # the documented maximum is the real one
         spec = httpx.get(f"{url}/openapi.json").json()
-        [param] = [p for p in spec["paths"]["/stream/{exchange}/{symbol}"]["get"]["parameters"]
-                   if p["name"] == "backlog"]
+        [param] = [
+            p
+            for p in spec["paths"]["/stream/{exchange}/{symbol}"]["get"]["parameters"]
+            if p["name"] == "backlog"
+        ]
         assert param["schema"]["maximum"] == MAX_BACKLOG
         for too_many in (1001, 5000):
             r = httpx.get(f"{url}{STREAM}", params={"backlog": too_many})

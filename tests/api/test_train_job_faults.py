@@ -66,8 +66,9 @@ def alive(pid: int) -> bool:
 
 
 def call(base: str, method: str, path: str, body: bytes | None = None) -> bytes:
-    req = urllib.request.Request(base + path, data=body, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
 
@@ -77,11 +78,29 @@ def test_job_workers_die_with_a_killed_api_process(tmp_path: Path) -> None:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-    env.update(TICKCAST_STORE_PATH=str(tmp_path / "t.db"), TICKCAST_MODELS_DIR=str(tmp_path / "m"),
-               TICKCAST_BOOTSTRAP="false", TICKCAST_INGEST="false", TICKCAST_DEVICE="cpu",
-               TICKCAST_LOG_LEVEL="warning")
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                            "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env)
+    env.update(
+        TICKCAST_STORE_PATH=str(tmp_path / "t.db"),
+        TICKCAST_MODELS_DIR=str(tmp_path / "m"),
+        TICKCAST_BOOTSTRAP="false",
+        TICKCAST_INGEST="false",
+        TICKCAST_DEVICE="cpu",
+        TICKCAST_LOG_LEVEL="warning",
+    )
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     workers: dict[int, str] = {}
     try:
@@ -93,8 +112,9 @@ def test_job_workers_die_with_a_killed_api_process(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        job = json.loads(call(base, "POST", "/train", json.dumps(
-            {"config": LONG, "activate": "never"}).encode()))
+        job = json.loads(
+            call(base, "POST", "/train", json.dumps({"config": LONG, "activate": "never"}).encode())
+        )
         while not (json.loads(call(base, "GET", f"/jobs/{job['id']}")).get("progress") or {}):
             assert time.monotonic() < deadline + 60, "the job never trained"
             time.sleep(0.2)
@@ -123,12 +143,13 @@ def test_job_workers_die_with_a_killed_api_process(tmp_path: Path) -> None:
 def killed_during_a_save(target: Path) -> Path:
     """Start an atomic write of `target` in a real process and kill -9 it half-way; returns the
     temporary file it left."""
-    code = ("import sys, time\nfrom app.atomic import atomic_write\n"
-            "with atomic_write(sys.argv[1]) as f:\n"
-            "    f.write(b'x' * 3_000_000); f.flush(); print('half', flush=True); time.sleep(60)\n")
+    code = (
+        "import sys, time\nfrom app.atomic import atomic_write\n"
+        "with atomic_write(sys.argv[1]) as f:\n"
+        "    f.write(b'x' * 3_000_000); f.flush(); print('half', flush=True); time.sleep(60)\n"
+    )
     before = set(target.parent.glob(".*.tmp")) if target.parent.exists() else set()
-    child = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT,
-                             stdout=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=ROOT, stdout=subprocess.PIPE)
     assert child.stdout is not None and child.stdout.readline().strip() == b"half"
     child.kill()
     child.wait(10)

@@ -12,8 +12,7 @@ from app.market.sources import synthetic
 from tests.api.conftest import body, install_models, make_settings
 
 SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
-LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32,
-        "patience": 0}
+LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32, "patience": 0}
 
 
 def wait(c: TestClient, job_id: str, until: set[str], timeout: float = 90) -> dict:
@@ -33,8 +32,10 @@ def seed_store(c: TestClient, n: int = 4000) -> None:
 def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
         seed_store(c)
-        r = c.post("/train", json={"exchange": "synthetic", "symbol": "BTC-USD", "config": SMALL,
-                                   "activate": "always"})
+        r = c.post(
+            "/train",
+            json={"exchange": "synthetic", "symbol": "BTC-USD", "config": SMALL, "activate": "always"},
+        )
         assert r.status_code == 202, r.text
         job = r.json()
         assert job["status"] in ("queued", "running")
@@ -54,7 +55,7 @@ def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
         assert job["id"] in [j["id"] for j in c.get("/jobs").json()]
 
 
-def test_never_policy_keeps_the_active_model(tmp_path: Path, trained) -> None:  # noqa: ANN001
+def test_never_policy_keeps_the_active_model(tmp_path: Path, trained) -> None:
     ids = install_models(tmp_path, trained)
     with TestClient(create_app(make_settings(tmp_path))) as c:
         seed_store(c)
@@ -128,8 +129,10 @@ def test_bad_train_requests_change_nothing(tmp_path: Path) -> None:
 def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
         c.app.state.store.insert("bitstamp", "BTC-USD", synthetic.generate(900, seed=5))
-        for market, words in (("kraken", "kraken:BTC-USD has 0 ticks"),
-                              ("bitstamp", "bitstamp:BTC-USD has 900 ticks")):
+        for market, words in (
+            ("kraken", "kraken:BTC-USD has 0 ticks"),
+            ("bitstamp", "bitstamp:BTC-USD has 900 ticks"),
+        ):
             r = c.post("/train", json={"exchange": market, "symbol": "BTC-USD", "config": SMALL})
             assert r.status_code == 422, r.text
             (problem,) = r.json()["detail"]
@@ -143,11 +146,15 @@ def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_
         assert c.get("/jobs").json() == [] and c.app.state.jobs.counts()["queued"] == 0
 
 
-def test_api_key_guards_mutations_only(tmp_path: Path, trained, ticks) -> None:  # noqa: ANN001
+def test_api_key_guards_mutations_only(tmp_path: Path, trained, ticks) -> None:
     ids = install_models(tmp_path, trained)
     with TestClient(create_app(make_settings(tmp_path, api_key="s3cret"))) as c:
-        for method, path in (("post", "/train"), ("post", f"/models/{ids[1]}/activate"),
-                             ("delete", f"/models/{ids[1]}"), ("delete", "/jobs/ffffffff")):
+        for method, path in (
+            ("post", "/train"),
+            ("post", f"/models/{ids[1]}/activate"),
+            ("delete", f"/models/{ids[1]}"),
+            ("delete", "/jobs/ffffffff"),
+        ):
             for headers in ({}, {"X-API-Key": "wrong"}):
                 extra = {"json": {}} if path == "/train" else {}
                 r = getattr(c, method)(path, headers=headers, **extra)

@@ -33,8 +33,9 @@ KEY_FLAGS = {
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"tickcast_cli_test_{name}",
-                                                  REPO / "scripts" / SCRIPTS[name])
+    spec = importlib.util.spec_from_file_location(
+        f"tickcast_cli_test_{name}", REPO / "scripts" / SCRIPTS[name]
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,8 +48,7 @@ def exit_code(argv: list[str]) -> int:
 
 
 def options(parser: argparse.ArgumentParser) -> list[tuple]:
-    return [(tuple(a.option_strings), a.dest, a.nargs, a.default, a.choices, a.help)
-            for a in parser._actions]
+    return [(tuple(a.option_strings), a.dest, a.nargs, a.default, a.choices, a.help) for a in parser._actions]
 
 
 def test_entry_point_is_app_cli_main() -> None:
@@ -66,8 +66,14 @@ def test_top_level_help_lists_every_subcommand(capsys) -> None:
 
 
 def test_python_m_app_cli_help_from_a_shell() -> None:
-    r = subprocess.run([sys.executable, "-m", "app.cli", "--help"], cwd=REPO, capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert r.returncode == 0, r.stderr
     assert all(name in r.stdout for name in COMMANDS)
 
@@ -123,9 +129,29 @@ def test_train_then_evaluate_through_tickcast(tmp_path, capsys) -> None:
     data = tmp_path / "ticks.csv"
     write_csv(synthetic.generate(1200, seed=5), data)
     out = tmp_path / "models"
-    assert app.cli.main(["train", "CNN", str(data), "--num_epochs", "1", "--hidden_size", "8",
-                         "--num_layers", "1", "--sequence_length", "16", "--num_workers", "1",
-                         "--quiet", "--out", str(out)]) == 0
+    assert (
+        app.cli.main(
+            [
+                "train",
+                "CNN",
+                str(data),
+                "--num_epochs",
+                "1",
+                "--hidden_size",
+                "8",
+                "--num_layers",
+                "1",
+                "--sequence_length",
+                "16",
+                "--num_workers",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (model_file,) = out.glob("*.pt")
     model = checkpoint.load(model_file)
     assert model.meta["arch"] == "CNN" and model.meta["epochs"] == 1
@@ -145,8 +171,23 @@ def test_fetch_through_tickcast(tmp_path, capsys) -> None:
 
     out_csv = tmp_path / "syn.csv"
     start, end = 1_700_000_000, 1_700_000_300
-    assert app.cli.main(["fetch", "synthetic", "BTC-USD", "--start", str(start), "--end", str(end),
-                         "--csv", str(out_csv), "--quiet"]) == 0
+    assert (
+        app.cli.main(
+            [
+                "fetch",
+                "synthetic",
+                "BTC-USD",
+                "--start",
+                str(start),
+                "--end",
+                str(end),
+                "--csv",
+                str(out_csv),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ticks = read_csv(out_csv)
     assert len(ticks) > 0 and ticks.time.min() >= start and ticks.time.max() < end
     assert "synthetic:BTC-USD" in capsys.readouterr().out
@@ -174,7 +215,7 @@ def option_block(help_text: str, flag: str) -> str:
     lines = help_text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(rf"  {re.escape(flag)}\b", line))
     block = [lines[start]]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith(" " * 6):
             break
         block.append(line)
@@ -182,8 +223,9 @@ def option_block(help_text: str, flag: str) -> str:
 
 
 @pytest.mark.parametrize("name,parser", parsers(), ids=list(COMMANDS))
-def test_every_option_has_help_and_its_default(name: str, parser: argparse.ArgumentParser,
-                                               monkeypatch) -> None:
+def test_every_option_has_help_and_its_default(
+    name: str, parser: argparse.ArgumentParser, monkeypatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     text = parser.format_help()
     for action in parser._actions:
@@ -193,8 +235,11 @@ def test_every_option_has_help_and_its_default(name: str, parser: argparse.Argum
             continue
         block = option_block(text, action.option_strings[0])
         if shows_a_default(action):
-            shown = action.default if not isinstance(action.default, tuple) else \
-                ",".join(f"{v:g}" for v in action.default)
+            shown = (
+                action.default
+                if not isinstance(action.default, tuple)
+                else ",".join(f"{v:g}" for v in action.default)
+            )
             assert f"(default: {shown})" in block, f"{name} {label}: {block}"
         else:
             assert "(default: None)" not in block and "(default: [])" not in block, block
@@ -204,9 +249,16 @@ def test_train_help_explains_the_flags_the_issue_named(capsys, monkeypatch) -> N
     monkeypatch.setenv("COLUMNS", "200")
     assert exit_code(["train", "--help"]) == 0
     out = capsys.readouterr().out
-    for flag, default in (("--batch_size", "256"), ("--num_layers", "2"), ("--hidden_size", "32"),
-                          ("--optimizer", "adam"), ("--learning_rate", "0.002"),
-                          ("--weight_decay", "0.0"), ("--seed", "0"), ("--split", "0.6,0.2")):
+    for flag, default in (
+        ("--batch_size", "256"),
+        ("--num_layers", "2"),
+        ("--hidden_size", "32"),
+        ("--optimizer", "adam"),
+        ("--learning_rate", "0.002"),
+        ("--weight_decay", "0.0"),
+        ("--seed", "0"),
+        ("--split", "0.6,0.2"),
+    ):
         block = option_block(out, flag)
         assert f"(default: {default})" in block, block
         assert len(block.split()) > 4, block  # words of help, not only the flag and its default
@@ -230,8 +282,9 @@ def test_a_missing_store_and_csv_source_file_are_named_in_full(tmp_path, capsys,
     monkeypatch.chdir(tmp_path)
     assert app.cli.main(["train", "GRU", "binance:BTC-USD", "--num_epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert (f"no tick store at {tmp_path / 'data' / 'tickcast.db'} (resolved from data/tickcast.db "
-            f"in {tmp_path})") in err
+    assert (
+        f"no tick store at {tmp_path / 'data' / 'tickcast.db'} (resolved from data/tickcast.db in {tmp_path})"
+    ) in err
     assert app.cli.main(["fetch", "csv", "BTC-USD", "--file", "old.csv", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"no such file: {tmp_path / 'old.csv'} (resolved from old.csv in {tmp_path})" in err
@@ -244,8 +297,10 @@ def test_a_missing_store_and_csv_source_file_are_named_in_full(tmp_path, capsys,
 def test_undefined_scores_read_n_a_with_a_footnote() -> None:
     from app.ml import evaluation
 
-    rows = [evaluation.Row("base_rate", {"auc": 0.5, "ppv": 0.32, "npv": float("nan"), "n": 10.0}),
-            evaluation.Row("cnn-1", {"auc": 0.61, "ppv": 0.4, "npv": 0.72, "n": 10.0})]
+    rows = [
+        evaluation.Row("base_rate", {"auc": 0.5, "ppv": 0.32, "npv": float("nan"), "n": 10.0}),
+        evaluation.Row("cnn-1", {"auc": 0.61, "ppv": 0.4, "npv": 0.72, "n": 10.0}),
+    ]
     table = evaluation.format_table(rows, ("auc", "ppv", "npv", "n"))
     base = next(line for line in table.splitlines() if line.startswith("| base_rate"))
     assert [c.strip() for c in base.split("|")[2:-1]] == ["0.5000", "0.3200", "n/a", "10"]
@@ -265,19 +320,36 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("dest", ["--store", "--csv"])
-def test_fetch_without_network_says_to_re_run_not_to_wait_for_a_pull(dest, tmp_path, capsys,
-                                                                     monkeypatch) -> None:
+def test_fetch_without_network_says_to_re_run_not_to_wait_for_a_pull(
+    dest, tmp_path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     url = f"http://127.0.0.1:{closed_port()}"
     target = "t.db" if dest == "--store" else "t.csv"
-    argv = ["fetch", "binance", "BTC-USD", "--base-url", url, dest, target, "--set", "retries=1",
-            "--set", "backoff_s=0.01", "--quiet"]
+    argv = [
+        "fetch",
+        "binance",
+        "BTC-USD",
+        "--base-url",
+        url,
+        dest,
+        target,
+        "--set",
+        "retries=1",
+        "--set",
+        "backoff_s=0.01",
+        "--quiet",
+    ]
     assert app.cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "next pull" not in err and "will retry" not in err
-    resume = (f"the store {tmp_path / 't.db'} (its cursor for binance:BTC-USD)" if dest == "--store"
-              else str(tmp_path / "t.csv.cursor"))
+    resume = (
+        f"the store {tmp_path / 't.db'} (its cursor for binance:BTC-USD)"
+        if dest == "--store"
+        else str(tmp_path / "t.csv.cursor")
+    )
     assert err.strip().splitlines()[-1] == (
         f"this run stored nothing; check the network and --base-url (now {url}), then "
-        f"re-run the same command to resume: it continues from {resume}")
+        f"re-run the same command to resume: it continues from {resume}"
+    )
     assert "error: binance: GET /api/v3/aggTrades failed after 2 attempts" in err

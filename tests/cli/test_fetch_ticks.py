@@ -23,8 +23,9 @@ from test_binance import T0, Market, check, truth  # noqa: E402
 from app.market.store import TickStore  # noqa: E402
 from app.market.ticks import TickArrays, read_csv, write_csv  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("tickcast_fetch_ticks_cli",
-                                               ROOT / "scripts" / "fetch_ticks.py")
+_spec = importlib.util.spec_from_file_location(
+    "tickcast_fetch_ticks_cli", ROOT / "scripts" / "fetch_ticks.py"
+)
 cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cli)
 
@@ -157,6 +158,7 @@ def test_source_down_exits_2_and_keeps_what_was_stored(tmp_path, capsys) -> None
         calls["n"] += 1
         if calls["n"] > 2:
             from fake_exchange import server_error
+
             return server_error()
         return market(req)
 
@@ -202,18 +204,47 @@ def test_other_sources_csv_and_synthetic(tmp_path, capsys) -> None:
     # the synthetic market from --start to --end, into a CSV: every tick inside the range
     out_csv = tmp_path / "syn.csv"
     start, end = 1_700_000_000, 1_700_000_600
-    assert cli.main(["synthetic", "BTC-USD", "--start", str(start), "--end", str(end),
-                     "--csv", str(out_csv), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "synthetic",
+                "BTC-USD",
+                "--start",
+                str(start),
+                "--end",
+                str(end),
+                "--csv",
+                str(out_csv),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     syn = read_csv(out_csv)
     assert len(syn) > 0 and syn.time.min() >= start and syn.time.max() < end
-    assert cli.main(["synthetic", "BTC-USD", "--start", str(start), "--end", str(end),
-                     "--csv", str(out_csv), "--quiet"]) == 0  # same path again: nothing new
+    assert (
+        cli.main(
+            [
+                "synthetic",
+                "BTC-USD",
+                "--start",
+                str(start),
+                "--end",
+                str(end),
+                "--csv",
+                str(out_csv),
+                "--quiet",
+            ]
+        )
+        == 0
+    )  # same path again: nothing new
     assert read_csv(out_csv).time.tolist() == syn.time.tolist()
     capsys.readouterr()
 
 
 def read_csv_text(row: str) -> TickArrays:
     import io
+
     return read_csv(io.StringIO("time,price,amount\n" + row))
 
 
@@ -226,8 +257,17 @@ def test_bitstamp_file_is_stored_whole_with_small_pages(tmp_path, capsys) -> Non
     if not BITSTAMP.exists():
         pytest.skip(f"the Bitstamp sample {BITSTAMP.resolve()} is not in this checkout")
     db = tmp_path / "t.db"
-    args = ["csv", "BTC-USD", "--file", str(BITSTAMP), "--store", str(db), "--quiet",
-            "--set", "page_size=500"]
+    args = [
+        "csv",
+        "BTC-USD",
+        "--file",
+        str(BITSTAMP),
+        "--store",
+        str(db),
+        "--quiet",
+        "--set",
+        "page_size=500",
+    ]
     assert cli.main(args) == 0
     assert "102,588 new ticks" in capsys.readouterr().out
     want = read_csv(BITSTAMP)

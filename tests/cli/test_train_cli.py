@@ -19,28 +19,31 @@ import pytest
 from app.ml import checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--sequence_length", "16", "--hidden_size", "8", "--num_layers", "1", "--num_workers", "1",
-        "--quiet"]
+FAST = ["--sequence_length", "16", "--hidden_size", "8", "--num_layers", "1", "--num_workers", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def run(script: str, *args: object, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"scripts/{script}", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=ENV)
+    return subprocess.run(
+        [sys.executable, f"scripts/{script}", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
 
 
 def train_main(*args: object) -> int:
     """scripts/train.py's main() in this process, with the arguments a shell would pass."""
-    spec = importlib.util.spec_from_file_location("tickcast_train_cli",
-                                                  REPO / "scripts" / "train.py")
+    spec = importlib.util.spec_from_file_location("tickcast_train_cli", REPO / "scripts" / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main([str(a) for a in args])
 
 
 def evaluate_main(*args: object) -> int:
-    spec = importlib.util.spec_from_file_location("tickcast_evaluate_cli",
-                                                  REPO / "scripts" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("tickcast_evaluate_cli", REPO / "scripts" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main([str(a) for a in args])
@@ -94,8 +97,9 @@ def test_train_cli_end_to_end(trained, ticks_csv):
 def test_evaluate_only_with_num_epochs_zero(trained, ticks_csv):
     _, out = trained
     model_file = next(out.glob("*.pt"))
-    r = run("train.py", "CNN", ticks_csv, "--num_epochs", "0", "--state_file", model_file,
-            "--num_workers", "1")
+    r = run(
+        "train.py", "CNN", ticks_csv, "--num_epochs", "0", "--state_file", model_file, "--num_workers", "1"
+    )
     assert r.returncode == 0, r.stderr
     assert "test split" in r.stdout
     for row in ("base_rate", "last_move", "logistic", model_file.stem):
@@ -110,8 +114,19 @@ def test_num_epochs_zero_needs_a_model(ticks_csv, capsys):
 
 def test_state_file_resumes(ticks_csv, tmp_path):
     state = tmp_path / "state.pt"
-    args = ["GRU", ticks_csv, "--out", tmp_path / "out", "--state_file", state, "--save_every", "1",
-            "--patience", "0", *FAST]
+    args = [
+        "GRU",
+        ticks_csv,
+        "--out",
+        tmp_path / "out",
+        "--state_file",
+        state,
+        "--save_every",
+        "1",
+        "--patience",
+        "0",
+        *FAST,
+    ]
     assert train_main(*args, "--num_epochs", "1") == 0
     assert checkpoint.read(state)["train_state"]["epoch"] == 1
     assert train_main(*args, "--num_epochs", "2") == 0
@@ -165,8 +180,9 @@ def test_bad_flags_exit_with_usage(ticks_csv, capsys):
     assert "--split" in capsys.readouterr().err
 
 
-evaluate_present = pytest.mark.skipif(not (REPO / "scripts" / "evaluate.py").is_file(),
-                                      reason="scripts/evaluate.py not written yet")
+evaluate_present = pytest.mark.skipif(
+    not (REPO / "scripts" / "evaluate.py").is_file(), reason="scripts/evaluate.py not written yet"
+)
 
 
 @evaluate_present

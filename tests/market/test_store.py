@@ -87,11 +87,11 @@ def test_source_ordinals_key_identical_trades_across_batches(store: TickStore) -
     page stores nothing. Numbered per batch, pages two and three look like resends."""
     full = ticks([1, 2, 2, 2, 3], [10, 11, 11, 11, 12], [1, 1, 1, 1, 1]).with_ordinals()
     assert full.ordinal.tolist() == [0, 0, 1, 2, 0]
-    assert [store.insert(EX, SYM, full[i:i + 2]) for i in range(0, 5, 2)] == [2, 2, 1]
-    assert [store.insert(EX, SYM, full[i:i + 1]) for i in range(5)] == [0] * 5
+    assert [store.insert(EX, SYM, full[i : i + 2]) for i in range(0, 5, 2)] == [2, 2, 1]
+    assert [store.insert(EX, SYM, full[i : i + 1]) for i in range(5)] == [0] * 5
     assert as_rows(store.read(EX, SYM)) == as_rows(full)
     plain = ticks([1, 2, 2, 2, 3], [10, 11, 11, 11, 12])
-    assert [store.insert("old", SYM, plain[i:i + 2]) for i in range(0, 5, 2)] == [2, 1, 1]
+    assert [store.insert("old", SYM, plain[i : i + 2]) for i in range(0, 5, 2)] == [2, 1, 1]
 
 
 def test_ordinals_on_ticks_with_ids_are_ignored(store: TickStore) -> None:
@@ -108,14 +108,15 @@ def test_whole_seconds_are_numbered_alike_by_source_and_by_batch(store: TickStor
     range again with source ordinals adds exactly the missing trades, never one twice."""
     rng = np.random.default_rng(4)
     t = np.repeat(np.arange(40.0), rng.integers(1, 12, 40))
-    full = ticks(t.tolist(), rng.choice([10.0, 10.5], t.size).tolist(),
-                 rng.choice([1.0, 2.0], t.size).tolist())
+    full = ticks(
+        t.tolist(), rng.choice([10.0, 10.5], t.size).tolist(), rng.choice([1.0, 2.0], t.size).tolist()
+    )
     numbered = full.with_ordinals()
     starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
     for a, b in zip(starts[:-1:3], starts[3::3], strict=False):  # batches of three whole seconds
         np.testing.assert_array_equal(full[a:b].with_ordinals().ordinal, numbered.ordinal[a:b])
     for i in range(0, len(full), 7):  # how an older version stored pages of 7: some lost
-        store.insert(EX, SYM, full[i:i + 7])
+        store.insert(EX, SYM, full[i : i + 7])
     lost = len(full) - store.count(EX, SYM)
     assert lost > 0
     assert store.insert(EX, SYM, numbered) == lost
@@ -269,9 +270,7 @@ def test_markets_are_isolated(store: TickStore) -> None:
         (ticks([3, 4], ordinal=np.array([0.0, 1.0])), "ordinal must hold integers"),
     ],
 )
-def test_bad_input_raises_and_changes_nothing(
-    store: TickStore, bad: TickArrays, reason: str
-) -> None:
+def test_bad_input_raises_and_changes_nothing(store: TickStore, bad: TickArrays, reason: str) -> None:
     good = ticks([1, 2], trade_id=["a", "b"])
     store.insert(EX, SYM, good)
     before = as_rows(store.read(EX, SYM))
@@ -349,9 +348,7 @@ def test_concurrent_inserts_from_threads(store: TickStore) -> None:
     def work(k: int) -> None:
         for j in range(10):
             base = k * 1000 + j * 10
-            b = ticks(
-                [float(base + i) for i in range(10)], trade_id=[f"{base + i}" for i in range(10)]
-            )
+            b = ticks([float(base + i) for i in range(10)], trade_id=[f"{base + i}" for i in range(10)])
             store.insert(EX, SYM, b)
             store.read(EX, SYM)
 

@@ -20,8 +20,9 @@ F = len(features.FEATURES)
 
 def make_meta(arch: str = "GRU", hidden_size: int = 8, num_layers: int = 1, **extra) -> dict:
     rng = np.random.default_rng(0)
-    norm = features.Normalizer(rng.normal(size=F).astype(np.float32),
-                               rng.uniform(0.5, 2, size=F).astype(np.float32))
+    norm = features.Normalizer(
+        rng.normal(size=F).astype(np.float32), rng.uniform(0.5, 2, size=F).astype(np.float32)
+    )
     meta = {
         "id": f"test-{arch.lower()}",
         "arch": arch,
@@ -46,8 +47,7 @@ def make_net(meta: dict) -> torch.nn.Module:
     return nets.build(meta["arch"], n_features=F, seq_len=meta["seq_len"], **meta["hparams"])
 
 
-def saved(tmp_path: Path, arch: str = "GRU", name: str = "m.pt",
-          **kw) -> tuple[Path, torch.nn.Module, dict]:
+def saved(tmp_path: Path, arch: str = "GRU", name: str = "m.pt", **kw) -> tuple[Path, torch.nn.Module, dict]:
     meta = make_meta(arch, **kw)
     net = make_net(meta)
     path = checkpoint.save(tmp_path / name, net.state_dict(), meta)
@@ -114,8 +114,15 @@ def test_pickled_python_objects_are_rejected_without_running_them(tmp_path):
     meta["payload"] = _Exploit(marker)
     net = make_net(meta)
     path = tmp_path / "evil.pt"
-    torch.save({"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-                "meta": meta, "state_dict": net.state_dict()}, path)
+    torch.save(
+        {
+            "format": checkpoint.FORMAT,
+            "format_version": checkpoint.FORMAT_VERSION,
+            "meta": meta,
+            "state_dict": net.state_dict(),
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         checkpoint.load(path)
     assert not marker.exists()
@@ -141,8 +148,10 @@ def test_truncated_file(tmp_path, keep):
 
 @pytest.mark.parametrize(
     "content",
-    [np.random.default_rng(seed).bytes(size) for seed, size in ((0, 4096), (17, 4096), (21, 4096),
-                                                                (21, 3), (1, 1))]
+    [
+        np.random.default_rng(seed).bytes(size)
+        for seed, size in ((0, 4096), (17, 4096), (21, 4096), (21, 3), (1, 1))
+    ]
     + [b"", b"\n", b"time,price,amount\n1,2,3\n"],
     ids=["rand0", "rand17", "rand21", "rand21-3B", "rand1-1B", "empty", "newline", "csv"],
 )
@@ -153,8 +162,7 @@ def test_random_or_foreign_bytes(tmp_path, content):
         checkpoint.load(path)
 
 
-@pytest.mark.parametrize("obj", [{"a": 1}, [1, 2, 3], {"state_dict": {}, "meta": {}},
-                                 torch.zeros(3)])
+@pytest.mark.parametrize("obj", [{"a": 1}, [1, 2, 3], {"state_dict": {}, "meta": {}}, torch.zeros(3)])
 def test_torch_file_that_is_not_a_tickcast_checkpoint(tmp_path, obj):
     path = tmp_path / "other.pt"
     torch.save(obj, path)
@@ -173,16 +181,24 @@ def test_a_plain_state_dict_is_not_a_checkpoint(tmp_path):
 def test_unknown_format_version(tmp_path, version):
     meta = make_meta()
     path = tmp_path / "future.pt"
-    torch.save({"format": checkpoint.FORMAT, "format_version": version, "meta": meta,
-                "state_dict": make_net(meta).state_dict()}, path)
+    torch.save(
+        {
+            "format": checkpoint.FORMAT,
+            "format_version": version,
+            "meta": meta,
+            "state_dict": make_net(meta).state_dict(),
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match=f"format version {version!r}"):
         checkpoint.load(path)
 
 
 def test_missing_metadata_or_weights(tmp_path):
     path = tmp_path / "bare.pt"
-    torch.save({"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-                "meta": make_meta()}, path)
+    torch.save(
+        {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "meta": make_meta()}, path
+    )
     with pytest.raises(CheckpointError, match="lacks its metadata or weights"):
         checkpoint.load(path)
 
@@ -199,11 +215,14 @@ def test_weights_that_do_not_fit_the_metadata(tmp_path):
         checkpoint.load(path)
 
 
-@pytest.mark.parametrize("broken", [
-    {"arch": "Transformer"},
-    {"hparams": {"hidden_size": 0, "num_layers": 1}},
-    {"hparams": {"hidden_size": 8, "num_layers": 1, "colour": "red"}},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"arch": "Transformer"},
+        {"hparams": {"hidden_size": 0, "num_layers": 1}},
+        {"hparams": {"hidden_size": 8, "num_layers": 1, "colour": "red"}},
+    ],
+)
 def test_metadata_that_cannot_build_a_net(tmp_path, broken):
     meta = make_meta()
     net = make_net(meta)
@@ -213,8 +232,7 @@ def test_metadata_that_cannot_build_a_net(tmp_path, broken):
         checkpoint.load(path)
 
 
-@pytest.mark.parametrize("key", ["arch", "hparams", "seq_len", "norm", "logit_offset",
-                                 "threshold"])
+@pytest.mark.parametrize("key", ["arch", "hparams", "seq_len", "norm", "logit_offset", "threshold"])
 def test_metadata_missing_a_required_field(tmp_path, key):
     """A model that loads must be usable: a field predict() needs is checked at load time."""
     meta = make_meta()
@@ -260,8 +278,12 @@ def test_train_state_is_kept(tmp_path):
     meta = make_meta()
     net = make_net(meta)
     opt = torch.optim.Adam(net.parameters())
-    path = checkpoint.save(tmp_path / "s.pt", net.state_dict(), meta,
-                           train_state={"epoch": 3, "optimizer": opt.state_dict(), "history": []})
+    path = checkpoint.save(
+        tmp_path / "s.pt",
+        net.state_dict(),
+        meta,
+        train_state={"epoch": 3, "optimizer": opt.state_dict(), "history": []},
+    )
     ts = checkpoint.read(path)["train_state"]
     assert ts["epoch"] == 3
     opt.load_state_dict(ts["optimizer"])
@@ -303,8 +325,12 @@ def test_model_ids_are_safe_file_names():
 
 
 def _payload(meta: dict, state: object) -> dict:
-    return {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-            "meta": meta, "state_dict": state}
+    return {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "meta": meta,
+        "state_dict": state,
+    }
 
 
 @pytest.fixture
@@ -314,7 +340,7 @@ def spy_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     devices: list[str] = []
     real = nets.build
 
-    def build(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def build(*a, **k):
         devices.append(torch.get_default_device().type)
         return real(*a, **k)
 
@@ -322,25 +348,42 @@ def spy_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return devices
 
 
-@pytest.mark.parametrize(("arch", "hparams", "seq_len", "bound"), [
-    ("CNN", {"hidden_size": 10**8, "num_layers": 1}, SEQ_LEN,
-     "hparams.hidden_size 100000000 is outside 1..4096"),
-    ("LSTM", {"hidden_size": 10**8, "num_layers": 2}, SEQ_LEN, "hparams.hidden_size 100000000 is outside"),
-    ("PureRNN", {"hidden_size": 8, "num_layers": 10**6}, SEQ_LEN,
-     "hparams.num_layers 1000000 is outside 1..64"),
-    ("CNN", {"hidden_size": 8, "num_layers": 1}, 10**9, "seq_len 1000000000 is outside 1..100000"),
-    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": 1.5}, SEQ_LEN, "hparams.dropout must be"),
-    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": float("nan")}, SEQ_LEN, "hparams.dropout"),
-    ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": None}, SEQ_LEN, "hparams.dropout"),
-    ("GRU", {"hidden_size": "8", "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
-    ("GRU", {"hidden_size": True, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
-    ("GRU", {"hidden_size": 8.0, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
-    # each bound passes, the product does not: refused by the parameter count, built on `meta` only
-    ("LSTM", {"hidden_size": 4096, "num_layers": 64}, SEQ_LEN, "weights, more than the 268,435,456"),
-    ("CNN", {"hidden_size": 4096, "num_layers": 2}, 100_000, "weights, more than the"),
-])
+@pytest.mark.parametrize(
+    ("arch", "hparams", "seq_len", "bound"),
+    [
+        (
+            "CNN",
+            {"hidden_size": 10**8, "num_layers": 1},
+            SEQ_LEN,
+            "hparams.hidden_size 100000000 is outside 1..4096",
+        ),
+        (
+            "LSTM",
+            {"hidden_size": 10**8, "num_layers": 2},
+            SEQ_LEN,
+            "hparams.hidden_size 100000000 is outside",
+        ),
+        (
+            "PureRNN",
+            {"hidden_size": 8, "num_layers": 10**6},
+            SEQ_LEN,
+            "hparams.num_layers 1000000 is outside 1..64",
+        ),
+        ("CNN", {"hidden_size": 8, "num_layers": 1}, 10**9, "seq_len 1000000000 is outside 1..100000"),
+        ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": 1.5}, SEQ_LEN, "hparams.dropout must be"),
+        ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": float("nan")}, SEQ_LEN, "hparams.dropout"),
+        ("GRU", {"hidden_size": 8, "num_layers": 1, "dropout": None}, SEQ_LEN, "hparams.dropout"),
+        ("GRU", {"hidden_size": "8", "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+        ("GRU", {"hidden_size": True, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+        ("GRU", {"hidden_size": 8.0, "num_layers": 1}, SEQ_LEN, "hparams.hidden_size must be an integer"),
+        # each bound passes, the product does not: refused by the parameter count, built on `meta` only
+        ("LSTM", {"hidden_size": 4096, "num_layers": 64}, SEQ_LEN, "weights, more than the 268,435,456"),
+        ("CNN", {"hidden_size": 4096, "num_layers": 2}, 100_000, "weights, more than the"),
+    ],
+)
 def test_absurd_hyper_parameters_are_refused_before_any_weight_exists(
-        tmp_path, spy_builds, arch, hparams, seq_len, bound):
+    tmp_path, spy_builds, arch, hparams, seq_len, bound
+):
     """The tester's file: well-formed, weights of a small net, metadata asking for a huge one."""
     small = make_meta(arch)
     meta = {**small, "hparams": hparams, "seq_len": seq_len}
@@ -368,8 +411,9 @@ def test_expected_shapes_come_from_the_meta_device(arch):
     real = make_net(meta).state_dict()
     assert list(expected) == list(real)
     assert all(t.device.type == "meta" for t in expected.values())
-    assert {k: (tuple(t.shape), t.dtype) for k, t in expected.items()} == \
-        {k: (tuple(t.shape), t.dtype) for k, t in real.items()}
+    assert {k: (tuple(t.shape), t.dtype) for k, t in expected.items()} == {
+        k: (tuple(t.shape), t.dtype) for k, t in real.items()
+    }
 
 
 def _state(meta: dict) -> dict[str, torch.Tensor]:
@@ -381,20 +425,23 @@ def _renamed(sd: dict) -> dict:
     return {("rnn.weight_ih_l9" if n == k else n): v for n, v in sd.items()}
 
 
-@pytest.mark.parametrize(("mutate", "reason"), [
-    (lambda sd: {k: v for k, v in list(sd.items())[1:]}, "missing rnn.weight_ih_l0"),
-    (lambda sd: {**sd, "head.extra": torch.zeros(1)}, "unexpected head.extra"),
-    (_renamed, "missing rnn.weight_ih_l0; unexpected rnn.weight_ih_l9"),
-    (lambda sd: {**sd, "head.weight": sd["head.weight"].tolist()}, "head.weight is a list, not a tensor"),
-    (lambda sd: {**sd, "head.bias": 0.5}, "head.bias is a float, not a tensor"),
-    (lambda sd: {**sd, "head.weight": sd["head.weight"].T}, "head.weight has shape (8, 1)"),
-    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.int32)}, "holds torch.int32"),
-    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.bool)}, "holds torch.bool"),
-    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.complex64)}, "holds torch.complex64"),
-    (lambda sd: {**sd, "head.weight": torch.full((1, 8), float("nan"))}, "NaN or infinite"),
-    (lambda sd: {**sd, "head.bias": torch.tensor([float("inf")])}, "NaN or infinite"),
-    (lambda sd: {**sd, "head.weight": torch.zeros(1, 8).to_sparse()}, "not a plain tensor"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda sd: {k: v for k, v in list(sd.items())[1:]}, "missing rnn.weight_ih_l0"),
+        (lambda sd: {**sd, "head.extra": torch.zeros(1)}, "unexpected head.extra"),
+        (_renamed, "missing rnn.weight_ih_l0; unexpected rnn.weight_ih_l9"),
+        (lambda sd: {**sd, "head.weight": sd["head.weight"].tolist()}, "head.weight is a list, not a tensor"),
+        (lambda sd: {**sd, "head.bias": 0.5}, "head.bias is a float, not a tensor"),
+        (lambda sd: {**sd, "head.weight": sd["head.weight"].T}, "head.weight has shape (8, 1)"),
+        (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.int32)}, "holds torch.int32"),
+        (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.bool)}, "holds torch.bool"),
+        (lambda sd: {**sd, "head.weight": torch.zeros(1, 8, dtype=torch.complex64)}, "holds torch.complex64"),
+        (lambda sd: {**sd, "head.weight": torch.full((1, 8), float("nan"))}, "NaN or infinite"),
+        (lambda sd: {**sd, "head.bias": torch.tensor([float("inf")])}, "NaN or infinite"),
+        (lambda sd: {**sd, "head.weight": torch.zeros(1, 8).to_sparse()}, "not a plain tensor"),
+    ],
+)
 def test_weights_are_checked_against_the_described_net(tmp_path, mutate, reason):
     meta = make_meta("GRU")
     path = tmp_path / "w.pt"
@@ -414,21 +461,24 @@ def test_float64_weights_of_the_right_shape_still_load(tmp_path):
     assert model.proba(np.zeros((2, SEQ_LEN, F), np.float32)).shape == (2,)
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"hparams": [8, 1]}, "hparams must be a mapping"),
-    ({"arch": 3}, "arch must be a name"),
-    ({"seq_len": "10"}, "seq_len must be an integer"),
-    ({"seq_len": 0}, "seq_len 0 is outside"),
-    ({"norm": "z"}, "norm must be a mapping"),
-    ({"norm": {"mean": [0.0] * F}}, "norm.std must be"),
-    ({"norm": {"mean": [0.0] * (F + 1), "std": [1.0] * F}}, "norm.mean must be"),
-    ({"norm": {"mean": [float("nan")] * F, "std": [1.0] * F}}, "norm.mean must be"),
-    ({"norm": {"mean": [0.0] * F, "std": [0.0] * F}}, "norm.std must be positive"),
-    ({"logit_offset": float("inf")}, "logit_offset must be a finite number"),
-    ({"logit_offset": "0"}, "logit_offset must be a finite number"),
-    ({"threshold": 1.5}, "threshold must be a probability"),
-    ({"threshold": None}, "threshold must be a probability"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"hparams": [8, 1]}, "hparams must be a mapping"),
+        ({"arch": 3}, "arch must be a name"),
+        ({"seq_len": "10"}, "seq_len must be an integer"),
+        ({"seq_len": 0}, "seq_len 0 is outside"),
+        ({"norm": "z"}, "norm must be a mapping"),
+        ({"norm": {"mean": [0.0] * F}}, "norm.std must be"),
+        ({"norm": {"mean": [0.0] * (F + 1), "std": [1.0] * F}}, "norm.mean must be"),
+        ({"norm": {"mean": [float("nan")] * F, "std": [1.0] * F}}, "norm.mean must be"),
+        ({"norm": {"mean": [0.0] * F, "std": [0.0] * F}}, "norm.std must be positive"),
+        ({"logit_offset": float("inf")}, "logit_offset must be a finite number"),
+        ({"logit_offset": "0"}, "logit_offset must be a finite number"),
+        ({"threshold": 1.5}, "threshold must be a probability"),
+        ({"threshold": None}, "threshold must be a probability"),
+    ],
+)
 def test_metadata_values_are_typed_and_bounded(tmp_path, change, reason):
     meta = make_meta()
     sd = _state(meta)
@@ -439,12 +489,16 @@ def test_metadata_values_are_typed_and_bounded(tmp_path, change, reason):
     assert reason in str(e.value)
 
 
-@pytest.mark.parametrize("payload", [
-    _payload(make_meta(), [1, 2, 3]),
-    _payload([1], {}),
-    _payload(make_meta(features=None), {}),
-    _payload(make_meta(features="price"), {}),
-], ids=["state-list", "meta-list", "features-none", "features-str"])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _payload(make_meta(), [1, 2, 3]),
+        _payload([1], {}),
+        _payload(make_meta(features=None), {}),
+        _payload(make_meta(features="price"), {}),
+    ],
+    ids=["state-list", "meta-list", "features-none", "features-str"],
+)
 def test_payloads_of_the_wrong_structure(tmp_path, payload):
     torch.save(payload, tmp_path / "s.pt")
     with pytest.raises(CheckpointError):
@@ -495,8 +549,14 @@ def test_a_huge_tensor_is_judged_without_reading_it_into_memory(tmp_path):
         "    print(e)\n"
         "print(peak() - before)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         timeout=120, check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
     reason, grew_kib = out.strip().splitlines()
     assert "head.weight has shape (67108864,), the model needs (1, 8)" in reason
     assert int(grew_kib) < 64 * 1024  # far below the 256 MiB a full read costs

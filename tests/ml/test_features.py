@@ -42,13 +42,16 @@ def test_feature_names_cover_moves_and_flags():
 def test_feature_matrix_hand_computed():
     f = feature_matrix(hand_ticks())
     # row r describes tick r + 1: the move into it from tick r
-    expected = np.array([
-        # log return           log1p amount     log1p gap      up down flat
-        [math.log(101 / 100), math.log1p(0.5), math.log1p(1.0), 1, 0, 0],
-        [0.0,                 math.log1p(2.0), math.log1p(2.0), 0, 0, 1],
-        [math.log(100 / 101), math.log1p(0.0), math.log1p(0.0), 0, 1, 0],
-        [math.log(102 / 100), math.log1p(3.0), math.log1p(7.0), 1, 0, 0],
-    ], dtype=np.float64)
+    expected = np.array(
+        [
+            # log return           log1p amount     log1p gap      up down flat
+            [math.log(101 / 100), math.log1p(0.5), math.log1p(1.0), 1, 0, 0],
+            [0.0, math.log1p(2.0), math.log1p(2.0), 0, 0, 1],
+            [math.log(100 / 101), math.log1p(0.0), math.log1p(0.0), 0, 1, 0],
+            [math.log(102 / 100), math.log1p(3.0), math.log1p(7.0), 1, 0, 0],
+        ],
+        dtype=np.float64,
+    )
     assert f.shape == (4, len(FEATURES))
     assert f.dtype == np.float32
     np.testing.assert_allclose(f, expected, rtol=1e-6, atol=1e-7)
@@ -118,7 +121,7 @@ def test_windows_are_a_strided_view_with_the_right_contents():
     assert w.shape == (4, 4, 3)
     assert w.untyped_storage().data_ptr() == rows.untyped_storage().data_ptr()
     for j in range(4):
-        torch.testing.assert_close(w[j], rows[j:j + 4])
+        torch.testing.assert_close(w[j], rows[j : j + 4])
     rows[5, 1] = -1.0  # writing the base shows through every window that covers row 5
     assert w[2, 3, 1] == -1 and w[3, 2, 1] == -1
     assert (w[1] != -1).all()
@@ -148,15 +151,15 @@ def test_window_target_alignment_brute_force(seq_len, horizon, make_ticks):
     p = ticks.price
     for j in range(n_windows):
         end = j + seq_len  # window j ends at tick j + L ...
-        np.testing.assert_array_equal(d.windows[j].numpy(), rows[j:j + seq_len])
+        np.testing.assert_array_equal(d.windows[j].numpy(), rows[j : j + seq_len])
         # ... its last row is the move from tick end - 1 into tick `end` ...
-        move_in = d.norm.apply(feature_matrix(ticks[end - 1:end + 1]))[0]
+        move_in = d.norm.apply(feature_matrix(ticks[end - 1 : end + 1]))[0]
         np.testing.assert_allclose(d.windows[j, -1].numpy(), move_in, rtol=1e-6, atol=1e-6)
         # ... and its target is the move after it
         assert d.targets[j].item() == float(p[end + horizon] > p[end])
     # the prediction path builds the very same window from the ticks up to tick `end`
     for j in (0, n_windows // 2, n_windows - 1):
-        lw = last_window(ticks[:j + seq_len + 1], seq_len, d.norm)
+        lw = last_window(ticks[: j + seq_len + 1], seq_len, d.norm)
         np.testing.assert_array_equal(lw, d.windows[j].numpy())
 
 
@@ -298,7 +301,7 @@ def test_windows_ending_at_equal_last_window_of_each_prefix(make_ticks):
     w = windows_ending_at(ticks, 10, norm, 200)
     assert w.shape == (100, 10, len(FEATURES)) and w.flags.c_contiguous
     for k in (0, 1, 57, 99):
-        np.testing.assert_array_equal(w[k], last_window(ticks[:200 + k + 1], 10, norm))
+        np.testing.assert_array_equal(w[k], last_window(ticks[: 200 + k + 1], 10, norm))
     assert windows_ending_at(ticks, 10, norm, 10).shape[0] == 290
     one = windows_ending_at(ticks, 10, norm, 299)  # a single window is still a writable copy
     assert one.shape == (1, 10, len(FEATURES)) and one.flags.writeable and one.flags.c_contiguous

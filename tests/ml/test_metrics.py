@@ -96,8 +96,19 @@ def test_report_keys_and_values():
     y = np.array([1, 0, 0, 1, 0])
     p = np.array([0.7, 0.2, 0.6, 0.4, 0.1])
     r = metrics.report(y, p, threshold=0.5)
-    assert set(r) == {"n", "base_rate", "auc", "brier", "log_loss", "base_brier", "base_log_loss",
-                      "accuracy", "ppv", "npv", "threshold"}
+    assert set(r) == {
+        "n",
+        "base_rate",
+        "auc",
+        "brier",
+        "log_loss",
+        "base_brier",
+        "base_log_loss",
+        "accuracy",
+        "ppv",
+        "npv",
+        "threshold",
+    }
     assert all(isinstance(v, float) for v in r.values())  # plain floats: checkpoint/JSON safe
     assert r["n"] == 5 and r["threshold"] == 0.5
     assert r["base_rate"] == pytest.approx(0.4)

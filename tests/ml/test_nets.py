@@ -37,7 +37,7 @@ def test_windows_are_scored_independently(arch):
     x = torch.randn(4, 12, F)
     with torch.no_grad():
         whole = net(x)
-        one_by_one = torch.cat([net(x[i:i + 1]) for i in range(4)])
+        one_by_one = torch.cat([net(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(whole, one_by_one, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(whole, whole[:1].expand(4))  # the input matters
 
@@ -55,8 +55,7 @@ def test_layer_counts_follow_num_layers():
     cnn = small("CNN", num_layers=3)
     assert sum(isinstance(m, nn.Conv1d) for m in cnn.modules()) == 3
     assert sum(isinstance(m, nn.BatchNorm1d) for m in cnn.modules()) == 3
-    assert all(m.kernel_size == (5,) and m.padding == (2,)
-               for m in cnn.modules() if isinstance(m, nn.Conv1d))
+    assert all(m.kernel_size == (5,) and m.padding == (2,) for m in cnn.modules() if isinstance(m, nn.Conv1d))
     assert small("LSTM", num_layers=3).rnn.num_layers == 3
     assert small("LSTM", num_layers=3).rnn.dropout == pytest.approx(0.3)
     assert small("GRU", num_layers=1).rnn.dropout == 0.0  # no dropout with nothing to drop between

@@ -33,8 +33,9 @@ def market():
 def fitted(market):
     """One real training run, shared by the tests that only inspect its result."""
     config = cfg(arch="GRU", hidden_size=16, num_epochs=3)
-    return fit(market, config, data_info={"source": "synthetic", "exchange": "synthetic",
-                                          "symbol": "BTC-USD"}), config
+    return fit(
+        market, config, data_info={"source": "synthetic", "exchange": "synthetic", "symbol": "BTC-USD"}
+    ), config
 
 
 # ---------------------------------------------------------------- it learns
@@ -177,8 +178,13 @@ def test_should_stop_cancels_between_batches(market, tmp_path):
     state = tmp_path / "state.pt"
     t0 = time.perf_counter()
     with pytest.raises(TrainingCancelled, match="epoch 1, batch 2"):
-        fit(market[:3000], cfg(batch_size=32, progress_every=1, num_epochs=50),
-            progress=events.append, should_stop=stop, state_path=state)
+        fit(
+            market[:3000],
+            cfg(batch_size=32, progress_every=1, num_epochs=50),
+            progress=events.append,
+            should_stop=stop,
+            state_path=state,
+        )
     assert time.perf_counter() - t0 < 10
     assert len(calls) == 3
     assert [(p.kind, p.batch) for p in events] == [("batch", 1), ("batch", 2)]
@@ -197,8 +203,7 @@ def test_early_stopping_when_the_monitor_cannot_improve(market):
     # lr 1e-30 leaves every weight where it is (far below float32 resolution), and a GRU has
     # no batch-norm statistics: each epoch scores exactly the same, so only epoch 1 is "better"
     events: list[training.Progress] = []
-    r = fit(market[:3000], cfg(arch="GRU", lr=1e-30, num_epochs=20, patience=2),
-            progress=events.append)
+    r = fit(market[:3000], cfg(arch="GRU", lr=1e-30, num_epochs=20, patience=2), progress=events.append)
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
     assert r.stop_reason.startswith("early stop") and "auc" in r.stop_reason
     assert r.meta["best_epoch"] == 1 and r.meta["epochs"] == 3
@@ -231,8 +236,7 @@ def test_state_file_written_and_resume_continues(market, tmp_path):
     assert [h["epoch"] for h in payload["train_state"]["history"]] == [1, 2]
 
     events: list[training.Progress] = []
-    resumed = fit(ticks, cfg(num_epochs=4, **base), state_path=state, resume=state,
-                  progress=events.append)
+    resumed = fit(ticks, cfg(num_epochs=4, **base), state_path=state, resume=state, progress=events.append)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]  # grows, nothing repeated
     assert resumed.history[:2] == first.history
     assert sorted({p.epoch for p in events}) == [3, 4]
@@ -270,17 +274,40 @@ def test_resume_from_a_finished_model_is_refused(fitted, market, tmp_path):
 # ---------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"seq_len": 0}, {"hidden_size": -1}, {"num_layers": 0}, {"batch_size": 0},
-    {"batch_size": 1.5}, {"horizon": 0}, {"num_epochs": -1}, {"patience": -1},
-    {"seed": -1}, {"save_every": True}, {"lr": 0.0}, {"lr": -1e-3}, {"lr": float("nan")},
-    {"lr": float("inf")}, {"weight_decay": -0.1}, {"gamma": 0.0}, {"gamma": 1.5},
-    {"clip": -1.0}, {"optimizer": "rmsprop"}, {"monitor": "f1"}, {"arch": "Transformer"},
-    {"train_split": 1.0}, {"train_split": 0.0}, {"val_split": 0.0},
-    {"train_split": 0.8, "val_split": 0.4}, {"arch": "GRU", "dropout": 1.0},
-    {"arch": "LSTM", "dropout": -0.5}, {"num_threads": 0},
-    {"step_size": 0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"seq_len": 0},
+        {"hidden_size": -1},
+        {"num_layers": 0},
+        {"batch_size": 0},
+        {"batch_size": 1.5},
+        {"horizon": 0},
+        {"num_epochs": -1},
+        {"patience": -1},
+        {"seed": -1},
+        {"save_every": True},
+        {"lr": 0.0},
+        {"lr": -1e-3},
+        {"lr": float("nan")},
+        {"lr": float("inf")},
+        {"weight_decay": -0.1},
+        {"gamma": 0.0},
+        {"gamma": 1.5},
+        {"clip": -1.0},
+        {"optimizer": "rmsprop"},
+        {"monitor": "f1"},
+        {"arch": "Transformer"},
+        {"train_split": 1.0},
+        {"train_split": 0.0},
+        {"val_split": 0.0},
+        {"train_split": 0.8, "val_split": 0.4},
+        {"arch": "GRU", "dropout": 1.0},
+        {"arch": "LSTM", "dropout": -0.5},
+        {"num_threads": 0},
+        {"step_size": 0},
+    ],
+)
 def test_bad_config_raises_value_error(kwargs):
     with pytest.raises(ValueError):
         TrainConfig(**{**SMALL, **kwargs})
@@ -309,11 +336,16 @@ def test_fewer_than_the_minimum_windows_are_refused_and_few_are_flagged(market):
     result carries a warning with the validation AUC's uncertainty."""
     need = training.ticks_needed(16)  # seq_len 16, horizon 1
     assert need == training.MIN_WINDOWS + 17
-    with pytest.raises(training.TooFewTicks, match=rf"^synthetic:BTC-USD has {need - 1:,} ticks; training "
-                                                  rf"needs at least 1,000 windows, i.e. {need:,} ticks"):
-        fit(market[:need - 1], cfg(num_epochs=1), data_info={"exchange": "synthetic", "symbol": "BTC-USD"})
+    with pytest.raises(
+        training.TooFewTicks,
+        match=rf"^synthetic:BTC-USD has {need - 1:,} ticks; training "
+        rf"needs at least 1,000 windows, i.e. {need:,} ticks",
+    ):
+        fit(market[: need - 1], cfg(num_epochs=1), data_info={"exchange": "synthetic", "symbol": "BTC-USD"})
     small = fit(market[:need], cfg(num_epochs=1))
     (warning,) = small.warnings
-    assert warning == ("few ticks: 1,000 windows (199 to validate), so metrics are noisy "
-                       "(validation AUC +-0.08); train on 10,000 windows or more to trust them")
-    assert fit(market[:training.FEW_WINDOWS + 17], cfg(num_epochs=1)).warnings == []
+    assert warning == (
+        "few ticks: 1,000 windows (199 to validate), so metrics are noisy "
+        "(validation AUC +-0.08); train on 10,000 windows or more to trust them"
+    )
+    assert fit(market[: training.FEW_WINDOWS + 17], cfg(num_epochs=1)).warnings == []

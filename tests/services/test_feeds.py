@@ -30,16 +30,21 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, ticks: TickArrays) -> Pa
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("models")
-    res = training.fit(ticks, training.TrainConfig(hidden_size=8, num_layers=1, num_epochs=1,
-                                                   seq_len=16, device="cpu"))
+    res = training.fit(
+        ticks, training.TrainConfig(hidden_size=8, num_layers=1, num_epochs=1, seq_len=16, device="cpu")
+    )
     res.save(folder)
     Registry(folder).activate(res.model.id)
     torch.set_num_threads(before)
     return folder
 
 
-def run(tmp_path: Path, model_dir: Path | None,
-        body: Callable[[TickStore, Predictor, Feeds], Awaitable[None]], **kw: object) -> None:
+def run(
+    tmp_path: Path,
+    model_dir: Path | None,
+    body: Callable[[TickStore, Predictor, Feeds], Awaitable[None]],
+    **kw: object,
+) -> None:
     async def main() -> None:
         registry = Registry(model_dir if model_dir is not None else tmp_path / "none")
         predictor = Predictor(registry, "cpu", threads=1)
@@ -69,8 +74,9 @@ def times(events: list[TickEvent]) -> list[float]:
     return [e.time for e in events]
 
 
-def test_backlog_then_new_ticks_once_each_scored_as_predict(tmp_path: Path, model_dir: Path,
-                                                            ticks: TickArrays) -> None:
+def test_backlog_then_new_ticks_once_each_scored_as_predict(
+    tmp_path: Path, model_dir: Path, ticks: TickArrays
+) -> None:
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:1000])
         sub = await feeds.subscribe(EX, SYM, backlog=4)
@@ -80,7 +86,7 @@ def test_backlog_then_new_ticks_once_each_scored_as_predict(tmp_path: Path, mode
         new = await take(sub, 5)
         assert times(new) == ticks.time[1000:1005].tolist()
         for k, e in enumerate(sub.first + new):
-            want = await predictor.predict(ticks[:996 + k + 1])
+            want = await predictor.predict(ticks[: 996 + k + 1])
             assert e.probability == pytest.approx(want.probability, abs=1e-6)
             assert e.model_id == want.model_id and e.decision == want.decision
         # a backfill of older history is not news; a tick stored later at the same time is
@@ -89,8 +95,10 @@ def test_backlog_then_new_ticks_once_each_scored_as_predict(tmp_path: Path, mode
         store.insert(EX, SYM, TickArrays.concat([ticks[10:20]]))
         store.insert(EX, SYM, TickArrays.concat([same_time, ticks[1005:1006]]))
         got = await take(sub, 2)
-        assert [(e.time, e.price) for e in got] == [(last.time[0], same_time.price[0]),
-                                                    (ticks.time[1005], ticks.price[1005])]
+        assert [(e.time, e.price) for e in got] == [
+            (last.time[0], same_time.price[0]),
+            (ticks.time[1005], ticks.price[1005]),
+        ]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(sub.next(), 0.3)  # and nothing else
         feeds.unsubscribe(sub)
@@ -98,8 +106,9 @@ def test_backlog_then_new_ticks_once_each_scored_as_predict(tmp_path: Path, mode
     run(tmp_path, model_dir, body)
 
 
-def test_a_long_run_of_new_ticks_sends_only_the_newest_ring(tmp_path: Path, model_dir: Path,
-                                                            ticks: TickArrays) -> None:
+def test_a_long_run_of_new_ticks_sends_only_the_newest_ring(
+    tmp_path: Path, model_dir: Path, ticks: TickArrays
+) -> None:
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:100])
         sub = await feeds.subscribe(EX, SYM, backlog=1000)
@@ -123,8 +132,9 @@ def test_without_a_model_ticks_flow_unscored(tmp_path: Path, ticks: TickArrays) 
     run(tmp_path, None, body)
 
 
-def test_a_slow_client_is_let_go_and_resumes_from_the_ring(tmp_path: Path, model_dir: Path,
-                                                           ticks: TickArrays) -> None:
+def test_a_slow_client_is_let_go_and_resumes_from_the_ring(
+    tmp_path: Path, model_dir: Path, ticks: TickArrays
+) -> None:
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:100])
         sub = await feeds.subscribe(EX, SYM, backlog=0)
@@ -134,7 +144,7 @@ def test_a_slow_client_is_let_go_and_resumes_from_the_ring(tmp_path: Path, model
         while (e := await asyncio.wait_for(sub.next(), 10)) is not None:
             got.append(e)
         assert sub.ended and 0 < len(got) < 10
-        assert times(got) == ticks.time[100:100 + len(got)].tolist()
+        assert times(got) == ticks.time[100 : 100 + len(got)].tolist()
         feeds.unsubscribe(sub)
         again = await feeds.subscribe(EX, SYM, backlog=0, last_event_id=got[-1].id)
         assert again.resumed
@@ -144,7 +154,8 @@ def test_a_slow_client_is_let_go_and_resumes_from_the_ring(tmp_path: Path, model
 
 
 def test_feeds_stop_with_their_last_client_even_one_that_left_while_priming(
-        tmp_path: Path, ticks: TickArrays) -> None:
+    tmp_path: Path, ticks: TickArrays
+) -> None:
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:100])
         a = await feeds.subscribe(EX, SYM, backlog=1)
@@ -183,10 +194,12 @@ def test_limits_and_close(tmp_path: Path, ticks: TickArrays) -> None:
     run(tmp_path, None, body, max_clients=1)
 
 
-def test_the_limit_counts_clients_still_joining_a_priming_feed(tmp_path: Path, model_dir: Path,
-                                                               ticks: TickArrays) -> None:
+def test_the_limit_counts_clients_still_joining_a_priming_feed(
+    tmp_path: Path, model_dir: Path, ticks: TickArrays
+) -> None:
     """A burst on a market with no feed yet: every subscriber waits for the same first read, and
     only `max_clients` of them may be waiting or subscribed at once."""
+
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:2000])
         tries = [asyncio.create_task(feeds.subscribe(EX, SYM, backlog=1)) for _ in range(12)]

@@ -27,8 +27,8 @@ from tests.api.conftest import answers, free_port, make_settings, wait_for
 from tests.api.test_markets import recent_trades, settings_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, hang  # noqa: E402
-from test_binance import Market  # noqa: E402
+from fake_exchange import FakeExchange, hang
+from test_binance import Market
 
 PULL = "/markets/binance/BTC-USD/pull"
 
@@ -39,7 +39,7 @@ def proc_state(pid: int) -> tuple[str, int] | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+    state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
     return state, int(ppid)
 
 
@@ -174,9 +174,14 @@ def test_a_manual_pull_while_the_worker_restarts_is_refused_with_when_to_retry(t
 
     async def scenario() -> None:
         store = TickStore(tmp_path / "tickcast.db")
-        ing = Ingestor(store, [MarketName("synthetic", "BTC-USD")], source_urls={},
-                       interval_s=10, enabled=False,
-                       synthetic_history_s=120)
+        ing = Ingestor(
+            store,
+            [MarketName("synthetic", "BTC-USD")],
+            source_urls={},
+            interval_s=10,
+            enabled=False,
+            synthetic_history_s=120,
+        )
         try:
             assert (await ing.pull_now("synthetic", "BTC-USD")).new_ticks > 0
             pid = kill_worker(ing.worker.pid)
@@ -240,13 +245,24 @@ def test_a_locked_store_answers_503_not_500_and_loses_nothing(tmp_path: Path) ->
 
 def test_the_worker_and_the_resource_tracker_die_with_the_api_process(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "TICKCAST_PORT": str(port),
-           "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
-           "TICKCAST_MODELS_DIR": str(tmp_path / "models"), "TICKCAST_BOOTSTRAP": "false",
-           "TICKCAST_INGEST": "true", "TICKCAST_MARKETS": '["synthetic:BTC-USD"]',
-           "TICKCAST_PULL_INTERVAL_S": "0.5", "TICKCAST_LOG_LEVEL": "warning"}
-    api = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "TICKCAST_PORT": str(port),
+        "TICKCAST_STORE_PATH": str(tmp_path / "db" / "tickcast.db"),
+        "TICKCAST_MODELS_DIR": str(tmp_path / "models"),
+        "TICKCAST_BOOTSTRAP": "false",
+        "TICKCAST_INGEST": "true",
+        "TICKCAST_MARKETS": '["synthetic:BTC-USD"]',
+        "TICKCAST_PULL_INTERVAL_S": "0.5",
+        "TICKCAST_LOG_LEVEL": "warning",
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}"), timeout=60)
 

@@ -57,11 +57,12 @@ def stored(db: Path, job_id: str) -> dict | None:
     """The job's row as the store has it, read by a connection of its own."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         row = c.execute("SELECT status, result, error FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return None if row is None else {"status": row[0], "result": row[1] and json.loads(row[1]),
-                                     "error": row[2]}
+    return (
+        None if row is None else {"status": row[0], "result": row[1] and json.loads(row[1]), "error": row[2]}
+    )
 
 
-async def until(pred, timeout: float = 30.0) -> None:  # noqa: ANN001
+async def until(pred, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < deadline, "timed out"
@@ -223,9 +224,11 @@ def test_the_worker_trains_as_background_work(parts) -> None:
         rec = await wait(m, m.submit(spec(LONG, ticks=6000)).id, is_training)
         pid = m._live[rec.id].proc.pid
         ours = os.sched_getaffinity(0)
-        trainers = [int(t) for t in os.listdir(f"/proc/{pid}/task")
-                    if Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                    == "R"] or [pid]
+        trainers = [
+            int(t)
+            for t in os.listdir(f"/proc/{pid}/task")
+            if Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+        ] or [pid]
         for tid in {pid, *trainers}:
             assert os.sched_getscheduler(tid) == os.SCHED_IDLE
             if len(ours) > 1:
@@ -256,22 +259,39 @@ def test_a_full_queue_refuses_and_records_nothing(parts) -> None:
 
 def save_model(registry: Registry, job_id: str | None, seed: int = 0) -> str:
     """A real, small checkpoint whose metadata names the job that trained it."""
-    cfg = training.TrainConfig(arch="CNN", hidden_size=8, num_layers=1, num_epochs=1, seq_len=16,
-                               batch_size=256, patience=0, seed=seed, device="cpu")
+    cfg = training.TrainConfig(
+        arch="CNN",
+        hidden_size=8,
+        num_layers=1,
+        num_epochs=1,
+        seq_len=16,
+        batch_size=256,
+        patience=0,
+        seed=seed,
+        device="cpu",
+    )
     fitted = training.fit(synthetic.generate(2000, seed=seed), cfg)
     if job_id is not None:
         fitted.meta["job_id"] = job_id
-    checkpoint.save(registry.folder / f"{fitted.model.id}.pt", fitted.model.net.state_dict(),
-                    fitted.meta)
+    checkpoint.save(registry.folder / f"{fitted.model.id}.pt", fitted.model.net.state_dict(), fitted.meta)
     return fitted.model.id
 
 
 def put_job(store: TickStore, job_id: str, status: str, result: dict | None = None) -> None:
     with store.transaction() as db:
-        db.execute("INSERT INTO jobs (id, status, spec, result, created_at, started_at, finished_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (job_id, status, json.dumps(validate_spec(spec())), result and json.dumps(result),
-                    1.0, 2.0, None if status in ("queued", "running") else 3.0))
+        db.execute(
+            "INSERT INTO jobs (id, status, spec, result, created_at, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                status,
+                json.dumps(validate_spec(spec())),
+                result and json.dumps(result),
+                1.0,
+                2.0,
+                None if status in ("queued", "running") else 3.0,
+            ),
+        )
 
 
 def test_start_claims_models_whose_jobs_never_recorded_them(parts) -> None:

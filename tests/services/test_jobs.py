@@ -26,8 +26,9 @@ SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq
 LONG = {**SMALL, "num_epochs": 50, "patience": 0, "batch_size": 32}
 
 
-def spec(config: dict | None = None, activate: str = "if_better", ticks: int = 3000,
-         exchange: str = "synthetic") -> JobSpec:
+def spec(
+    config: dict | None = None, activate: str = "if_better", ticks: int = 3000, exchange: str = "synthetic"
+) -> JobSpec:
     return JobSpec(exchange, "BTC-USD", None, None, dict(config or SMALL), activate, ticks)
 
 
@@ -86,18 +87,26 @@ def test_queue_run_and_promotion_policies(parts) -> None:
         assert b.status == "succeeded" and b.result["activated"] is False
         assert registry.active_id() == r["model_id"] and b.result["model_id"] in models(registry)
         # if_better: both models scored on the same validation windows, decision recorded
-        d = await wait(m, m.submit(spec(activate="if_better",
-                                        config={**SMALL, "hidden_size": 12})).id, finished)
+        d = await wait(
+            m, m.submit(spec(activate="if_better", config={**SMALL, "hidden_size": 12})).id, finished
+        )
         assert d.status == "succeeded", d.error
         rd = d.result
         assert rd["incumbent_id"] == r["model_id"]
         assert rd["incumbent_val_auc"] == pytest.approx(r["challenger_val_auc"])  # same data
         assert (rd["activated"], rd["reason"]) == should_promote(
-            "if_better", rd["challenger_val_auc"], rd["incumbent_val_auc"])
+            "if_better", rd["challenger_val_auc"], rd["incumbent_val_auc"]
+        )
         want = rd["model_id"] if rd["activated"] else r["model_id"]
         assert registry.active_id() == want
-        assert m.counts() == {"queued": 0, "running": 0, "succeeded": 3, "failed": 0,
-                              "cancelled": 1, "interrupted": 0}
+        assert m.counts() == {
+            "queued": 0,
+            "running": 0,
+            "succeeded": 3,
+            "failed": 0,
+            "cancelled": 1,
+            "interrupted": 0,
+        }
         assert [j.id for j in m.list()] == [d.id, c.id, b.id, a.id]
         await m.stop()
 
@@ -148,8 +157,13 @@ def test_progress_while_running_then_cancel(parts) -> None:
 def test_bad_input_is_refused_before_anything_is_recorded(parts) -> None:
     store, registry = parts
     m = JobManager(store, registry)
-    for bad in ({"arch": "Transformer9"}, {"num_epochs": -1}, {"lr": 0}, {"bogus": 1},
-                {"train_split": 0.9, "val_split": 0.3}):
+    for bad in (
+        {"arch": "Transformer9"},
+        {"num_epochs": -1},
+        {"lr": 0},
+        {"bogus": 1},
+        {"train_split": 0.9, "val_split": 0.3},
+    ):
         with pytest.raises(ValueError):
             m.submit(spec(bad))
     with pytest.raises(ValueError, match="activate"):
@@ -169,8 +183,10 @@ def test_too_few_ticks_are_refused_at_submission_with_what_to_do(parts) -> None:
     store, registry = parts
     store.insert("bitstamp", "BTC-USD", synthetic.generate(900, seed=2))  # the issue's case: ~900 ticks
     m = JobManager(store, registry)
-    for s, words in ((spec(exchange="bitstamp"), "bitstamp:BTC-USD has 900 ticks"),
-                     (spec(exchange="kraken"), "kraken:BTC-USD has 0 ticks")):
+    for s, words in (
+        (spec(exchange="bitstamp"), "bitstamp:BTC-USD has 900 ticks"),
+        (spec(exchange="kraken"), "kraken:BTC-USD has 0 ticks"),
+    ):
         with pytest.raises(TooFewTicks) as e:
             m.submit(s)
         msg = str(e.value)
@@ -225,8 +241,10 @@ def test_restart_marks_left_over_jobs_interrupted(parts) -> None:
     old = JobManager(store, registry)  # never started: its job stays queued, as after a crash
     queued = old.submit(spec())
     with store.transaction() as db:
-        db.execute("INSERT INTO jobs (id, status, spec, created_at, started_at)"
-                   " VALUES ('00000000abcd', 'running', '{}', 1.0, 2.0)")
+        db.execute(
+            "INSERT INTO jobs (id, status, spec, created_at, started_at)"
+            " VALUES ('00000000abcd', 'running', '{}', 1.0, 2.0)"
+        )
 
     async def main() -> None:
         m = JobManager(store, registry)
@@ -280,8 +298,15 @@ def test_a_worker_that_dies_is_recorded_failed(parts) -> None:
 
 def retraining(store: TickStore, m: JobManager, symbols: list[str]) -> Ingestor:
     """The ingestor whose cron job retrains every market (`_retrain` is what the trigger runs)."""
-    return Ingestor(store, [Market("synthetic", s) for s in symbols], source_urls={}, interval_s=60,
-                    enabled=False, jobs=m, retrain_cron="0 3 * * *")
+    return Ingestor(
+        store,
+        [Market("synthetic", s) for s in symbols],
+        source_urls={},
+        interval_s=60,
+        enabled=False,
+        jobs=m,
+        retrain_cron="0 3 * * *",
+    )
 
 
 def test_a_full_queue_skips_a_market_with_a_warning_and_the_retrain_goes_on(parts, caplog) -> None:

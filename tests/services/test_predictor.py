@@ -27,8 +27,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TickArrays,
     ticks = synthetic.generate(3000)
     ids = []
     for seq_len, seed in ((32, 0), (16, 1)):
-        cfg = training.TrainConfig(hidden_size=8, num_layers=1, num_epochs=1, seq_len=seq_len,
-                                   seed=seed, device="cpu")
+        cfg = training.TrainConfig(
+            hidden_size=8, num_layers=1, num_epochs=1, seq_len=seq_len, seed=seed, device="cpu"
+        )
         res = training.fit(ticks, cfg)
         res.save(folder)
         ids.append(res.model.id)
@@ -53,7 +54,7 @@ def make(reg: Registry, **kw) -> Predictor:
 
 
 def windows_of(ticks: TickArrays, n: int, size: int = 100) -> list[TickArrays]:
-    return [ticks[i * 7:i * 7 + size] for i in range(n)]
+    return [ticks[i * 7 : i * 7 + size] for i in range(n)]
 
 
 def test_predict_each_answers_what_predict_would_for_each_prefix(setup) -> None:
@@ -63,7 +64,7 @@ def test_predict_each_answers_what_predict_would_for_each_prefix(setup) -> None:
     async def go() -> tuple[list[Prediction], list[Prediction], list[Prediction]]:
         try:
             each = await pred.predict_each(ticks[:300], 250)
-            singles = [await pred.predict(ticks[:i + 1]) for i in range(250, 300)]
+            singles = [await pred.predict(ticks[: i + 1]) for i in range(250, 300)]
             early = await pred.predict_each(ticks[:40], 0)  # from the first full window on
             return each, singles, early
         finally:
@@ -182,7 +183,7 @@ def test_activation_during_storm(setup) -> None:
                 r = await pred.predict(ws[(i + j) % len(ws)])
                 seen.add(r.model_id)
                 assert r.model_id in (a, b) and 0.0 < r.probability < 1.0
-            except BaseException as e:  # noqa: BLE001 - counting every failure
+            except BaseException as e:
                 failures.append(e)
 
     async def flipper() -> None:
@@ -318,11 +319,18 @@ def test_window_policy(setup, adaptive: bool) -> None:
     assert sizes == [1, 1, 20]
 
 
-@pytest.mark.parametrize(("col", "i", "value"), [
-    ("price", 3, 0.0), ("price", 5, float("nan")), ("price", 9, float("inf")),
-    ("amount", 2, -1.0), ("amount", 4, float("nan")), ("time", 6, float("inf")),
-    ("time", 8, 0.0),
-])
+@pytest.mark.parametrize(
+    ("col", "i", "value"),
+    [
+        ("price", 3, 0.0),
+        ("price", 5, float("nan")),
+        ("price", 9, float("inf")),
+        ("amount", 2, -1.0),
+        ("amount", 4, float("nan")),
+        ("time", 6, float("inf")),
+        ("time", 8, 0.0),
+    ],
+)
 def test_every_bad_tick_is_caught(setup, col: str, i: int, value: float) -> None:
     reg, ticks, _, b = setup
     pred = make(reg)

@@ -23,18 +23,24 @@ from app.services.registry import (
 )
 
 
-def write_model(folder: Path, model_id: str, *, created_at: str, seq_len: int = 8,
-                auc: float | None = 0.55, seed: int = 0) -> Path:
+def write_model(
+    folder: Path, model_id: str, *, created_at: str, seq_len: int = 8, auc: float | None = 0.55, seed: int = 0
+) -> Path:
     """A real (untrained, tiny) CNN checkpoint, built the way training builds one."""
     torch.manual_seed(seed)
-    net = nets.build("CNN", n_features=len(features.FEATURES), seq_len=seq_len, hidden_size=8,
-                     num_layers=1)
+    net = nets.build("CNN", n_features=len(features.FEATURES), seq_len=seq_len, hidden_size=8, num_layers=1)
     n = len(features.FEATURES)
     meta = {
-        "id": model_id, "arch": "CNN", "hparams": {"hidden_size": 8, "num_layers": 1},
-        "seq_len": seq_len, "horizon": 1, "features": list(features.FEATURES),
+        "id": model_id,
+        "arch": "CNN",
+        "hparams": {"hidden_size": 8, "num_layers": 1},
+        "seq_len": seq_len,
+        "horizon": 1,
+        "features": list(features.FEATURES),
         "norm": features.Normalizer(np.zeros(n, np.float32), np.ones(n, np.float32)).to_dict(),
-        "logit_offset": 0.0, "threshold": 0.4, "created_at": created_at,
+        "logit_offset": 0.0,
+        "threshold": 0.4,
+        "created_at": created_at,
         "metrics": {"val": {"auc": auc}},
     }
     return checkpoint.save(folder / f"{model_id}.pt", net.state_dict(), meta)
@@ -79,8 +85,7 @@ def test_list_caches_metadata(reg: Registry, monkeypatch: pytest.MonkeyPatch) ->
     assert len(calls) == 1 and infos[0].id == "mid" and infos[0].meta["seq_len"] == 4
 
 
-def test_corrupt_and_stray_files_are_skipped(reg: Registry,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_and_stray_files_are_skipped(reg: Registry, caplog: pytest.LogCaptureFixture) -> None:
     (reg.folder / "broken.pt").write_bytes(b"not a torch file")
     torch.save({"hello": 1}, reg.folder / "foreign.pt")
     (reg.folder / ".new.pt.123.tmp").write_bytes(b"partial")
@@ -130,8 +135,24 @@ def test_delete_and_refuse_active(reg: Registry) -> None:
         reg.delete("old")
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "", ".hidden", "x" * 129, "..", "a\\b",
-                                 "/etc/passwd", "a b", "a\x00b", "mid.pt/../new", "-lead", "ü"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../x",
+        "a/b",
+        "",
+        ".hidden",
+        "x" * 129,
+        "..",
+        "a\\b",
+        "/etc/passwd",
+        "a b",
+        "a\x00b",
+        "mid.pt/../new",
+        "-lead",
+        "ü",
+    ],
+)
 def test_invalid_ids_change_nothing(reg: Registry, bad: str) -> None:
     reg.activate("mid")
     (reg.folder.parent / "x.pt").write_bytes(b"outside")
@@ -213,10 +234,12 @@ def write_bad(folder: Path, model_id: str, case: str) -> Path:
     return checkpoint.save(good, sd, meta)
 
 
-BAD = {"absurd": "hidden_size 100000000 is outside 1..4096",
-       "shapes": "head.weight has shape (3, 3)",
-       "not-a-tensor": "head.bias is a list, not a tensor",
-       "truncated": "truncated"}
+BAD = {
+    "absurd": "hidden_size 100000000 is outside 1..4096",
+    "shapes": "head.weight has shape (3, 3)",
+    "not-a-tensor": "head.bias is a list, not a tensor",
+    "truncated": "truncated",
+}
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -247,8 +270,7 @@ def test_an_active_unloadable_model_is_listed_as_active(reg: Registry) -> None:
     assert bad.active and not bad.loadable
 
 
-def test_the_verdict_is_cached_until_the_file_changes(reg: Registry,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_verdict_is_cached_until_the_file_changes(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     write_bad(reg.folder, "bad", "shapes")
     assert [m.loadable for m in reg.list()] == [True, True, True, False]
     checks: list[object] = []

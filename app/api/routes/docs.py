@@ -14,11 +14,17 @@ router = APIRouter(tags=["docs"])
 # As strict as the dashboard's: scripts from this service only (each page's set-up is a file, not
 # an inline script). Swagger UI draws its icons as data: images; ReDoc runs its search index in a
 # worker it creates from a blob: URL of its own code; both set inline styles.
-_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; font-src 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; font-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 @router.get("/docs", response_class=FileResponse, include_in_schema=False)

@@ -20,12 +20,17 @@ from app.services.jobs.manager import JobRecord, JobSpec, QueueFull, StoreUnavai
 
 router = APIRouter(tags=["training"])
 
-_STORE_DOWN = (503, "the job store cannot be read or written (locked, unwritable, full); nothing was "
-                    "changed, see Retry-After",
-               "the job store is locked by another writer; nothing was recorded, retry in 5 s")
+_STORE_DOWN = (
+    503,
+    "the job store cannot be read or written (locked, unwritable, full); nothing was "
+    "changed, see Retry-After",
+    "the job store is locked by another writer; nothing was recorded, retry in 5 s",
+)
 _NO_JOB = (404, "no such job", "no job '3f9c2a7d41b0'; GET /jobs lists the jobs")
-JobId = Annotated[str, Path(description="the job's id, 12 hex digits, as POST /train answered it",
-                            examples=["3f9c2a7d41b0"])]
+JobId = Annotated[
+    str,
+    Path(description="the job's id, 12 hex digits, as POST /train answered it", examples=["3f9c2a7d41b0"]),
+]
 
 
 def _out(r: JobRecord) -> JobOut:
@@ -36,20 +41,37 @@ def _refused(status: int, e: QueueFull | StoreUnavailable) -> HTTPException:
     return HTTPException(status, str(e), headers={"Retry-After": str(e.retry_after_s)})
 
 
-@router.post("/train", status_code=202, response_model=JobOut, dependencies=[KeyDep],
-             summary="Start a training job",
-             responses=responses(
-                 (400, "the body could not be read as JSON text (cut off, or not UTF-8)"), 401,
-                 (422, "a bad market name, range or hyper-parameter, or a market without enough ticks "
-                       "to train on; nothing was queued"),
-                 (429, "the queue is full (TICKCAST_JOB_QUEUE_MAX); nothing was queued, see Retry-After"),
-                 _STORE_DOWN, 500))
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=JobOut,
+    dependencies=[KeyDep],
+    summary="Start a training job",
+    responses=responses(
+        (400, "the body could not be read as JSON text (cut off, or not UTF-8)"),
+        401,
+        (
+            422,
+            "a bad market name, range or hyper-parameter, or a market without enough ticks "
+            "to train on; nothing was queued",
+        ),
+        (429, "the queue is full (TICKCAST_JOB_QUEUE_MAX); nothing was queued, see Retry-After"),
+        _STORE_DOWN,
+        500,
+    ),
+)
 def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
     """Queue a training job on a market's stored ticks; it runs in a worker process while the
     service keeps serving. Follow it with GET /jobs/{job_id}; `activate` decides whether its
     model replaces the active one."""
-    spec = JobSpec(exchange=body.exchange, symbol=body.symbol, start=body.start, end=body.end,
-                   config=body.config.model_dump(), activate=body.activate)
+    spec = JobSpec(
+        exchange=body.exchange,
+        symbol=body.symbol,
+        start=body.start,
+        end=body.end,
+        config=body.config.model_dump(),
+        activate=body.activate,
+    )
     try:
         record = jobs.submit(spec)
     except ValueError as e:  # a domain error may name its place (`loc`); the body otherwise
@@ -61,11 +83,13 @@ def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
     return _out(record)
 
 
-@router.get("/jobs", response_model=list[JobOut], summary="List training jobs",
-            responses=responses(_STORE_DOWN, 500))
-def list_jobs(jobs: JobsDep,
-              limit: int = Query(100, ge=1, le=1000, description="at most this many, newest first"),
-              ) -> list[JobOut]:
+@router.get(
+    "/jobs", response_model=list[JobOut], summary="List training jobs", responses=responses(_STORE_DOWN, 500)
+)
+def list_jobs(
+    jobs: JobsDep,
+    limit: int = Query(100, ge=1, le=1000, description="at most this many, newest first"),
+) -> list[JobOut]:
     """Every job, newest first, with its status, progress, result or error: queued and running
     ones, and finished ones as the store keeps them."""
     try:
@@ -74,8 +98,12 @@ def list_jobs(jobs: JobsDep,
         raise _refused(503, e) from e
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, summary="One training job",
-            responses=responses(_NO_JOB, _STORE_DOWN, 500))
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="One training job",
+    responses=responses(_NO_JOB, _STORE_DOWN, 500),
+)
 def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
     """Status, live progress (epoch, batch, loss, validation metrics) and the result."""
     try:
@@ -84,10 +112,19 @@ def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
         raise _refused(503, e) from e
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut, dependencies=[KeyDep], summary="Cancel a job",
-               responses=responses(401, _NO_JOB,
-                                   (409, "the job has already finished",
-                                    "job 3f9c2a7d41b0 is already succeeded"), _STORE_DOWN, 500))
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    dependencies=[KeyDep],
+    summary="Cancel a job",
+    responses=responses(
+        401,
+        _NO_JOB,
+        (409, "the job has already finished", "job 3f9c2a7d41b0 is already succeeded"),
+        _STORE_DOWN,
+        500,
+    ),
+)
 def cancel_job(job_id: JobId, jobs: JobsDep) -> JobOut:
     """Cancel a queued or running job; a running one stops within a few seconds. Answers the
     job as it is now (`cancel_requested` in its progress while it stops)."""

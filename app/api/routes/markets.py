@@ -26,8 +26,12 @@ _STORE_READ = (503, "the tick store cannot be read (locked, unreadable); see Ret
 _CSV_EXAMPLE = "time,price,amount\n1795653448.0,6642.56,0.001\n1795653452.7,6642.9,0.25\n"
 
 
-@router.get("/markets", response_model=list[MarketOut], summary="Markets and their ingestion status",
-            responses=responses(_STORE_READ, 500))
+@router.get(
+    "/markets",
+    response_model=list[MarketOut],
+    summary="Markets and their ingestion status",
+    responses=responses(_STORE_READ, 500),
+)
 async def list_markets(ingestor: IngestorDep) -> list[dict]:
     """Each configured market (`scheduled: true`): last pull, last tick time, lag, ticks stored,
     last error, next run. Then every other market the store holds (imported, or configured
@@ -36,25 +40,45 @@ async def list_markets(ingestor: IngestorDep) -> list[dict]:
     return await asyncio.to_thread(ingestor.describe)
 
 
-@router.get("/markets/{exchange}/{symbol}/ticks", response_model=None, summary="Stored ticks",
-            responses={200: {"model": TicksOut, "description": "JSON (a valid POST /predict body as "
-                                                               "it is), or CSV with format=csv",
-                             "content": {"text/csv": {"schema": {"type": "string"},
-                                                      "example": _CSV_EXAMPLE}}},
-                       **responses((422, "a bad market name or range, or `latest` with start, end or "
-                                         "limit"), _STORE_READ, 500)})
+@router.get(
+    "/markets/{exchange}/{symbol}/ticks",
+    response_model=None,
+    summary="Stored ticks",
+    responses={
+        200: {
+            "model": TicksOut,
+            "description": "JSON (a valid POST /predict body as it is), or CSV with format=csv",
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}},
+        },
+        **responses(
+            (422, "a bad market name or range, or `latest` with start, end or limit"), _STORE_READ, 500
+        ),
+    },
+)
 async def market_ticks(
-    exchange: Exchange, symbol: Symbol, store: StoreDep,
-    start: float | None = Query(None, allow_inf_nan=False, description="unix s, inclusive; not with "
-                                                                       "`latest`"),
-    end: float | None = Query(None, allow_inf_nan=False, description="unix s, exclusive; not with "
-                                                                     "`latest`"),
-    limit: int | None = Query(None, ge=1, le=MAX_TICKS, description=f"at most this many, the oldest of "
-                                                                    f"the range (default {DEFAULT_LIMIT});"
-                                                                    " not with `latest`"),
-    latest: int | None = Query(None, ge=1, le=MAX_TICKS, description="the newest N ticks instead of a "
-                                                                     "range (still oldest first); not "
-                                                                     "with start, end or limit"),
+    exchange: Exchange,
+    symbol: Symbol,
+    store: StoreDep,
+    start: float | None = Query(
+        None, allow_inf_nan=False, description="unix s, inclusive; not with `latest`"
+    ),
+    end: float | None = Query(None, allow_inf_nan=False, description="unix s, exclusive; not with `latest`"),
+    limit: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_TICKS,
+        description=f"at most this many, the oldest of "
+        f"the range (default {DEFAULT_LIMIT});"
+        " not with `latest`",
+    ),
+    latest: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_TICKS,
+        description="the newest N ticks instead of a "
+        "range (still oldest first); not "
+        "with start, end or limit",
+    ),
     format: Literal["json", "csv"] = Query("json", description="json, or csv (time,price,amount)"),
 ) -> Response:
     """Stored ticks of a market (none for a market with none), oldest first: by time range
@@ -64,36 +88,63 @@ async def market_ticks(
     if latest is not None:
         given = [name for name, v in (("start", start), ("end", end), ("limit", limit)) if v is not None]
         if given:
-            raise invalid(("query", "latest"), f"latest asks for the newest ticks; it does not combine "
-                                               f"with {', '.join(given)}: send one or the other")
+            raise invalid(
+                ("query", "latest"),
+                f"latest asks for the newest ticks; it does not combine "
+                f"with {', '.join(given)}: send one or the other",
+            )
         ticks = store.latest(exchange, symbol, latest, ids=format == "csv")
     else:
         if start is not None and end is not None and end < start:
             raise invalid(("query", "end"), "end must not be before start")
-        ticks = store.read(exchange, symbol, start=start, end=end,
-                           limit=DEFAULT_LIMIT if limit is None else limit, ids=format == "csv")
+        ticks = store.read(
+            exchange,
+            symbol,
+            start=start,
+            end=end,
+            limit=DEFAULT_LIMIT if limit is None else limit,
+            ids=format == "csv",
+        )
     if format == "csv":
         buf = io.StringIO()
         write_csv_to(ticks, buf)
         return Response(buf.getvalue(), media_type="text/csv")
-    body = {"exchange": exchange, "symbol": symbol, "count": len(ticks),
-            "ticks": [{"time": t, "price": p, "amount": a} for t, p, a in
-                      zip(ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist(),
-                          strict=True)]}
+    body = {
+        "exchange": exchange,
+        "symbol": symbol,
+        "count": len(ticks),
+        "ticks": [
+            {"time": t, "price": p, "amount": a}
+            for t, p, a in zip(ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist(), strict=True)
+        ],
+    }
     return Response(json.dumps(body), media_type="application/json")
 
 
 STORE_RETRY_S = 10  # a locked store frees up in seconds; a read-only or full one needs a person
 
 
-@router.post("/markets/{exchange}/{symbol}/pull", dependencies=[KeyDep], response_model=PullOut,
-             summary="Pull a market now",
-             responses=responses(
-                 401, (404, "not a configured market", "kraken:BTC-USD is not a configured market; add "
-                                                      "it to TICKCAST_MARKETS"),
-                 (500, "a market with no source, or a bug in the worker; nothing was lost"),
-                 502, (503, "the ingest worker is down or restarting, or the tick store cannot be "
-                            "written; nothing was lost, see Retry-After")))
+@router.post(
+    "/markets/{exchange}/{symbol}/pull",
+    dependencies=[KeyDep],
+    response_model=PullOut,
+    summary="Pull a market now",
+    responses=responses(
+        401,
+        (
+            404,
+            "not a configured market",
+            "kraken:BTC-USD is not a configured market; add it to TICKCAST_MARKETS",
+        ),
+        (500, "a market with no source, or a bug in the worker; nothing was lost"),
+        502,
+        (
+            503,
+            "the ingest worker is down or restarting, or the tick store cannot be "
+            "written; nothing was lost, see Retry-After",
+        ),
+    ),
+)
 async def pull_market(exchange: Exchange, symbol: Symbol, ingestor: IngestorDep) -> PullOut:
     """Pull a configured market now (whatever the schedule says), from its cursor; answers with
     what was stored."""
@@ -104,26 +155,52 @@ async def pull_market(exchange: Exchange, symbol: Symbol, ingestor: IngestorDep)
     except WorkerDown as e:  # its message ends "retry in N s", N as in Retry-After
         raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from e
     except StoreUnavailable as e:
-        raise HTTPException(503, f"{e}; pages stored before it are kept with their cursor; make the store "
-                                 f"writable (or wait for whoever holds its lock), then retry in "
-                                 f"{STORE_RETRY_S} s", headers={"Retry-After": str(STORE_RETRY_S)}) from e
+        raise HTTPException(
+            503,
+            f"{e}; pages stored before it are kept with their cursor; make the store "
+            f"writable (or wait for whoever holds its lock), then retry in "
+            f"{STORE_RETRY_S} s",
+            headers={"Retry-After": str(STORE_RETRY_S)},
+        ) from e
     except IngestFailed as e:
         raise HTTPException(500, f"{e}; pages stored before it are kept with their cursor") from e
-    return PullOut(exchange=exchange, symbol=symbol, new_ticks=r.new_ticks, pages=r.pages,
-                   cursor=r.cursor, seconds=r.seconds)
+    return PullOut(
+        exchange=exchange,
+        symbol=symbol,
+        new_ticks=r.new_ticks,
+        pages=r.pages,
+        cursor=r.cursor,
+        seconds=r.seconds,
+    )
 
 
-@router.post("/markets/{exchange}/{symbol}/import", dependencies=[KeyDep], response_model=ImportOut,
-             summary="Import ticks from a CSV body",
-             openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {
-                 "schema": {"type": "string"}, "example": _CSV_EXAMPLE}}}},
-             responses=responses(
-                 401, (413, "the body is over TICKCAST_MAX_BODY_BYTES (2 MB by default); nothing was "
-                            "stored. Store a large file from disk with `tickcast fetch csv SYMBOL --file "
-                            "FILE` instead (the market csv:SYMBOL), or raise the limit"),
-                 (422, "a bad row (named) or a bad file, or a bad market name; nothing was stored"),
-                 (503, "the tick store cannot be written (locked, read-only, full); nothing was "
-                       "stored, see Retry-After"), 500))
+@router.post(
+    "/markets/{exchange}/{symbol}/import",
+    dependencies=[KeyDep],
+    response_model=ImportOut,
+    summary="Import ticks from a CSV body",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE}},
+        }
+    },
+    responses=responses(
+        401,
+        (
+            413,
+            "the body is over TICKCAST_MAX_BODY_BYTES (2 MB by default); nothing was "
+            "stored. Store a large file from disk with `tickcast fetch csv SYMBOL --file "
+            "FILE` instead (the market csv:SYMBOL), or raise the limit",
+        ),
+        (422, "a bad row (named) or a bad file, or a bad market name; nothing was stored"),
+        (
+            503,
+            "the tick store cannot be written (locked, read-only, full); nothing was stored, see Retry-After",
+        ),
+        500,
+    ),
+)
 async def import_ticks(exchange: Exchange, symbol: Symbol, request: Request, store: StoreDep) -> ImportOut:
     """Import a CSV (time,price,amount[,trade_id,side] or the ancestor's format) sent as the body.
 

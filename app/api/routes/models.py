@@ -16,19 +16,38 @@ from app.services.registry import ModelInfo
 router = APIRouter(tags=["models"])
 
 _NO_MODEL = (404, "no such model", "no model 'cnn-nope'; GET /models lists the available ones")
-_STORAGE = (503, "the models folder cannot be read or written (permissions, a full disk); nothing was "
-                 "changed, see Retry-After",
-            "the models folder models: not writable (Permission denied); nothing was changed; make "
-            "TICKCAST_MODELS_DIR writable by the service, retry in 30 s")
-_GET = responses(_NO_MODEL, (422, "a malformed model id, or a file that is no tickcast checkpoint"),
-                 _STORAGE, 500)
-_ACTIVATE = responses(401, _NO_MODEL, (422, "a malformed model id, or a model that cannot be loaded (the "
-                                            "reason says why); the active model is unchanged"),
-                      _STORAGE, 500)
-_DELETE = responses(401, _NO_MODEL, (409, "the model is active: activate another one first"),
-                    (422, "a malformed model id"), _STORAGE, 500)
-ModelId = Annotated[str, Path(description="a registry id, as GET /models lists them",
-                              examples=["cnn-20261125-194816-1cd8d3"])]
+_STORAGE = (
+    503,
+    "the models folder cannot be read or written (permissions, a full disk); nothing was "
+    "changed, see Retry-After",
+    "the models folder models: not writable (Permission denied); nothing was changed; make "
+    "TICKCAST_MODELS_DIR writable by the service, retry in 30 s",
+)
+_GET = responses(
+    _NO_MODEL, (422, "a malformed model id, or a file that is no tickcast checkpoint"), _STORAGE, 500
+)
+_ACTIVATE = responses(
+    401,
+    _NO_MODEL,
+    (
+        422,
+        "a malformed model id, or a model that cannot be loaded (the "
+        "reason says why); the active model is unchanged",
+    ),
+    _STORAGE,
+    500,
+)
+_DELETE = responses(
+    401,
+    _NO_MODEL,
+    (409, "the model is active: activate another one first"),
+    (422, "a malformed model id"),
+    _STORAGE,
+    500,
+)
+ModelId = Annotated[
+    str, Path(description="a registry id, as GET /models lists them", examples=["cnn-20261125-194816-1cd8d3"])
+]
 
 
 def _out(m: ModelInfo) -> ModelOut:
@@ -37,12 +56,18 @@ def _out(m: ModelInfo) -> ModelOut:
     meta = m.meta
     arch, seq_len, created = meta.get("arch"), meta.get("seq_len"), meta.get("created_at")
     metrics = _plain(meta.get("metrics"))
-    return ModelOut(id=m.id, active=m.active, size_bytes=m.size_bytes,
-                    arch=arch if isinstance(arch, str) else None,
-                    seq_len=seq_len if isinstance(seq_len, int) and not isinstance(seq_len, bool) else None,
-                    created_at=created if isinstance(created, str) else None,
-                    metrics=metrics if isinstance(metrics, dict) else None, meta=_plain(meta),
-                    loadable=m.loadable, unloadable_reason=m.unloadable_reason)
+    return ModelOut(
+        id=m.id,
+        active=m.active,
+        size_bytes=m.size_bytes,
+        arch=arch if isinstance(arch, str) else None,
+        seq_len=seq_len if isinstance(seq_len, int) and not isinstance(seq_len, bool) else None,
+        created_at=created if isinstance(created, str) else None,
+        metrics=metrics if isinstance(metrics, dict) else None,
+        meta=_plain(meta),
+        loadable=m.loadable,
+        unloadable_reason=m.unloadable_reason,
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -59,8 +84,9 @@ def _plain(v: Any) -> Any:
     return f"<{type(v).__name__}>"
 
 
-@router.get("/models", response_model=list[ModelOut], summary="List the models",
-            responses=responses(_STORAGE, 500))
+@router.get(
+    "/models", response_model=list[ModelOut], summary="List the models", responses=responses(_STORAGE, 500)
+)
 async def list_models(registry: RegistryDep) -> list[ModelOut]:
     """Every model file in the registry (TICKCAST_MODELS_DIR), the active one marked, with its
     architecture, metrics and metadata, and `loadable` with, when false, the reason: a damaged
@@ -74,8 +100,13 @@ async def get_model(model_id: ModelId, registry: RegistryDep) -> ModelOut:
     return _out(registry.get(model_id))
 
 
-@router.post("/models/{model_id}/activate", response_model=ModelOut, dependencies=[KeyDep],
-             summary="Make a model the active one", responses=_ACTIVATE)
+@router.post(
+    "/models/{model_id}/activate",
+    response_model=ModelOut,
+    dependencies=[KeyDep],
+    summary="Make a model the active one",
+    responses=_ACTIVATE,
+)
 async def activate_model(model_id: ModelId, registry: RegistryDep, predictor: PredictorDep) -> ModelOut:
     """Make /predict use this model; requests in flight finish on the previous one. A model that
     cannot be loaded is refused with 422 and the reason, and changes nothing."""
@@ -83,8 +114,9 @@ async def activate_model(model_id: ModelId, registry: RegistryDep, predictor: Pr
     return _out(registry.get(model_id))
 
 
-@router.delete("/models/{model_id}", status_code=204, dependencies=[KeyDep], summary="Delete a model",
-               responses=_DELETE)
+@router.delete(
+    "/models/{model_id}", status_code=204, dependencies=[KeyDep], summary="Delete a model", responses=_DELETE
+)
 async def delete_model(model_id: ModelId, registry: RegistryDep, predictor: PredictorDep) -> Response:
     """Remove the model's file from the registry. The active model is refused (409): activate
     another first, so /predict always has one."""

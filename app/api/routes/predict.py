@@ -17,25 +17,48 @@ from app.services.predictor import Prediction, Predictor
 
 router = APIRouter(tags=["predict"])
 
-_NO_MODEL = (503, "no model is loaded yet (a first model may be training), or storage failed; see "
-                  "Retry-After", "no model is loaded yet: a first model is training (job 3f9c2a7d41b0, "
-                                 "epoch 2/3); retry in 10 s")
+_NO_MODEL = (
+    503,
+    "no model is loaded yet (a first model may be training), or storage failed; see Retry-After",
+    "no model is loaded yet: a first model is training (job 3f9c2a7d41b0, epoch 2/3); retry in 10 s",
+)
 _UNKNOWN_MODEL = (404, "`model_id` names no model in the registry")
 _POST_ERRORS = responses(
     (400, "the body was not received in full", "the request body was not received in full"),
-    _UNKNOWN_MODEL, (413, "the body is over TICKCAST_MAX_BODY_BYTES (send fewer ticks or windows)"),
-    (422, "bad ticks (names the field and index), too few or too many for the model, a malformed "
-          "model id, or a model that cannot be loaded"), _NO_MODEL, 500)
+    _UNKNOWN_MODEL,
+    (413, "the body is over TICKCAST_MAX_BODY_BYTES (send fewer ticks or windows)"),
+    (
+        422,
+        "bad ticks (names the field and index), too few or too many for the model, a malformed "
+        "model id, or a model that cannot be loaded",
+    ),
+    _NO_MODEL,
+    500,
+)
 _GET_ERRORS = responses(
-    (404, "no ticks stored for the market, or `model_id` names no model",
-     "no ticks stored for kraken:ETH-USD; configure the market or import ticks"),
-    (422, "a bad market name, fewer stored ticks than the model needs, a malformed model id, or a "
-          "model that cannot be loaded"), _NO_MODEL, 500)
+    (
+        404,
+        "no ticks stored for the market, or `model_id` names no model",
+        "no ticks stored for kraken:ETH-USD; configure the market or import ticks",
+    ),
+    (
+        422,
+        "a bad market name, fewer stored ticks than the model needs, a malformed model id, or a "
+        "model that cannot be loaded",
+    ),
+    _NO_MODEL,
+    500,
+)
 
 
 def _out(p: Prediction) -> PredictionOut:
-    return PredictionOut(probability=p.probability, decision=p.decision, threshold=p.threshold,
-                         model_id=p.model_id, as_of=p.as_of)
+    return PredictionOut(
+        probability=p.probability,
+        decision=p.decision,
+        threshold=p.threshold,
+        model_id=p.model_id,
+        as_of=p.as_of,
+    )
 
 
 async def parse_predict(request: Request) -> PredictRequest:
@@ -52,10 +75,18 @@ async def parse_predict(request: Request) -> PredictRequest:
         ) from None
 
 
-@router.post("/predict", response_model=PredictionOut | PredictBatchOut, responses=_POST_ERRORS,
-             summary="Predict from ticks sent in the body",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}})
+@router.post(
+    "/predict",
+    response_model=PredictionOut | PredictBatchOut,
+    responses=_POST_ERRORS,
+    summary="Predict from ticks sent in the body",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        }
+    },
+)
 async def predict(request: Request) -> Response:
     """Probability that the price rises on the tick after the last one sent.
 
@@ -72,17 +103,22 @@ async def predict(request: Request) -> Response:
     model_id = body.model_id
     if body.ticks is not None:
         if len(body.ticks) > max_ticks:
-            raise invalid(("body", "ticks"), f"ticks has {len(body.ticks)} entries; at most "
-                                             f"{max_ticks} are accepted (TICKCAST_MAX_TICKS)", "too_long")
+            raise invalid(
+                ("body", "ticks"),
+                f"ticks has {len(body.ticks)} entries; at most {max_ticks} are accepted (TICKCAST_MAX_TICKS)",
+                "too_long",
+            )
         ticks = to_arrays(body.ticks)
         del body  # don't hold a hundred objects per request across the await (GC pressure)
         return _json(_dict(await predictor.predict(ticks, model_id)))
     wins = body.windows or []
     total = sum(len(w) for w in wins)
     if total > max_ticks * 16:
-        raise invalid(("body", "windows"), f"windows hold {total} ticks in all, over "
-                                           f"{max_ticks * 16} (16 x TICKCAST_MAX_TICKS); send fewer",
-                      "too_long")
+        raise invalid(
+            ("body", "windows"),
+            f"windows hold {total} ticks in all, over {max_ticks * 16} (16 x TICKCAST_MAX_TICKS); send fewer",
+            "too_long",
+        )
     arrays = [to_arrays(w) for w in wins]
     del body, wins
     preds = await predictor.predict_many(arrays, model_id)
@@ -90,26 +126,40 @@ async def predict(request: Request) -> Response:
 
 
 def _dict(p: Prediction) -> dict[str, object]:
-    return {"probability": p.probability, "decision": p.decision, "threshold": p.threshold,
-            "model_id": p.model_id, "as_of": p.as_of}
+    return {
+        "probability": p.probability,
+        "decision": p.decision,
+        "threshold": p.threshold,
+        "model_id": p.model_id,
+        "as_of": p.as_of,
+    }
 
 
 def _json(content: object) -> Response:
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
 
 
-@router.get("/predict/{exchange}/{symbol}", response_model=PredictionOut, responses=_GET_ERRORS,
-            summary="Predict from a market's latest stored ticks")
+@router.get(
+    "/predict/{exchange}/{symbol}",
+    response_model=PredictionOut,
+    responses=_GET_ERRORS,
+    summary="Predict from a market's latest stored ticks",
+)
 async def predict_market(
-    exchange: Exchange, symbol: Symbol, predictor: PredictorDep, store: StoreDep,
-    model_id: Annotated[str | None, Query(max_length=128, description="a registry id; default: the "
-                                                                      "active model")] = None,
+    exchange: Exchange,
+    symbol: Symbol,
+    predictor: PredictorDep,
+    store: StoreDep,
+    model_id: Annotated[
+        str | None, Query(max_length=128, description="a registry id; default: the active model")
+    ] = None,
 ) -> PredictionOut:
     """The same as POST /predict, from the service's own latest stored ticks of a market
     (configured or imported): as many as the model needs, ending at the newest."""
     seq_len = await predictor.seq_len(model_id)
     ticks = store.latest(exchange, symbol, seq_len + 1, ids=False)
     if len(ticks) == 0:
-        raise HTTPException(404, f"no ticks stored for {exchange}:{symbol}; configure the market "
-                                 "or import ticks")
+        raise HTTPException(
+            404, f"no ticks stored for {exchange}:{symbol}; configure the market or import ticks"
+        )
     return _out(await predictor.predict(ticks, model_id))

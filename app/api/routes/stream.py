@@ -22,31 +22,54 @@ KEEPALIVE_S = 15.0  # a comment on an idle stream, so proxies and clients see it
 MAX_BACKLOG = 1000  # the recent ticks a feed keeps (Feeds' ring): more cannot be sent, so it is refused
 
 # One event, as a client parses it (FastAPI's SSE convention: `itemSchema` describes each event).
-_EVENT = {"type": "object", "required": ["data"], "properties": {
-    "event": {"type": "string", "enum": ["reset", "tick", "error"],
-              "description": "reset: the ticks that follow begin the series; tick: one tick and its "
-                             "prediction; error: the stream ends (the service is shutting down)"},
-    "data": {"type": "string", "contentMediaType": "application/json",
-             "description": "JSON: for reset exchange and symbol; for tick time, price, amount, "
-                            "probability (null while no model is loaded), decision, threshold, "
-                            "model_id; for error detail"},
-    "id": {"type": "string", "description": "a tick's place in the market; a reconnecting client "
-                                            "sends the last one as Last-Event-ID"},
-    "retry": {"type": "integer", "minimum": 0, "description": "milliseconds a client waits before it "
-                                                              "reconnects"}}}
-_EXAMPLE = ('event: reset\nretry: 3000\ndata: {"exchange": "synthetic", "symbol": "BTC-USD"}\n\n'
-            'event: tick\nid: 1795653448.0_6032\ndata: {"time":1795653448.0,"price":6642.56,'
-            '"amount":0.001,"probability":0.59,"decision":true,"threshold":0.3375,'
-            '"model_id":"cnn-20261125-194816-1cd8d3"}\n\n')
+_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": ["reset", "tick", "error"],
+            "description": "reset: the ticks that follow begin the series; tick: one tick and its "
+            "prediction; error: the stream ends (the service is shutting down)",
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "JSON: for reset exchange and symbol; for tick time, price, amount, "
+            "probability (null while no model is loaded), decision, threshold, "
+            "model_id; for error detail",
+        },
+        "id": {
+            "type": "string",
+            "description": "a tick's place in the market; a reconnecting client "
+            "sends the last one as Last-Event-ID",
+        },
+        "retry": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "milliseconds a client waits before it reconnects",
+        },
+    },
+}
+_EXAMPLE = (
+    'event: reset\nretry: 3000\ndata: {"exchange": "synthetic", "symbol": "BTC-USD"}\n\n'
+    'event: tick\nid: 1795653448.0_6032\ndata: {"time":1795653448.0,"price":6642.56,'
+    '"amount":0.001,"probability":0.59,"decision":true,"threshold":0.3375,'
+    '"model_id":"cnn-20261125-194816-1cd8d3"}\n\n'
+)
 
 
-async def _streamable(exchange: Exchange, symbol: Symbol, feeds: FeedsDep, ingestor: IngestorDep,
-                      store: StoreDep) -> Feeds:
+async def _streamable(
+    exchange: Exchange, symbol: Symbol, feeds: FeedsDep, ingestor: IngestorDep, store: StoreDep
+) -> Feeds:
     """Refusals that must be answered with a status, before the stream starts (the client
     limit is the endpoint's own, once every parameter is valid)."""
     if (exchange, symbol) not in ingestor.status and store.time_range(exchange, symbol) is None:
-        raise HTTPException(404, f"{exchange}:{symbol} is neither a configured market nor has "
-                                 "stored ticks; add it to TICKCAST_MARKETS or import ticks")
+        raise HTTPException(
+            404,
+            f"{exchange}:{symbol} is neither a configured market nor has "
+            "stored ticks; add it to TICKCAST_MARKETS or import ticks",
+        )
     return feeds
 
 
@@ -84,19 +107,24 @@ def _ticks(events: list[TickEvent]) -> bytes:
     return "".join(_event("tick", e.json, e.id) for e in events).encode()
 
 
-async def _events(feeds: Feeds, seat: Seat, exchange: str, symbol: str, backlog: int,
-                  last_event_id: str | None) -> AsyncIterator[bytes]:
+async def _events(
+    feeds: Feeds, seat: Seat, exchange: str, symbol: str, backlog: int, last_event_id: str | None
+) -> AsyncIterator[bytes]:
     """The wire format written by hand: each update is one write per client, whatever its size
     (FastAPI's per-item SSE machinery cost /predict's p99 4x with 20 dashboards open)."""
     try:
-        sub: Subscription = await feeds.subscribe(exchange, symbol, backlog=backlog,
-                                                  last_event_id=last_event_id, seat=seat)
+        sub: Subscription = await feeds.subscribe(
+            exchange, symbol, backlog=backlog, last_event_id=last_event_id, seat=seat
+        )
     except FeedsClosed as e:  # the service began shutting down while this stream was joining
         yield _event("error", json.dumps({"detail": str(e)}), retry=RETRY_MS * 10).encode()
         return
     try:
-        head = "" if sub.resumed else _event(
-            "reset", json.dumps({"exchange": exchange, "symbol": symbol}), retry=RETRY_MS)
+        head = (
+            ""
+            if sub.resumed
+            else _event("reset", json.dumps({"exchange": exchange, "symbol": symbol}), retry=RETRY_MS)
+        )
         yield head.encode() + _ticks(sub.first)
         while True:
             try:
@@ -111,25 +139,47 @@ async def _events(feeds: Feeds, seat: Seat, exchange: str, symbol: str, backlog:
         feeds.unsubscribe(sub)
 
 
-@router.get("/stream/{exchange}/{symbol}", response_class=StreamingResponse,
-            summary="Live ticks with their predictions (Server-Sent Events)",
-            responses={200: {"content": {"text/event-stream": {"itemSchema": _EVENT, "example": _EXAMPLE}},
-                             "description": "an endless stream of events"},
-                       **responses(
-                           (404, "neither a configured market nor one with stored ticks",
-                            "kraken:ETH-USD is neither a configured market nor has stored ticks; add it "
-                            "to TICKCAST_MARKETS or import ticks"),
-                           (422, f"a bad market name, or a backlog outside 0..{MAX_BACKLOG}"),
-                           (503, "TICKCAST_STREAM_MAX_CLIENTS streams are open or joining, or the "
-                                 "service is shutting down; see Retry-After",
-                            "100 streams are open, the most this service allows "
-                            "(TICKCAST_STREAM_MAX_CLIENTS); retry later"), 500)})
+@router.get(
+    "/stream/{exchange}/{symbol}",
+    response_class=StreamingResponse,
+    summary="Live ticks with their predictions (Server-Sent Events)",
+    responses={
+        200: {
+            "content": {"text/event-stream": {"itemSchema": _EVENT, "example": _EXAMPLE}},
+            "description": "an endless stream of events",
+        },
+        **responses(
+            (
+                404,
+                "neither a configured market nor one with stored ticks",
+                "kraken:ETH-USD is neither a configured market nor has stored ticks; add it "
+                "to TICKCAST_MARKETS or import ticks",
+            ),
+            (422, f"a bad market name, or a backlog outside 0..{MAX_BACKLOG}"),
+            (
+                503,
+                "TICKCAST_STREAM_MAX_CLIENTS streams are open or joining, or the "
+                "service is shutting down; see Retry-After",
+                "100 streams are open, the most this service allows "
+                "(TICKCAST_STREAM_MAX_CLIENTS); retry later",
+            ),
+            500,
+        ),
+    },
+)
 async def stream(
-    exchange: Exchange, symbol: Symbol, feeds: Annotated[Feeds, Depends(_streamable)],
-    backlog: int = Query(300, ge=0, le=MAX_BACKLOG, description="recent ticks sent first, at most "
-                                                                f"{MAX_BACKLOG} (what a feed keeps)"),
-    last_event_id: str | None = Header(None, max_length=100, description="sent by a reconnecting "
-                                                                         "EventSource: resume after it"),
+    exchange: Exchange,
+    symbol: Symbol,
+    feeds: Annotated[Feeds, Depends(_streamable)],
+    backlog: int = Query(
+        300,
+        ge=0,
+        le=MAX_BACKLOG,
+        description=f"recent ticks sent first, at most {MAX_BACKLOG} (what a feed keeps)",
+    ),
+    last_event_id: str | None = Header(
+        None, max_length=100, description="sent by a reconnecting EventSource: resume after it"
+    ),
 ) -> StreamingResponse:
     """Each new tick of the market, scored by the active model, as it is stored.
 
@@ -142,11 +192,17 @@ async def stream(
     service shuts down; an EventSource reconnects and resumes by itself.
     """
     if backlog > feeds.ring:  # a service built with less memory than the documented maximum
-        raise invalid(("query", "backlog"), f"backlog {backlog} is more than the {feeds.ring} recent "
-                                            "ticks a stream keeps; ask for fewer", "less_than_equal")
+        raise invalid(
+            ("query", "backlog"),
+            f"backlog {backlog} is more than the {feeds.ring} recent ticks a stream keeps; ask for fewer",
+            "less_than_equal",
+        )
     # No await from here to the response: the seat is taken and handed to the response that
     # alone gives it back, so a stream is counted from its admission, before its 200.
     seat = _seat(feeds)
-    return _SeatedStream(_events(feeds, seat, exchange, symbol, backlog, last_event_id), seat,
-                         media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _SeatedStream(
+        _events(feeds, seat, exchange, symbol, backlog, last_event_id),
+        seat,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

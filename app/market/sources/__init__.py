@@ -39,8 +39,12 @@ def _register() -> None:
             raise
         for obj in vars(mod).values():
             name = getattr(obj, "name", None)
-            if (isinstance(obj, type) and obj.__module__ == full and isinstance(name, str)
-                    and hasattr(obj, "fetch")):
+            if (
+                isinstance(obj, type)
+                and obj.__module__ == full
+                and isinstance(name, str)
+                and hasattr(obj, "fetch")
+            ):
                 SOURCES[name] = obj
 
 

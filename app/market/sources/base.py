@@ -95,7 +95,7 @@ _SPLIT = re.compile(r"[-/_:. ]")
 
 
 def normalise_symbol(symbol: str) -> tuple[str, str]:
-    """"btc-usd", "BTC/USD", "BTC_USD", "BTCUSD" (6 letters) -> ("BTC", "USD").
+    """ "btc-usd", "BTC/USD", "BTC_USD", "BTCUSD" (6 letters) -> ("BTC", "USD").
 
     One spelling in settings and URLs, whatever the exchange calls the pair.
     """
@@ -105,9 +105,7 @@ def normalise_symbol(symbol: str) -> tuple[str, str]:
         return parts[0], parts[1]
     if len(parts) == 1 and len(s) == 6 and s.isalpha():
         return s[:3], s[3:]
-    raise ValueError(
-        f"cannot read symbol {symbol!r}; write it as BASE-QUOTE, e.g. BTC-USD"
-    )
+    raise ValueError(f"cannot read symbol {symbol!r}; write it as BASE-QUOTE, e.g. BTC-USD")
 
 
 def symbol_parts(symbol: str, source: str = "") -> tuple[str, str]:
@@ -199,8 +197,10 @@ class HttpSource(ABC):
         if min_interval_s is not None:  # tests and mirrors without the exchange's limit
             self.min_interval_s = min_interval_s
         self._own_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(
-            timeout=timeout, headers={"User-Agent": "tickcast"}, follow_redirects=True
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "tickcast"}, follow_redirects=True)
         )
         self._spacing = asyncio.Lock()
         self._next_at = 0.0

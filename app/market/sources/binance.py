@@ -39,7 +39,7 @@ class BinanceSource(HttpSource):
         after: int | None = None
         window_start: int | None = None
         if cursor is not None and cursor.startswith(_TIME_CURSOR):
-            window_start = int(cursor[len(_TIME_CURSOR):])
+            window_start = int(cursor[len(_TIME_CURSOR) :])
         elif cursor is not None:
             after = int(cursor)
             params["fromId"] = after + 1
@@ -57,8 +57,15 @@ class BinanceSource(HttpSource):
                 a = int(t["a"])
                 if after is not None and a <= after:
                     continue
-                rows.append(Tick(int(t["T"]) / 1000.0, float(t["p"]), float(t["q"]), str(a),
-                                 "sell" if _bool(t["m"]) else "buy"))
+                rows.append(
+                    Tick(
+                        int(t["T"]) / 1000.0,
+                        float(t["p"]),
+                        float(t["q"]),
+                        str(a),
+                        "sell" if _bool(t["m"]) else "buy",
+                    )
+                )
         except (KeyError, TypeError, ValueError) as e:
             raise self.malformed(path, f"bad trade {e!r}") from e
         ticks = self.build_ticks(path, rows)

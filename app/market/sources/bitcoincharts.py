@@ -36,7 +36,7 @@ def _fmt_time(t: float) -> str:
 
 
 def parse_cursor(cursor: str) -> tuple[float, int]:
-    """"<time>:<count>" -> (time, count); SourceError when it is not one of ours."""
+    """ "<time>:<count>" -> (time, count); SourceError when it is not one of ours."""
     try:
         t_s, k_s = cursor.split(":")
         t, k = float(t_s), int(k_s)
@@ -63,7 +63,7 @@ class BitcoinchartsSource(HttpSource):
         self.exchange = exchange
 
     def pair(self, symbol: str) -> str:
-        """"BTC-USD" -> "bitstampUSD": bitcoincharts lists bitcoin markets only."""
+        """ "BTC-USD" -> "bitstampUSD": bitcoincharts lists bitcoin markets only."""
         base, quote = symbol_parts(symbol)
         if base not in ("BTC", "XBT"):
             raise UnknownSymbol(f"bitcoincharts lists bitcoin markets only, not {symbol!r}; use BTC-<quote>")
@@ -109,7 +109,9 @@ class BitcoinchartsSource(HttpSource):
             # loop forever, and say so.
             log.warning(
                 "bitcoincharts: more than %d trades at %s; the API cannot page past them, "
-                "the rest of that second is skipped", self.page_size, _fmt_time(last_t),
+                "the rest of that second is skipped",
+                self.page_size,
+                _fmt_time(last_t),
             )
             next_cursor = f"{_fmt_time(last_t + 1)}:0"
         # Numbered before the skip: the page holds its seconds from their first trade.

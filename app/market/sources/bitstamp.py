@@ -48,8 +48,15 @@ class BitstampSource(HttpSource):
                 kind = str(t["type"])
                 if kind not in ("0", "1"):
                     raise ValueError(f"type must be 0 or 1, got {kind!r}")
-                rows.append(Tick(time_, float(t["price"]), float(t["amount"]), str(tid),
-                                 "buy" if kind == "0" else "sell"))
+                rows.append(
+                    Tick(
+                        time_,
+                        float(t["price"]),
+                        float(t["amount"]),
+                        str(tid),
+                        "buy" if kind == "0" else "sell",
+                    )
+                )
         except (KeyError, TypeError, ValueError) as e:
             raise self.malformed(path, f"bad trade {e!r}") from e
         ticks = self.build_ticks(path, rows)

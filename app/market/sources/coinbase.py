@@ -35,8 +35,9 @@ class CoinbaseSource(HttpSource):
     default_base_url = "https://api.exchange.coinbase.com"
     min_interval_s = 0.1  # ~10 public requests/s per IP
 
-    def __init__(self, base_url: str | None = None, *, limit: int = 1000, max_pages: int = 50,
-                 **kw: Any) -> None:
+    def __init__(
+        self, base_url: str | None = None, *, limit: int = 1000, max_pages: int = 50, **kw: Any
+    ) -> None:
         super().__init__(base_url, **kw)
         self.limit = limit
         self.max_pages = max_pages
@@ -58,9 +59,15 @@ class CoinbaseSource(HttpSource):
                 maker = t["side"]
                 if maker not in ("buy", "sell"):
                     raise ValueError(f"side must be buy or sell, got {maker!r}")
-                rows.append(Tick(parse_time(t["time"]), float(t["price"]), float(t["size"]),
-                                 str(int(t["trade_id"])),
-                                 "sell" if maker == "buy" else "buy"))  # taker is the other side
+                rows.append(
+                    Tick(
+                        parse_time(t["time"]),
+                        float(t["price"]),
+                        float(t["size"]),
+                        str(int(t["trade_id"])),
+                        "sell" if maker == "buy" else "buy",
+                    )
+                )  # taker is the other side
         except (KeyError, TypeError, ValueError) as e:
             raise self.malformed(path, f"bad trade {e!r}") from e
         return rows
@@ -81,8 +88,14 @@ class CoinbaseSource(HttpSource):
         # Page back until the page reaches the cursor (or `start` when there is none).
         while rows and not self._reached(rows, after_id, start):
             if pages >= self.max_pages:
-                log.warning("coinbase: %s: stopped after %d pages before reaching cursor %s / start %s; "
-                            "older trades are skipped", symbol, pages, cursor, start)
+                log.warning(
+                    "coinbase: %s: stopped after %d pages before reaching cursor %s / start %s; "
+                    "older trades are skipped",
+                    symbol,
+                    pages,
+                    cursor,
+                    start,
+                )
                 break
             oldest = min(int(t.trade_id) for t in rows)  # type: ignore[arg-type]
             rows = await self._page(path, oldest)

@@ -44,7 +44,7 @@ class KrakenSource(HttpSource):
     page_size = 1000  # Kraken's fixed page; a full page means more is waiting
 
     def pair(self, symbol: str) -> str:
-        """"BTC-USD" -> "XBTUSD" (Kraken accepts the short altname in requests)."""
+        """ "BTC-USD" -> "XBTUSD" (Kraken accepts the short altname in requests)."""
         base, quote = symbol_parts(symbol)
         return _ASSETS.get(base, base) + _ASSETS.get(quote, quote)
 

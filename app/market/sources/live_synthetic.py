@@ -27,7 +27,7 @@ Resume = tuple[int, tuple[float, float] | None]  # ticks handed out, (time, pric
 
 
 def parse_cursor(cursor: str) -> Resume:
-    """"<count>:<last time>:<last price>", or an older version's bare "<count>"."""
+    """ "<count>:<last time>:<last price>", or an older version's bare "<count>"."""
     count, *rest = cursor.split(":")
     try:
         last = tuple(float(x) for x in rest)
@@ -35,8 +35,10 @@ def parse_cursor(cursor: str) -> Resume:
         last = (math.nan,)
     ok = count.isdigit() and len(last) in (0, 2) and all(math.isfinite(x) for x in last)
     if not ok or (last and last[1] <= 0):
-        raise SourceError(f"synthetic: cursor {cursor!r} is not '<tick count>:<last time>:<last price>'; "
-                          "reset the market's cursor")
+        raise SourceError(
+            f"synthetic: cursor {cursor!r} is not '<tick count>:<last time>:<last price>'; "
+            "reset the market's cursor"
+        )
     return int(count), ((last[0], last[1]) if last else None)
 
 
@@ -81,8 +83,9 @@ class SyntheticSource:
         self.history_s = history_s
         self.start_price = start_price
         self.params = params
-        self.market = SyntheticMarket(seed, start_time=clock() - history_s,
-                                      start_price=start_price, params=params)
+        self.market = SyntheticMarket(
+            seed, start_time=clock() - history_s, start_price=start_price, params=params
+        )
         self.count = 0  # ticks handed out (or skipped to honour a cursor); the next id
         self._last: tuple[float, float] | None = None  # (time, price) of the last one
         self._cursor: str | None = None  # the cursor this instance handed out last

@@ -90,8 +90,12 @@ class IngestPool:
         return alive[0] if alive else None
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                   initializer=ingest_worker.init, initargs=(os.getpid(),))
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=mp.get_context("spawn"),
+            initializer=ingest_worker.init,
+            initargs=(os.getpid(),),
+        )
 
     def _submit(self, pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -135,8 +139,11 @@ class IngestPool:
         now = time.monotonic()
         if self._pool is None:  # backing off after deaths in a row
             wait = max(0.0, self._restart_at - now)
-            return (f"{self.last_death}; {self._deaths_in_row} deaths in a row, so a new worker "
-                    f"starts in {math.ceil(wait)} s", max(1, math.ceil(wait + self._startup_s)))
+            return (
+                f"{self.last_death}; {self._deaths_in_row} deaths in a row, so a new worker "
+                f"starts in {math.ceil(wait)} s",
+                max(1, math.ceil(wait + self._startup_s)),
+            )
         if self._starting is not None:
             left = self._started_at + self._startup_s - now
             return f"{self.last_death}; a new worker is starting", max(1, math.ceil(left))

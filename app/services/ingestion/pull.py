@@ -29,9 +29,16 @@ class PullResult:
     seconds: float
 
 
-async def pull(store: TickStore, source: Source, exchange: str, symbol: str, *,
-               start: float | None = None, max_pages: int = 10_000,
-               progress: Callable[[int, int], None] | None = None) -> PullResult:
+async def pull(
+    store: TickStore,
+    source: Source,
+    exchange: str,
+    symbol: str,
+    *,
+    start: float | None = None,
+    max_pages: int = 10_000,
+    progress: Callable[[int, int], None] | None = None,
+) -> PullResult:
     """Pull pages until the source says nothing more is waiting (or `max_pages`).
 
     `start` only matters for a market never pulled before. Source errors
@@ -46,8 +53,7 @@ async def pull(store: TickStore, source: Source, exchange: str, symbol: str, *,
         pages += 1
         if page.cursor is not None and (len(page.ticks) or page.cursor != cursor):
             # SQLite work off the event loop: /predict keeps answering while a big page lands
-            new += await asyncio.to_thread(store.insert, exchange, symbol, page.ticks,
-                                           cursor=page.cursor)
+            new += await asyncio.to_thread(store.insert, exchange, symbol, page.ticks, cursor=page.cursor)
             cursor = page.cursor
         if progress is not None:
             progress(pages, new)

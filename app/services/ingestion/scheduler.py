@@ -65,9 +65,18 @@ class StoreUnavailable(IngestFailed):
 class Ingestor:
     """Owns the sources of the configured markets, their status, and the schedule."""
 
-    def __init__(self, store: TickStore, markets: list[Market], *, source_urls: dict[str, str],
-                 interval_s: float, enabled: bool, jobs: JobManager | None = None,
-                 retrain_cron: str | None = None, synthetic_history_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        store: TickStore,
+        markets: list[Market],
+        *,
+        source_urls: dict[str, str],
+        interval_s: float,
+        enabled: bool,
+        jobs: JobManager | None = None,
+        retrain_cron: str | None = None,
+        synthetic_history_s: float = 3600.0,
+    ) -> None:
         self.store = store
         self.synthetic_history_s = synthetic_history_s
         self.interval_s = interval_s
@@ -86,8 +95,10 @@ class Ingestor:
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
         if exchange not in SOURCES:  # fails here, loudly (building a source per pull costs an SSL context)
-            raise IngestFailed(f"TICKCAST_MARKETS names {exchange!r}, which has no source (known: "
-                               f"{', '.join(sorted(SOURCES))}); fix the setting and restart")
+            raise IngestFailed(
+                f"TICKCAST_MARKETS names {exchange!r}, which has no source (known: "
+                f"{', '.join(sorted(SOURCES))}); fix the setting and restart"
+            )
         # the synthetic market's first pull is the history the first start trains on
         return {"history_s": self.synthetic_history_s} if exchange == "synthetic" else {}
 
@@ -99,21 +110,29 @@ class Ingestor:
     def _worker_died(self, reason: str) -> None:
         # every market, pulling or not: none is pulled until the new worker is up
         for st in self.status.values():
-            st.last_error = (f"{reason}; a new worker is starting, the next pull resumes from the "
-                             "stored cursor")
+            st.last_error = (
+                f"{reason}; a new worker is starting, the next pull resumes from the stored cursor"
+            )
 
     async def _pull(self, exchange: str, symbol: str, start: float | None) -> PullResult:
         kind, value = await self.worker.run(
-            ingest_worker.run_pull, str(self.store.path), exchange, symbol, self._urls.get(exchange),
-            self._source_kw(exchange), start)
+            ingest_worker.run_pull,
+            str(self.store.path),
+            exchange,
+            symbol,
+            self._urls.get(exchange),
+            self._source_kw(exchange),
+            start,
+        )
         if kind == "ok":
             return value
         if kind == "source":
             raise SourceError(value)
         if kind == "store":
             raise StoreUnavailable(f"the tick store {self.store.path} could not be written ({value})")
-        raise IngestFailed(f"the pull failed in the ingest worker ({value}); the traceback is in the "
-                           "server log")
+        raise IngestFailed(
+            f"the pull failed in the ingest worker ({value}); the traceback is in the server log"
+        )
 
     async def fill_synthetic(self, symbol: str) -> PullResult:
         """The first start's data: the live synthetic market's history up to now, with its cursor,
@@ -125,8 +144,9 @@ class Ingestor:
         try:
             return self.status[(exchange, symbol)]
         except KeyError:
-            raise UnknownMarket(f"{exchange}:{symbol} is not a configured market; add it to "
-                                "TICKCAST_MARKETS") from None
+            raise UnknownMarket(
+                f"{exchange}:{symbol} is not a configured market; add it to TICKCAST_MARKETS"
+            ) from None
 
     async def pull_now(self, exchange: str, symbol: str) -> PullResult:
         """One pull of a configured market (the schedule and POST .../pull both land here)."""
@@ -158,7 +178,7 @@ class Ingestor:
             # to report. A cancellation while not stopping is someone else's and goes on.
             if not self._stopping:
                 raise
-        except Exception:  # noqa: BLE001 - recorded in the status; the next run retries from the cursor
+        except Exception:
             # Not retried at once, not even after a worker death: the pull may be what killed it.
             pass
 
@@ -174,34 +194,74 @@ class Ingestor:
             return
         for exchange, symbol in self.status:
             try:
-                self.jobs.submit(JobSpec(exchange=exchange, symbol=symbol, start=None, end=None,
-                                         config={"arch": "CNN"}, activate="if_better"))
+                self.jobs.submit(
+                    JobSpec(
+                        exchange=exchange,
+                        symbol=symbol,
+                        start=None,
+                        end=None,
+                        config={"arch": "CNN"},
+                        activate="if_better",
+                    )
+                )
             except QueueFull as e:
-                log.warning("scheduled retraining of %s:%s was skipped: %s. Raise TICKCAST_JOB_QUEUE_MAX "
-                            "or wait: the next TICKCAST_RETRAIN_CRON run queues it again, or POST /train "
-                            "once the queue has room", exchange, symbol, e)
+                log.warning(
+                    "scheduled retraining of %s:%s was skipped: %s. Raise TICKCAST_JOB_QUEUE_MAX "
+                    "or wait: the next TICKCAST_RETRAIN_CRON run queues it again, or POST /train "
+                    "once the queue has room",
+                    exchange,
+                    symbol,
+                    e,
+                )
             except JobStoreUnavailable as e:
-                log.warning("scheduled retraining of %s:%s was skipped: %s. The next "
-                            "TICKCAST_RETRAIN_CRON run queues it again, or POST /train once the store "
-                            "accepts writes", exchange, symbol, e)
+                log.warning(
+                    "scheduled retraining of %s:%s was skipped: %s. The next "
+                    "TICKCAST_RETRAIN_CRON run queues it again, or POST /train once the store "
+                    "accepts writes",
+                    exchange,
+                    symbol,
+                    e,
+                )
             except ValueError as e:  # too few ticks so far: the next run finds more
-                log.warning("scheduled retraining of %s:%s was skipped: %s. The next "
-                            "TICKCAST_RETRAIN_CRON run tries again", exchange, symbol, e)
+                log.warning(
+                    "scheduled retraining of %s:%s was skipped: %s. The next "
+                    "TICKCAST_RETRAIN_CRON run tries again",
+                    exchange,
+                    symbol,
+                    e,
+                )
 
     def start(self) -> None:
         if self.enabled:
             for exchange, symbol in self.status:
-                self.scheduler.add_job(self._scheduled_pull, "interval", seconds=self.interval_s,
-                                       args=(exchange, symbol), id=f"pull:{exchange}:{symbol}",
-                                       max_instances=1, coalesce=True,
-                                       misfire_grace_time=max(1, int(self.interval_s)),
-                                       next_run_time=_now())
+                self.scheduler.add_job(
+                    self._scheduled_pull,
+                    "interval",
+                    seconds=self.interval_s,
+                    args=(exchange, symbol),
+                    id=f"pull:{exchange}:{symbol}",
+                    max_instances=1,
+                    coalesce=True,
+                    misfire_grace_time=max(1, int(self.interval_s)),
+                    next_run_time=_now(),
+                )
         # a death is noticed even when no pull runs (ingestion off, manual pulls only)
-        self.scheduler.add_job(self._watch, "interval", seconds=min(self.interval_s / 2, WATCH_S),
-                               id="watch:ingest-worker", max_instances=1, coalesce=True)
+        self.scheduler.add_job(
+            self._watch,
+            "interval",
+            seconds=min(self.interval_s / 2, WATCH_S),
+            id="watch:ingest-worker",
+            max_instances=1,
+            coalesce=True,
+        )
         if self.retrain_cron:
-            self.scheduler.add_job(self._retrain, CronTrigger.from_crontab(self.retrain_cron, "UTC"),
-                                   id="retrain", max_instances=1, coalesce=True)
+            self.scheduler.add_job(
+                self._retrain,
+                CronTrigger.from_crontab(self.retrain_cron, "UTC"),
+                id="retrain",
+                max_instances=1,
+                coalesce=True,
+            )
         self.scheduler.start()
 
     async def stop(self) -> None:
@@ -218,26 +278,43 @@ class Ingestor:
         no stored data is invisible: `scheduled` False, its ticks, and null pull fields."""
         out = []
         now = time.time()
-        unscheduled = {"last_pull": None, "last_success": None, "last_new_ticks": None, "last_error": None,
-                       "pulls": None, "failures": None, "consecutive_failures": None}
+        unscheduled = {
+            "last_pull": None,
+            "last_success": None,
+            "last_new_ticks": None,
+            "last_error": None,
+            "pulls": None,
+            "failures": None,
+            "consecutive_failures": None,
+        }
         others = [m for m in self.store.markets() if m not in self.status]
         for exchange, symbol in [*self.status, *others]:
             st = self.status.get((exchange, symbol))
             rng = self.store.time_range(exchange, symbol)
-            job = (self.scheduler.get_job(f"pull:{exchange}:{symbol}")
-                   if st is not None and self.scheduler.running else None)
+            job = (
+                self.scheduler.get_job(f"pull:{exchange}:{symbol}")
+                if st is not None and self.scheduler.running
+                else None
+            )
             nxt = job.next_run_time.timestamp() if job is not None and job.next_run_time else None
             pulls = asdict(st) if st is not None else {"exchange": exchange, "symbol": symbol, **unscheduled}
-            out.append({**pulls, "scheduled": st is not None, "ingesting": self.enabled and st is not None,
-                        "worker_restarts": self.worker.restarts,
-                        "ticks_stored": self.store.count(exchange, symbol),
-                        "last_tick_time": rng[1] if rng else None,
-                        "lag_s": now - rng[1] if rng else None,
-                        "cursor": self.store.cursor(exchange, symbol), "next_run": nxt})
+            out.append(
+                {
+                    **pulls,
+                    "scheduled": st is not None,
+                    "ingesting": self.enabled and st is not None,
+                    "worker_restarts": self.worker.restarts,
+                    "ticks_stored": self.store.count(exchange, symbol),
+                    "last_tick_time": rng[1] if rng else None,
+                    "lag_s": now - rng[1] if rng else None,
+                    "cursor": self.store.cursor(exchange, symbol),
+                    "next_run": nxt,
+                }
+            )
         return out
 
 
-def _now():  # noqa: ANN202 - datetime for APScheduler's first run
+def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)

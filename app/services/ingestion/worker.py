@@ -64,8 +64,14 @@ def lower_priority() -> None:
         pass
 
 
-def run_pull(store_path: str, exchange: str, symbol: str, base_url: str | None,
-             source_kw: dict[str, Any], start: float | None) -> tuple[Outcome, Any]:
+def run_pull(
+    store_path: str,
+    exchange: str,
+    symbol: str,
+    base_url: str | None,
+    source_kw: dict[str, Any],
+    start: float | None,
+) -> tuple[Outcome, Any]:
     """("ok", PullResult) or (kind, message): exceptions of every source module need not
     survive pickling back to the parent, but what they mean for the caller must."""
     global _loop
@@ -78,12 +84,13 @@ def run_pull(store_path: str, exchange: str, symbol: str, base_url: str | None,
         if store is None:
             store = _stores[store_path] = TickStore(store_path)
         result: PullResult = _loop.run_until_complete(
-            pull(store, _sources[exchange], exchange, symbol, start=start))
+            pull(store, _sources[exchange], exchange, symbol, start=start)
+        )
         return "ok", result
     except SourceError as e:
         return "source", f"{type(e).__name__}: {e}"
     except (sqlite3.Error, StoreError) as e:
         return "store", f"{type(e).__name__}: {e}"
-    except Exception as e:  # noqa: BLE001 - reported to the parent as the market's last error
+    except Exception as e:
         log.exception("pull %s:%s failed", exchange, symbol)
         return "error", f"{type(e).__name__}: {e}"

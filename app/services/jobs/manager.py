@@ -52,8 +52,21 @@ from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNI
 from app.services.jobs.worker import JobSpec, check_ticks, validate_spec
 from app.services.registry import Registry, should_promote
 
-__all__ = ["FINISHED", "JOB_ID", "QUEUE_MAX", "STATUSES", "STOPPED_BEFORE_START", "STOPPED_WHILE_RUNNING",
-           "JobManager", "JobRecord", "JobSpec", "QueueFull", "Status", "StoreUnavailable", "UnknownJob"]
+__all__ = [
+    "FINISHED",
+    "JOB_ID",
+    "QUEUE_MAX",
+    "STATUSES",
+    "STOPPED_BEFORE_START",
+    "STOPPED_WHILE_RUNNING",
+    "JobManager",
+    "JobRecord",
+    "JobSpec",
+    "QueueFull",
+    "Status",
+    "StoreUnavailable",
+    "UnknownJob",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +88,16 @@ class QueueFull(RuntimeError):
 
 
 class JobManager:
-    def __init__(self, store: TickStore, registry: Registry, *, concurrency: int = 1,
-                 threads: int = 1, queue_max: int = QUEUE_MAX,
-                 on_finish: Callable[[JobRecord], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: TickStore,
+        registry: Registry,
+        *,
+        concurrency: int = 1,
+        threads: int = 1,
+        queue_max: int = QUEUE_MAX,
+        on_finish: Callable[[JobRecord], None] | None = None,
+    ) -> None:
         if concurrency < 1 or threads < 1 or queue_max < 1:
             raise ValueError("concurrency, threads and queue_max must be >= 1")
         self.store, self.registry = store, registry
@@ -136,9 +156,11 @@ class JobManager:
         try:
             check_ticks(spec, self.store.count)
         except sqlite3.Error as e:
-            raise StoreUnavailable(f"the tick store could not be read to count the ticks of "
-                                   f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued; retry in "
-                                   f"{StoreUnavailable.retry_after_s} s") from e
+            raise StoreUnavailable(
+                f"the tick store could not be read to count the ticks of "
+                f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued; retry in "
+                f"{StoreUnavailable.retry_after_s} s"
+            ) from e
         with self._lock:
             waiting = sum(1 for lv in self._live.values() if lv.proc is None) + self._reserved
             if waiting >= self.queue_max:
@@ -146,7 +168,8 @@ class JobManager:
                     f"the training queue is full: {waiting} jobs wait for a worker (at most "
                     f"{self.queue_max}, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in "
                     f"{QUEUE_RETRY_AFTER_S} s, or cancel a waiting job (DELETE /jobs/{{id}})",
-                    QUEUE_RETRY_AFTER_S)
+                    QUEUE_RETRY_AFTER_S,
+                )
             self._reserved += 1
         try:
             rec = self._table.create(spec_dict)
@@ -224,8 +247,13 @@ class JobManager:
                     self._launch(lv)
                 except Exception as e:
                     log.exception("could not start job %s", lv.record.id)
-                    await asyncio.to_thread(self._finish, lv, "failed", now=time.time(),
-                                            error=f"could not start a worker process: {e}")
+                    await asyncio.to_thread(
+                        self._finish,
+                        lv,
+                        "failed",
+                        now=time.time(),
+                        error=f"could not start a worker process: {e}",
+                    )
 
     def _launch(self, lv: LiveJob) -> None:
         store_path = None if self.store.path == ":memory:" else self.store.path
@@ -257,8 +285,13 @@ class JobManager:
             log.exception("job %s: monitoring failed", lv.record.id)
             lv.proc.kill()
             if lv.record.status in ("queued", "running"):
-                await asyncio.to_thread(self._finish, lv, "failed", now=time.time(),
-                                        error=f"internal error while following the job: {e}")
+                await asyncio.to_thread(
+                    self._finish,
+                    lv,
+                    "failed",
+                    now=time.time(),
+                    error=f"internal error while following the job: {e}",
+                )
         finally:
             await asyncio.to_thread(reap, lv.proc)  # no zombie, whatever happened above
             with contextlib.suppress(Exception):
@@ -277,8 +310,7 @@ class JobManager:
             return
         result = None
         if kind == "died":
-            status, error, result = await asyncio.to_thread(self._after_death, lv, payload,
-                                                            user_cancel)
+            status, error, result = await asyncio.to_thread(self._after_death, lv, payload, user_cancel)
         else:
             status, error = ending(kind, payload, user_cancel)
         await asyncio.to_thread(self._finish, lv, status, error=error, result=result, now=now)
@@ -287,12 +319,16 @@ class JobManager:
 
     async def _succeed(self, lv: LiveJob, result: dict[str, Any], now: float) -> None:
         policy, active = lv.record.spec["activate"], self.registry.active_id()
-        ok, reason = should_promote(policy, result["challenger_val_auc"],
-                                    result["incumbent_val_auc"])
+        ok, reason = should_promote(policy, result["challenger_val_auc"], result["incumbent_val_auc"])
         if policy == "if_better" and active != result["incumbent_id"]:
-            ok, reason = False, (f"the active model changed while the job ran (compared "
-                                 f"with {result['incumbent_id']}, now {active}); activate "
-                                 "it by hand if wanted")
+            ok, reason = (
+                False,
+                (
+                    f"the active model changed while the job ran (compared "
+                    f"with {result['incumbent_id']}, now {active}); activate "
+                    "it by hand if wanted"
+                ),
+            )
         result["activated"], result["reason"] = ok, reason
         for warning in result.get("warnings") or []:  # the result keeps them; the log says them once
             log.warning("job %s: %s", lv.record.id, warning)
@@ -307,12 +343,14 @@ class JobManager:
         if self.on_finish is not None and not ok:
             await asyncio.to_thread(self._safe_on_finish, copy_record(lv.record))
 
-    def _after_death(self, lv: LiveJob, code: int | None,
-                     user_cancel: bool) -> tuple[Status, str, dict[str, Any] | None]:
+    def _after_death(
+        self, lv: LiveJob, code: int | None, user_cancel: bool
+    ) -> tuple[Status, str, dict[str, Any] | None]:
         """What a worker that exited without a final message left (`job_recovery`); a death
         that was not asked for is counted and logged."""
         status, error, result = job_recovery.after_death(
-            self.registry, lv.record.id, lv.saved, code, user_cancel=user_cancel, stopping=self._stopping)
+            self.registry, lv.record.id, lv.saved, code, user_cancel=user_cancel, stopping=self._stopping
+        )
         if status == "failed":
             with self._lock:
                 self.worker_deaths += 1
@@ -342,8 +380,15 @@ class JobManager:
         lv = self._live.get(job_id)
         return lv.record if lv is not None else self._table.unsaved.get(job_id)
 
-    def _settle(self, lv: LiveJob, status: Status, *, error: str | None = None,
-                result: dict[str, Any] | None = None, now: float) -> None:
+    def _settle(
+        self,
+        lv: LiveJob,
+        status: Status,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        now: float,
+    ) -> None:
         """The job's end, in memory: it leaves the queue now; the store follows (`JobTable.persist`)."""
         with self._lock:
             r = lv.record
@@ -353,11 +398,17 @@ class JobManager:
             self._live.pop(r.id, None)
             self._table.unsaved[r.id] = r  # what get() shows until the store has it
 
-    def _finish(self, lv: LiveJob, status: Status, *, error: str | None = None,
-                result: dict[str, Any] | None = None, now: float) -> None:
+    def _finish(
+        self,
+        lv: LiveJob,
+        status: Status,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        now: float,
+    ) -> None:
         """Record the job's end; the next job starts whether or not the store takes it now.
         Blocks on the store: call it from a thread when on the loop."""
         self._settle(lv, status, error=error, result=result, now=now)
         self._poke()
         self._table.persist(lv.record)
-

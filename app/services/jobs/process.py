@@ -54,18 +54,23 @@ class LiveJob:
                 self.record.progress = {**self.record.progress, "cancel_requested": True}
 
 
-def spawn(ctx: Any, record: JobRecord, store_path: str | None, models_dir: str,
-          threads: int) -> tuple[Any, Any, Any]:
+def spawn(
+    ctx: Any, record: JobRecord, store_path: str | None, models_dir: str, threads: int
+) -> tuple[Any, Any, Any]:
     """The job's worker process (not started yet), its Queue and its stop Event."""
     q, stop = ctx.Queue(), ctx.Event()
     proc = ctx.Process(
-        target=job_worker.run, name=f"tickcast-job-{record.id}", daemon=True,
-        args=(record.spec, store_path, models_dir, threads, q, stop, record.id, os.getpid()))
+        target=job_worker.run,
+        name=f"tickcast-job-{record.id}",
+        daemon=True,
+        args=(record.spec, store_path, models_dir, threads, q, stop, record.id, os.getpid()),
+    )
     return proc, q, stop
 
 
-async def follow(lv: LiveJob, q: Any, lock: threading.RLock,
-                 write_progress: Callable[[str, dict[str, Any] | None], bool]) -> tuple[str, Any]:
+async def follow(
+    lv: LiveJob, q: Any, lock: threading.RLock, write_progress: Callable[[str, dict[str, Any] | None], bool]
+) -> tuple[str, Any]:
     """Relay progress until the worker's final message, or its death ("died", exit code).
 
     Progress goes to the store at most once a second, in the background: a slow or
@@ -95,8 +100,7 @@ async def follow(lv: LiveJob, q: Any, lock: threading.RLock,
         await asyncio.sleep(POLL_S)
 
 
-def drain(lv: LiveJob, q: Any, lock: threading.RLock,
-          timeout: float = 0.0) -> tuple[str, Any] | None:
+def drain(lv: LiveJob, q: Any, lock: threading.RLock, timeout: float = 0.0) -> tuple[str, Any] | None:
     """Take in the worker's messages; its final one is returned, None if none came yet."""
     while True:
         try:
@@ -148,8 +152,7 @@ async def shut_down(lives: list[LiveJob], finish: Callable[..., None], grace_s: 
         if lv.task is not None and not lv.task.done():
             lv.task.cancel()
         if lv.record.status in ("queued", "running"):
-            await asyncio.to_thread(finish, lv, "interrupted", error=STOPPED_WHILE_RUNNING,
-                                    now=time.time())
+            await asyncio.to_thread(finish, lv, "interrupted", error=STOPPED_WHILE_RUNNING, now=time.time())
         if lv.proc is not None:
             await asyncio.to_thread(reap, lv.proc)
 

@@ -113,8 +113,11 @@ class JobTable:
                 with self._lock:
                     lost = [copy_record(r) for r in self.unsaved.values()]
                 for r in lost:  # the log is the last place the truth can go
-                    log.error("job %s: its record could not be written to the store; it was %s",
-                              r.id, json.dumps(dataclasses.asdict(r)))
+                    log.error(
+                        "job %s: its record could not be written to the store; it was %s",
+                        r.id,
+                        json.dumps(dataclasses.asdict(r)),
+                    )
                 return
             await asyncio.sleep(RETRY_MIN_S)
 
@@ -140,8 +143,10 @@ class JobTable:
                 set_soon(self._loop, self._dirty)
                 return False
             with self._lock:  # unless it changed since: its own persist call follows
-                if self.unsaved.get(r.id) is r and (r.status, r.finished_at) == (snap.status,
-                                                                                snap.finished_at):
+                if self.unsaved.get(r.id) is r and (r.status, r.finished_at) == (
+                    snap.status,
+                    snap.finished_at,
+                ):
                     del self.unsaved[r.id]
         self._recovered()
         return True
@@ -169,8 +174,10 @@ class JobTable:
     def write_progress(self, job_id: str, progress: dict[str, Any] | None) -> bool:
         try:
             with self.store.transaction() as db:  # never over a finished record
-                db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
-                           (_dumps(progress), job_id))
+                db.execute(
+                    "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
+                    (_dumps(progress), job_id),
+                )
         except Exception as e:  # kept in memory; the next write (in a second) retries
             self._failed(e, f"the progress of job {job_id}")
             return False
@@ -183,8 +190,10 @@ class JobTable:
         try:
             self.write(rec)
         except sqlite3.Error as e:
-            raise StoreUnavailable(f"the job could not be recorded: the store failed ({e}); "
-                                   f"nothing was queued; retry in {STORE_RETRY_AFTER_S} s") from e
+            raise StoreUnavailable(
+                f"the job could not be recorded: the store failed ({e}); "
+                f"nothing was queued; retry in {STORE_RETRY_AFTER_S} s"
+            ) from e
         return rec
 
     def write(self, r: JobRecord) -> None:
@@ -192,16 +201,30 @@ class JobTable:
         with self.store.transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.id, r.status, json.dumps(r.spec), _dumps(r.progress), _dumps(r.result),
-                 r.error, r.created_at, r.started_at, r.finished_at))
+                (
+                    r.id,
+                    r.status,
+                    json.dumps(r.spec),
+                    _dumps(r.progress),
+                    _dumps(r.result),
+                    r.error,
+                    r.created_at,
+                    r.started_at,
+                    r.finished_at,
+                ),
+            )
 
     def _failed(self, e: BaseException, what: str) -> None:
         if not isinstance(e, sqlite3.Error):
             log.error("could not write %s", what, exc_info=e)
         if not self._down:
             self._down = True
-            log.error("the store refused a write (%s: %s); job records are kept in memory and "
-                      "written when it accepts them again", what, e)
+            log.error(
+                "the store refused a write (%s: %s); job records are kept in memory and "
+                "written when it accepts them again",
+                what,
+                e,
+            )
 
     def _recovered(self) -> None:
         if self._down:
@@ -223,8 +246,10 @@ class JobTable:
         """The newest `limit` stored records, newest first (StoreUnavailable if unreadable)."""
         try:
             with self.store.transaction() as db:
-                rows = db.execute(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
-                                  " LIMIT ?", (max(0, int(limit)),)).fetchall()
+                rows = db.execute(
+                    f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                    (max(0, int(limit)),),
+                ).fetchall()
         except sqlite3.Error as e:
             raise unreadable(e) from e
         return [from_row(r) for r in rows]
@@ -232,15 +257,15 @@ class JobTable:
     def unfinished(self) -> list[JobRecord]:
         """The stored records still `queued` or `running`; raises what the store raises."""
         with self.store.transaction() as db:
-            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', "
-                              "'running')").fetchall()
+            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', 'running')").fetchall()
         return [from_row(r) for r in rows]
 
     def by_ids(self, ids: list[str]) -> dict[str, JobRecord]:
         """The stored records of these ids, by id; raises what the store raises."""
         with self.store.transaction() as db:
-            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN "
-                              f"({', '.join('?' * len(ids))})", ids).fetchall()
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids
+            ).fetchall()
         return {r[0]: from_row(r) for r in rows}
 
     def counts(self) -> dict[str, int]:
@@ -250,8 +275,13 @@ class JobTable:
         with self.store.transaction() as db:
             got = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
             ids = list(pending)
-            stored = db.execute(f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(ids))})",
-                                ids).fetchall() if ids else []
+            stored = (
+                db.execute(
+                    f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids
+                ).fetchall()
+                if ids
+                else []
+            )
         for jid, status in stored:
             got[status] = got.get(status, 0) - 1
             got[pending[jid]] = got.get(pending[jid], 0) + 1
@@ -259,21 +289,32 @@ class JobTable:
 
 
 def unreadable(e: sqlite3.Error) -> StoreUnavailable:
-    return StoreUnavailable(f"the job store cannot be read right now ({e}); retry in "
-                            f"{STORE_RETRY_AFTER_S} s")
+    return StoreUnavailable(f"the job store cannot be read right now ({e}); retry in {STORE_RETRY_AFTER_S} s")
 
 
 def copy_record(r: JobRecord) -> JobRecord:
     """A deep copy: what callers get can never change under them, nor change the original."""
-    return dataclasses.replace(r, spec=json.loads(json.dumps(r.spec)),
-                               progress=json.loads(json.dumps(r.progress)),
-                               result=json.loads(json.dumps(r.result)))
+    return dataclasses.replace(
+        r,
+        spec=json.loads(json.dumps(r.spec)),
+        progress=json.loads(json.dumps(r.progress)),
+        result=json.loads(json.dumps(r.result)),
+    )
 
 
 def from_row(row: tuple[Any, ...]) -> JobRecord:
     jid, status, spec, progress, result, error, created, started, finished = row
-    return JobRecord(jid, status, json.loads(spec), progress and json.loads(progress),
-                     result and json.loads(result), error, created, started, finished)
+    return JobRecord(
+        jid,
+        status,
+        json.loads(spec),
+        progress and json.loads(progress),
+        result and json.loads(result),
+        error,
+        created,
+        started,
+        finished,
+    )
 
 
 def _dumps(v: Any) -> str | None:

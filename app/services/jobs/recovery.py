@@ -32,8 +32,9 @@ STOPPED_WHILE_RUNNING = "the service stopped while it ran"
 STOPPED_BEFORE_START = "the service stopped before the job started"
 
 
-def after_death(registry: Registry, job_id: str, named: str | None, code: int | None, *,
-                user_cancel: bool, stopping: bool) -> tuple[Status, str, dict[str, Any] | None]:
+def after_death(
+    registry: Registry, job_id: str, named: str | None, code: int | None, *, user_cancel: bool, stopping: bool
+) -> tuple[Status, str, dict[str, Any] | None]:
     """Status, error and result of a job whose worker exited without a final message.
 
     A model it saved before dying is claimed by the job (or dropped, if it was cancelled):
@@ -56,8 +57,8 @@ def after_death(registry: Registry, job_id: str, named: str | None, code: int | 
         return "interrupted", STOPPED_WHILE_RUNNING + (f"; {advice}" if result else ""), result
     if saved is None:
         advice = "submit the job again (POST /train)" + (
-            ", with fewer ticks or a smaller model if memory is short"
-            if code == -signal.SIGKILL else "")
+            ", with fewer ticks or a smaller model if memory is short" if code == -signal.SIGKILL else ""
+        )
     return "failed", f"{death(code)}; {advice}", result
 
 
@@ -101,8 +102,11 @@ def settle_left_overs(table: JobTable, registry: Registry, mine: set[str]) -> No
     try:
         unfinished = table.unfinished()
     except sqlite3.Error as e:
-        log.error("could not read the jobs a previous process left unfinished (%s); they "
-                  "keep their status until the next start", e)
+        log.error(
+            "could not read the jobs a previous process left unfinished (%s); they "
+            "keep their status until the next start",
+            e,
+        )
         return
     left = [r for r in unfinished if r.id not in mine]
     try:
@@ -115,10 +119,11 @@ def settle_left_overs(table: JobTable, registry: Registry, mine: set[str]) -> No
         info = saved.pop(rec.id, None)
         if info is not None:
             rec.result = housekeeping.claimed_result(info, housekeeping.not_compared(info.id))
-            rec.error = ("the service stopped after the job saved its model, before it recorded "
-                         f"the result; {housekeeping.not_compared(info.id)}")
-            log.warning("job %s: claimed model %s, saved before the service stopped",
-                        rec.id, info.id)
+            rec.error = (
+                "the service stopped after the job saved its model, before it recorded "
+                f"the result; {housekeeping.not_compared(info.id)}"
+            )
+            log.warning("job %s: claimed model %s, saved before the service stopped", rec.id, info.id)
         else:
             rec.error = STOPPED_WHILE_RUNNING if rec.status == "running" else STOPPED_BEFORE_START
         rec.status, rec.finished_at = "interrupted", now
@@ -140,8 +145,12 @@ def _claim_for_finished(table: JobTable, registry: Registry, saved: dict[str, Mo
     for job_id, info in saved.items():
         rec = records.get(job_id)
         if rec is None:
-            log.warning("model %s was trained by job %s, which this store does not know "
-                        "(a different or restored store?); kept", info.id, job_id)
+            log.warning(
+                "model %s was trained by job %s, which this store does not know "
+                "(a different or restored store?); kept",
+                info.id,
+                job_id,
+            )
         elif (rec.result or {}).get("model_id") == info.id:
             continue
         elif rec.status == "cancelled":
@@ -150,9 +159,14 @@ def _claim_for_finished(table: JobTable, registry: Registry, saved: dict[str, Mo
         elif rec.result is None:
             rec.result = housekeeping.claimed_result(info, housekeeping.not_compared(info.id))
             rec.error = (f"{rec.error}; " if rec.error else "") + (
-                f"it had saved a model: {housekeeping.not_compared(info.id)}")
+                f"it had saved a model: {housekeeping.not_compared(info.id)}"
+            )
             log.warning("job %s (%s): claimed model %s", job_id, rec.status, info.id)
             table.keep(rec)
         else:
-            log.warning("model %s names job %s, whose result is model %s; kept", info.id,
-                        job_id, rec.result.get("model_id"))
+            log.warning(
+                "model %s names job %s, whose result is model %s; kept",
+                info.id,
+                job_id,
+                rec.result.get("model_id"),
+            )

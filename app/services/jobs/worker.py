@@ -62,8 +62,9 @@ def validate_spec(spec: JobSpec) -> dict[str, Any]:
             raise ValueError(f"{name} must be a non-empty string")
     for name in ("start", "end"):
         v = getattr(spec, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
-                              or v != v or abs(v) == float("inf")):
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or v != v or abs(v) == float("inf")
+        ):
             raise ValueError(f"{name} must be a finite number of unix seconds or null")
     if spec.start is not None and spec.end is not None and spec.end <= spec.start:
         raise ValueError("end must be after start")
@@ -79,8 +80,9 @@ def validate_spec(spec: JobSpec) -> dict[str, Any]:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(spec.config) - known)
     if unknown:
-        raise ValueError(f"unknown training setting(s) {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown training setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
+        )
     try:
         cfg = TrainConfig(**spec.config)
     except TypeError as e:
@@ -112,8 +114,13 @@ def check_ticks(spec: JobSpec, count: Any) -> None:
         n = spec.synthetic_ticks
     if n < needed:
         ranged = spec.start is not None or spec.end is not None
-        e = TooFewTicks(market_words(spec.exchange, spec.symbol, spec.start, spec.end), n, seq_len, horizon,
-                        more_ticks(spec.exchange, spec.symbol, ranged))
+        e = TooFewTicks(
+            market_words(spec.exchange, spec.symbol, spec.start, spec.end),
+            n,
+            seq_len,
+            horizon,
+            more_ticks(spec.exchange, spec.symbol, ranged),
+        )
         e.loc = ("body", "start") if ranged else ("body", "symbol")  # type: ignore[attr-defined]
         raise e
 
@@ -134,8 +141,10 @@ def _iso(t: float) -> str:
 
 def more_ticks(exchange: str, symbol: str, ranged: bool) -> str:
     """What gets a market more ticks, said the way the API and the command line spell it."""
-    todo = (f"pull ticks (POST /markets/{exchange}/{symbol}/pull, or `tickcast fetch {exchange} "
-            f"{symbol}`) or import them (POST /markets/{exchange}/{symbol}/import)")
+    todo = (
+        f"pull ticks (POST /markets/{exchange}/{symbol}/pull, or `tickcast fetch {exchange} "
+        f"{symbol}`) or import them (POST /markets/{exchange}/{symbol}/import)"
+    )
     return f"{todo}, or widen start and end" if ranged else todo
 
 
@@ -180,8 +189,16 @@ def yield_cpu(threads: int) -> None:
         os.environ[var] = str(max(1, int(threads)))
 
 
-def run(spec: dict[str, Any], store_path: str | None, models_dir: str, threads: int,
-        queue: Any, stop: Any, job_id: str | None = None, parent_pid: int | None = None) -> None:
+def run(
+    spec: dict[str, Any],
+    store_path: str | None,
+    models_dir: str,
+    threads: int,
+    queue: Any,
+    stop: Any,
+    job_id: str | None = None,
+    parent_pid: int | None = None,
+) -> None:
     """Entry point of the worker process; every outcome is one final message on `queue`."""
     from app.services import lifeline
 
@@ -197,8 +214,7 @@ def run(spec: dict[str, Any], store_path: str | None, models_dir: str, threads: 
         return stop.is_set() or os.getppid() != parent  # orphaned: the service died
 
     try:
-        queue.put(("result", _train(spec, store_path, models_dir, threads, queue, should_stop,
-                                    job_id)))
+        queue.put(("result", _train(spec, store_path, models_dir, threads, queue, should_stop, job_id)))
     except _Stopped as e:
         queue.put(("cancelled", str(e) or "cancelled"))
     except Exception as e:  # reported as the job's error; the traceback goes to the log only
@@ -213,8 +229,15 @@ def run(spec: dict[str, Any], store_path: str | None, models_dir: str, threads: 
         queue.put(("failed", msg.strip() or type(e).__name__))
 
 
-def _train(spec: dict[str, Any], store_path: str | None, models_dir: str, threads: int,
-           queue: Any, should_stop: Any, job_id: str | None = None) -> dict[str, Any]:
+def _train(
+    spec: dict[str, Any],
+    store_path: str | None,
+    models_dir: str,
+    threads: int,
+    queue: Any,
+    should_stop: Any,
+    job_id: str | None = None,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     def phase(name: str) -> None:
@@ -241,8 +264,11 @@ def _train(spec: dict[str, Any], store_path: str | None, models_dir: str, thread
     # checked at submission too, but the store may have changed since (or the job came from elsewhere)
     ranged = spec["start"] is not None or spec["end"] is not None
     training.check_enough_ticks(
-        len(ticks), cfg, what=market_words(spec["exchange"], spec["symbol"], spec["start"], spec["end"]),
-        todo=more_ticks(spec["exchange"], spec["symbol"], ranged))
+        len(ticks),
+        cfg,
+        what=market_words(spec["exchange"], spec["symbol"], spec["start"], spec["end"]),
+        todo=more_ticks(spec["exchange"], spec["symbol"], ranged),
+    )
 
     last_batch = [0.0]
 
@@ -252,9 +278,15 @@ def _train(spec: dict[str, Any], store_path: str | None, models_dir: str, thread
             if now - last_batch[0] < 1.0 / BATCH_MESSAGES_PER_S:
                 return
             last_batch[0] = now
-        msg: dict[str, Any] = {"phase": "training", "epoch": p.epoch, "num_epochs": p.num_epochs,
-                               "batch": p.batch, "num_batches": p.num_batches,
-                               "loss": round(p.loss, 6), "elapsed_s": round(now - t0, 3)}
+        msg: dict[str, Any] = {
+            "phase": "training",
+            "epoch": p.epoch,
+            "num_epochs": p.num_epochs,
+            "batch": p.batch,
+            "num_batches": p.num_batches,
+            "loss": round(p.loss, 6),
+            "elapsed_s": round(now - t0, 3),
+        }
         if p.val is not None:
             msg["val"] = {k: float(v) for k, v in p.val.items()}
         queue.put(("progress", msg))
@@ -276,8 +308,7 @@ def _train(spec: dict[str, Any], store_path: str | None, models_dir: str, thread
                 models.append(registry.load(incumbent_id, fitted.model.device))
             except Exception as e:  # an unusable incumbent is no reason to lose the new model
                 note = f"the active model {incumbent_id} could not be loaded: {e}"
-        rows = evaluation.compare(models, ticks, train=cfg.train_split, val=cfg.val_split,
-                                  part="val")
+        rows = evaluation.compare(models, ticks, train=cfg.train_split, val=cfg.val_split, part="val")
         by_name = {r.name: r.scores for r in rows}
         challenger_auc = by_name[fitted.model.id]["auc"]
         incumbent_auc = by_name[models[1].id]["auc"] if len(models) > 1 else None
@@ -304,8 +335,9 @@ def _train(spec: dict[str, Any], store_path: str | None, models_dir: str, thread
     }
 
 
-def _read_store(store_path: str, exchange: str, symbol: str, start: float | None,
-                end: float | None, should_stop: Any) -> Any:
+def _read_store(
+    store_path: str, exchange: str, symbol: str, start: float | None, end: float | None, should_stop: Any
+) -> Any:
     """The market's ticks, retrying with backoff while the store is locked or failing (a
     writer holding it, a disk hiccup): a few seconds of trouble must not fail a job."""
     from app.market.store import TickStore
@@ -320,7 +352,8 @@ def _read_store(store_path: str, exchange: str, symbol: str, start: float | None
                 raise StoreUnreadable(
                     f"the tick store {store_path} could not be read for {STORE_RETRY_S:.0f} s "
                     f"({e}); check its disk, permissions and other processes holding it, then "
-                    "submit the job again") from e
+                    "submit the job again"
+                ) from e
             log.warning("tick store %s not readable (%s); retrying in %.1f s", store_path, e, delay)
         if should_stop():
             raise _Stopped("cancelled while loading data")
@@ -332,16 +365,22 @@ def _num(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def _load_ticks(spec: dict[str, Any], store_path: str | None, seed: int,
-                should_stop: Any = lambda: False) -> tuple[Any, dict]:
+def _load_ticks(
+    spec: dict[str, Any], store_path: str | None, seed: int, should_stop: Any = lambda: False
+) -> tuple[Any, dict]:
     from app.market.ticks import TickArrays
 
     exchange, symbol, start, end = spec["exchange"], spec["symbol"], spec["start"], spec["end"]
     ticks = TickArrays.empty()
     if store_path is not None and Path(store_path).is_file():
         ticks = _read_store(store_path, exchange, symbol, start, end, should_stop)
-    info: dict[str, Any] = {"source": "store", "exchange": exchange, "symbol": symbol,
-                            "start": start, "end": end}
+    info: dict[str, Any] = {
+        "source": "store",
+        "exchange": exchange,
+        "symbol": symbol,
+        "start": start,
+        "end": end,
+    }
     if len(ticks) == 0 and exchange == "synthetic":
         from app.market.sources import synthetic
 

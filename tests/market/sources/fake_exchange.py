@@ -64,8 +64,13 @@ class Response:
         return cls(status, json.dumps(obj).encode(), h)
 
     @classmethod
-    def text(cls, text: str, status: int = 200, headers: dict[str, str] | None = None,
-             content_type: str = "text/plain") -> Response:
+    def text(
+        cls,
+        text: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        content_type: str = "text/plain",
+    ) -> Response:
         h = {"Content-Type": content_type}
         h.update(headers or {})
         return cls(status, text.encode(), h)
@@ -196,8 +201,12 @@ class FakeExchange:
 
         self._stop.clear()
         self._server = _Server(("127.0.0.1", 0), _H)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="fake-exchange")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="fake-exchange",
+        )
         self._thread.start()
         return self
 
@@ -229,8 +238,14 @@ class FakeExchange:
         split = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        req = Request(h.command, split.path, dict(parse_qsl(split.query, keep_blank_values=True)),
-                      {k: v for k, v in h.headers.items()}, body, time.monotonic())
+        req = Request(
+            h.command,
+            split.path,
+            dict(parse_qsl(split.query, keep_blank_values=True)),
+            {k: v for k, v in h.headers.items()},
+            body,
+            time.monotonic(),
+        )
         fault: Fault | None = None
         with self._lock:
             self.requests.append(req)

@@ -33,8 +33,18 @@ def truth(n: int, seed: int = 1, gap_ms: int = 700) -> list[dict]:
     for _ in range(n):
         t += rng.choice([0, 0, gap_ms, 3 * gap_ms])
         k = rng.randint(0, 2)
-        out.append({"a": a, "p": f"{rng.uniform(60000, 61000):.8f}", "q": f"{rng.uniform(0.0001, 1):.8f}",
-                    "f": f, "l": f + k, "T": t, "m": rng.random() < 0.5, "M": True})
+        out.append(
+            {
+                "a": a,
+                "p": f"{rng.uniform(60000, 61000):.8f}",
+                "q": f"{rng.uniform(0.0001, 1):.8f}",
+                "f": f,
+                "l": f + k,
+                "T": t,
+                "m": rng.random() < 0.5,
+                "M": True,
+            }
+        )
         a += 1
         f += k + 1
     return out
@@ -80,8 +90,14 @@ def check(got: TickArrays, trades: list[dict]) -> None:
     assert list(got.side) == ["sell" if t["m"] else "buy" for t in trades]
 
 
-async def drain(src: BinanceSource, cursor: str | None, start: float | None = None,
-                fx: FakeExchange | None = None, faults: dict | None = None, max_pulls: int = 100):
+async def drain(
+    src: BinanceSource,
+    cursor: str | None,
+    start: float | None = None,
+    fx: FakeExchange | None = None,
+    faults: dict | None = None,
+    max_pulls: int = 100,
+):
     got, errors, pages = [], [], []
     for i in range(max_pulls):
         if faults and i in faults:
@@ -111,6 +127,7 @@ def test_pair() -> None:
 def test_paging_by_cursor_reproduces_truth() -> None:
     trades = truth(47)
     with FakeExchange(Market(trades, messy=True)) as fx:
+
         async def go():
             async with mk(fx) as src:
                 return await drain(src, str(trades[0]["a"] - 1))
@@ -126,8 +143,13 @@ def test_paging_by_cursor_reproduces_truth() -> None:
 def test_faults_then_recovery() -> None:
     trades = truth(45, seed=2)
     with FakeExchange(Market(trades)) as fx:
-        faults = {0: [rate_limited(0.2)], 1: [server_error(), server_error(502)], 2: [hang(1.0)],
-                  3: [truncated()], 5: [truncated(0.95)]}
+        faults = {
+            0: [rate_limited(0.2)],
+            1: [server_error(), server_error(502)],
+            2: [hang(1.0)],
+            3: [truncated()],
+            5: [truncated(0.95)],
+        }
 
         async def go():
             async with mk(fx, timeout=0.3) as src:
@@ -145,6 +167,7 @@ def test_faults_then_recovery() -> None:
 def test_start_window_and_latest() -> None:
     trades = truth(25, seed=3)
     with FakeExchange(Market(trades)) as fx:
+
         async def go():
             async with mk(fx) as src:
                 start = trades[5]["T"] / 1000
@@ -168,6 +191,7 @@ def test_empty_hours_are_skipped() -> None:
     for t in trades:
         t["T"] += 3 * 3_600_000  # three empty hours after `start`
     with FakeExchange(Market(trades)) as fx:
+
         async def go():
             async with mk(fx) as src:
                 return await drain(src, None, start=T0 / 1000)
@@ -192,6 +216,7 @@ def test_empty_page_keeps_cursor() -> None:
 
 def test_bad_symbol_400() -> None:
     with FakeExchange(Market([])) as fx:
+
         async def go():
             async with mk(fx) as src:
                 await src.fetch("BTC-XYZ", None)
@@ -203,6 +228,7 @@ def test_bad_symbol_400() -> None:
 @pytest.mark.parametrize("body", [{"code": 0}, [{"a": 1}], [{"a": 1, "p": "1", "q": "1", "T": 1, "m": "no"}]])
 def test_wrong_shape_is_malformed(body) -> None:
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx) as src:
                 await src.fetch("BTC-USD", "0")
@@ -216,6 +242,7 @@ def test_real_sample_shape() -> None:
         pytest.skip("exchange samples not present")
     body = json.loads(SAMPLE.read_text())
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx, limit=1000) as src:
                 return await src.fetch("BTC-USD", None)

@@ -56,13 +56,16 @@ class ChartsFake:
             return Response.text("unknown symbol", 400)
         start = int(req.query.get("start", "0"))
         if "start" not in req.query:  # no start: the most recent page
-            return csv_body(self.truth[-self.page:])
+            return csv_body(self.truth[-self.page :])
         return csv_body([r for r in self.truth if r[0] >= start][: self.page])
 
 
 def expected(rows: list[Row]) -> TickArrays:
-    return TickArrays(np.array([r[0] for r in rows], dtype=float), np.array([r[1] for r in rows]),
-                      np.array([r[2] for r in rows]))
+    return TickArrays(
+        np.array([r[0] for r in rows], dtype=float),
+        np.array([r[1] for r in rows]),
+        np.array([r[2] for r in rows]),
+    )
 
 
 def assert_ticks_equal(a: TickArrays, b: TickArrays) -> None:
@@ -80,9 +83,17 @@ def source(url: str, page: int = 2000, **kw: Any) -> BitcoinchartsSource:
     return src
 
 
-def fetch_once(url: str, cursor: str | None = None, *, start: float | None = None, page: int = 2000,
-               symbol: str = "BTC-USD", **kw: Any) -> Page:
+def fetch_once(
+    url: str,
+    cursor: str | None = None,
+    *,
+    start: float | None = None,
+    page: int = 2000,
+    symbol: str = "BTC-USD",
+    **kw: Any,
+) -> Page:
     """One fetch on a fresh source in its own event loop (a client belongs to one loop)."""
+
     async def go() -> Page:
         src = source(url, page, **kw)
         try:
@@ -110,6 +121,7 @@ def test_paging_splits_busy_seconds_without_loss_or_duplicates() -> None:
     splits = sum(1 for i in range(page, len(truth), page) if truth[i][0] == truth[i - 1][0])
     assert splits >= 3
     with FakeExchange(ChartsFake(truth, page)) as fx:
+
         async def go() -> list[Page]:
             src = source(fx.url, page)
             pages, cursor = [], None
@@ -138,6 +150,7 @@ def test_live_edge_trades_arriving_in_a_pulled_second() -> None:
     truth = make_truth(10)
     live = truth[:-2]
     with FakeExchange(ChartsFake(live)) as fx:
+
         async def go() -> list[Page]:
             src = source(fx.url)
             a = await src.fetch("BTC-USD", None, start=T0)
@@ -155,10 +168,16 @@ def test_faults_then_recovery_store_equals_truth() -> None:
     truth = make_truth(60)
     page = 40
     with FakeExchange(ChartsFake(truth, page)) as fx:
+
         async def go() -> tuple[list[TickArrays], float]:
             src = source(fx.url, page, timeout=0.3, retries=4)
-            faults = [[rate_limited(0.25)], [server_error(), server_error(503)], [hang(1.0)],
-                      [truncated(0.5)], []]
+            faults = [
+                [rate_limited(0.25)],
+                [server_error(), server_error(503)],
+                [hang(1.0)],
+                [truncated(0.5)],
+                [],
+            ]
             got, cursor, waited = [], None, 0.0
             for i in range(100):
                 batch = faults[i] if i < len(faults) else []
@@ -202,13 +221,22 @@ def test_truncated_csv_is_malformed_and_cursor_not_advanced() -> None:
         assert 0 < len(cut.ticks) <= 10 and not cut.more
         rest = fetch_once(fx.url, cut.cursor, page=20)
         assert len(rest.ticks)
-        assert_ticks_equal(TickArrays.concat([first.ticks, again.ticks, cut.ticks, rest.ticks]),
-                           expected(truth[:n + len(cut.ticks) + len(rest.ticks)]))
+        assert_ticks_equal(
+            TickArrays.concat([first.ticks, again.ticks, cut.ticks, rest.ticks]),
+            expected(truth[: n + len(cut.ticks) + len(rest.ticks)]),
+        )
 
 
-@pytest.mark.parametrize("body", ["<html><body>Service unavailable</body></html>\n",
-                                  "1315922016,5.8\n", "1315922016,abc,1.0\n", "1315922016,-5.8,1.0\n",
-                                  b"\xff\xfe,1,1\n"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html><body>Service unavailable</body></html>\n",
+        "1315922016,5.8\n",
+        "1315922016,abc,1.0\n",
+        "1315922016,-5.8,1.0\n",
+        b"\xff\xfe,1,1\n",
+    ],
+)
 def test_malformed_bodies(body: str | bytes) -> None:
     with FakeExchange(lambda req: body) as fx:
         with pytest.raises(MalformedResponse):

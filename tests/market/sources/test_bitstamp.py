@@ -25,8 +25,15 @@ def truth(n: int, seed: int = 1) -> list[dict]:
     for _ in range(n):
         tid += rng.randint(1, 7)
         t += rng.choice([0, 0, 1, 2])
-        out.append({"amount": f"{rng.uniform(0.0001, 2):.8f}", "date": str(t),
-                    "price": str(rng.randint(73000, 73500)), "tid": str(tid), "type": str(rng.randint(0, 1))})
+        out.append(
+            {
+                "amount": f"{rng.uniform(0.0001, 2):.8f}",
+                "date": str(t),
+                "price": str(rng.randint(73000, 73500)),
+                "tid": str(tid),
+                "type": str(rng.randint(0, 1)),
+            }
+        )
     return out
 
 
@@ -62,8 +69,13 @@ def check(got: TickArrays, trades: list[dict]) -> None:
     assert list(got.side) == ["buy" if t["type"] == "0" else "sell" for t in trades]
 
 
-async def poll(src: BitstampSource, market: Market, steps: list[int], fx: FakeExchange | None = None,
-               faults: dict | None = None) -> tuple[TickArrays, list]:
+async def poll(
+    src: BitstampSource,
+    market: Market,
+    steps: list[int],
+    fx: FakeExchange | None = None,
+    faults: dict | None = None,
+) -> tuple[TickArrays, list]:
     """Reveal trades step by step, pull after each; failed pulls keep the cursor."""
     got, cursor, errors = [], None, []
     for i, visible in enumerate(steps):
@@ -93,6 +105,7 @@ def test_polls_reproduce_truth_messy() -> None:
     trades = truth(60)
     market = Market(trades, messy=True)
     with FakeExchange(market) as fx:
+
         async def go():
             async with mk(fx) as src:
                 return await poll(src, market, [0, 7, 7, 25, 40, 60, 60])
@@ -130,6 +143,7 @@ def test_empty_and_start() -> None:
     trades = truth(20, seed=3)
     market = Market(trades)
     with FakeExchange(market) as fx:
+
         async def go():
             async with mk(fx) as src:
                 market.visible = 0
@@ -147,12 +161,19 @@ def test_empty_and_start() -> None:
     assert len(again.ticks) == 0 and again.cursor == page.cursor
 
 
-@pytest.mark.parametrize("body", [{"trades": []}, [{"tid": "1"}], [{"date": "x", "tid": "1", "price": "1",
-                                                                      "amount": "1", "type": "0"}],
-                                  [{"date": "1", "tid": "1", "price": "0", "amount": "1", "type": "0"}],
-                                  [{"date": "1", "tid": "1", "price": "1", "amount": "1", "type": "2"}]])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"trades": []},
+        [{"tid": "1"}],
+        [{"date": "x", "tid": "1", "price": "1", "amount": "1", "type": "0"}],
+        [{"date": "1", "tid": "1", "price": "0", "amount": "1", "type": "0"}],
+        [{"date": "1", "tid": "1", "price": "1", "amount": "1", "type": "2"}],
+    ],
+)
 def test_wrong_shape_is_malformed(body) -> None:
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx) as src:
                 await src.fetch("BTC-USD", "0")
@@ -166,6 +187,7 @@ def test_real_sample_shape() -> None:
         pytest.skip("exchange samples not present")
     body = json.loads(SAMPLE.read_text())
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx) as src:
                 return await src.fetch("BTC-USD", None)

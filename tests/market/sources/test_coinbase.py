@@ -28,9 +28,15 @@ def truth(n: int, seed: int = 1) -> list[dict]:
     out, t = [], T0
     for i in range(n):
         t = round(t + rng.choice([0.0, 0.0, 0.25, 1.5]), 6)
-        out.append({"trade_id": 18502000 + i, "side": rng.choice(["buy", "sell"]),
-                    "size": f"{rng.uniform(0.0001, 1):.8f}", "price": f"{rng.uniform(73000, 73500):.8f}",
-                    "time": iso(t)})
+        out.append(
+            {
+                "trade_id": 18502000 + i,
+                "side": rng.choice(["buy", "sell"]),
+                "size": f"{rng.uniform(0.0001, 1):.8f}",
+                "price": f"{rng.uniform(73000, 73500):.8f}",
+                "time": iso(t),
+            }
+        )
     return out
 
 
@@ -65,15 +71,22 @@ def mk(fx: FakeExchange, **kw) -> CoinbaseSource:
 def check(got: TickArrays, trades: list[dict]) -> None:
     assert list(got.trade_id) == [str(t["trade_id"]) for t in trades]
     assert got.time.tolist() == pytest.approx([parse_time(t["time"]) for t in trades], abs=1e-6)
-    assert got.time.tolist() == pytest.approx([round(datetime.fromisoformat(t["time"]).timestamp(), 6)
-                                               for t in trades], abs=1e-6)
+    assert got.time.tolist() == pytest.approx(
+        [round(datetime.fromisoformat(t["time"]).timestamp(), 6) for t in trades], abs=1e-6
+    )
     assert got.price.tolist() == [float(t["price"]) for t in trades]
     assert got.amount.tolist() == [float(t["size"]) for t in trades]
     assert list(got.side) == ["sell" if t["side"] == "buy" else "buy" for t in trades]  # taker side
 
 
-async def poll(src: CoinbaseSource, market: Market, steps: list[int], cursor: str | None,
-               fx: FakeExchange | None = None, faults: dict | None = None):
+async def poll(
+    src: CoinbaseSource,
+    market: Market,
+    steps: list[int],
+    cursor: str | None,
+    fx: FakeExchange | None = None,
+    faults: dict | None = None,
+):
     got, errors = [], []
     for i, visible in enumerate(steps):
         market.visible = visible
@@ -110,6 +123,7 @@ def test_paging_back_to_cursor_reproduces_truth() -> None:
     trades = truth(60)
     market = Market(trades, messy=True)
     with FakeExchange(market) as fx:
+
         async def go():
             async with mk(fx) as src:
                 return await poll(src, market, [3, 3, 30, 31, 60], str(trades[0]["trade_id"] - 1))
@@ -126,8 +140,13 @@ def test_faults_then_recovery() -> None:
     trades = truth(40, seed=2)
     market = Market(trades)
     with FakeExchange(market) as fx:
-        faults = {0: [rate_limited(0.2)], 1: [server_error(), server_error(504)], 2: [hang(1.0)],
-                  3: [truncated()], 4: [Response(200, b"", {"Content-Type": "application/json"})]}
+        faults = {
+            0: [rate_limited(0.2)],
+            1: [server_error(), server_error(504)],
+            2: [hang(1.0)],
+            3: [truncated()],
+            4: [Response(200, b"", {"Content-Type": "application/json"})],
+        }
 
         async def go():
             async with mk(fx, timeout=0.3) as src:
@@ -142,6 +161,7 @@ def test_faults_then_recovery() -> None:
 def test_no_cursor_newest_page_and_start() -> None:
     trades = truth(30, seed=3)
     with FakeExchange(Market(trades)) as fx:
+
         async def go():
             async with mk(fx) as src:
                 newest = await src.fetch("BTC-USD", None)
@@ -159,6 +179,7 @@ def test_empty_and_bounded_page_back() -> None:
     trades = truth(40, seed=4)
     market = Market(trades)
     with FakeExchange(market) as fx:
+
         async def go():
             async with mk(fx, max_pages=2) as src:
                 market.visible = 0
@@ -174,6 +195,7 @@ def test_empty_and_bounded_page_back() -> None:
 
 def test_unknown_product_404() -> None:
     with FakeExchange(Market([])) as fx:
+
         async def go():
             async with mk(fx) as src:
                 await src.fetch("BTC-XYZ", None)
@@ -182,12 +204,18 @@ def test_unknown_product_404() -> None:
             asyncio.run(go())
 
 
-@pytest.mark.parametrize("body", [{"message": "x"}, [{"trade_id": 1}],
-                                  [{"trade_id": 1, "side": "up", "size": "1", "price": "1", "time": iso(T0)}],
-                                  [{"trade_id": 1, "side": "buy", "size": "1", "price": "1",
-                                    "time": "never"}]])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message": "x"},
+        [{"trade_id": 1}],
+        [{"trade_id": 1, "side": "up", "size": "1", "price": "1", "time": iso(T0)}],
+        [{"trade_id": 1, "side": "buy", "size": "1", "price": "1", "time": "never"}],
+    ],
+)
 def test_wrong_shape_is_malformed(body) -> None:
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx) as src:
                 await src.fetch("BTC-USD", None)
@@ -203,6 +231,7 @@ def test_real_sample_shape(name: str) -> None:
         pytest.skip("exchange samples not present")
     body = json.loads(path.read_text())
     with FakeExchange(lambda r: body) as fx:
+
         async def go():
             async with mk(fx, limit=1000) as src:
                 return await src.fetch("BTC-USD", None)

@@ -62,7 +62,7 @@ def test_start_without_cursor(path: Path, ticks: TickArrays) -> None:
     p = fetch(CsvSource(path, page_size=10), None, start=t)
     i = int(np.searchsorted(ticks.time, t))
     assert p.cursor == str(i + 10)
-    np.testing.assert_array_equal(p.ticks.time, ticks.time[i:i + 10])
+    np.testing.assert_array_equal(p.ticks.time, ticks.time[i : i + 10])
 
 
 def test_grown_file_is_reread(tmp_path: Path, ticks: TickArrays) -> None:

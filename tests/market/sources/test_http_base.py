@@ -231,8 +231,13 @@ def test_normalise_symbol_rejects(s: str) -> None:
 
 
 def test_ticks_from_rows_sorts_and_dedups() -> None:
-    rows = [Tick(2.0, 10, 1, "3", "buy"), Tick(1.0, 10, 1, "10", "sell"), Tick(2.0, 11, 1, "2", None),
-            Tick(1.0, 10, 1, "10", "sell"), Tick(1.0, 9, 1, "9", "buy")]
+    rows = [
+        Tick(2.0, 10, 1, "3", "buy"),
+        Tick(1.0, 10, 1, "10", "sell"),
+        Tick(2.0, 11, 1, "2", None),
+        Tick(1.0, 10, 1, "10", "sell"),
+        Tick(1.0, 9, 1, "9", "buy"),
+    ]
     t = ticks_from_rows(rows)
     assert list(t.trade_id) == ["9", "10", "2", "3"]
     assert list(t.time) == [1.0, 1.0, 2.0, 2.0]

@@ -60,8 +60,11 @@ def series(draw: st.DrawFn, max_group: int = 30, max_seconds: int = 12) -> list[
 
 
 def as_ticks(rows: list[Row]) -> TickArrays:
-    return TickArrays(np.array([r[0] for r in rows], dtype=float), np.array([r[1] for r in rows]),
-                      np.array([r[2] for r in rows]))
+    return TickArrays(
+        np.array([r[0] for r in rows], dtype=float),
+        np.array([r[1] for r in rows]),
+        np.array([r[2] for r in rows]),
+    )
 
 
 def assert_same(got: TickArrays, want: TickArrays) -> None:
@@ -72,8 +75,15 @@ def assert_same(got: TickArrays, want: TickArrays) -> None:
     np.testing.assert_array_equal(got.amount, want.amount)
 
 
-async def pull_with(store: TickStore, make: type | object, exchange: str, *,
-                    start: float | None = None, max_pages: int = 1_000_000, **kw: object) -> int:
+async def pull_with(
+    store: TickStore,
+    make: type | object,
+    exchange: str,
+    *,
+    start: float | None = None,
+    max_pages: int = 1_000_000,
+    **kw: object,
+) -> int:
     src = make(**kw)  # type: ignore[operator]
     try:
         return (await pull(store, src, exchange, SYM, start=start, max_pages=max_pages)).new_ticks
@@ -101,6 +111,7 @@ async def repull(store: TickStore, src: object, exchange: str, start: float | No
 def csv_source_run(path: Path, size: int, split: int, size2: int, want: TickArrays) -> None:
     """Pull `split` pages of `size`, restart with pages of `size2`; then pull it all again."""
     with TickStore(":memory:") as store:
+
         async def go() -> tuple[int, int]:
             a = await pull_with(store, CsvSource, "csv", path=path, page_size=size, max_pages=split)
             b = await pull_with(store, CsvSource, "csv", path=path, page_size=size2)
@@ -117,8 +128,9 @@ def csv_source_run(path: Path, size: int, split: int, size2: int, want: TickArra
 @PROPS
 @given(rows=series(), size=st.integers(1, 40), split=st.integers(0, 20), size2=st.integers(1, 40))
 @example(rows=[(T0, 100.0, 0.5)] * 25 + [(T0 + 1, 100.0, 0.5)] * 3, size=1, split=7, size2=2)
-def test_csv_source_stores_the_file_whatever_the_paging(rows: list[Row], size: int, split: int,
-                                                        size2: int) -> None:
+def test_csv_source_stores_the_file_whatever_the_paging(
+    rows: list[Row], size: int, split: int, size2: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ticks.csv"
         write_csv(as_ticks(rows), path)
@@ -127,8 +139,12 @@ def test_csv_source_stores_the_file_whatever_the_paging(rows: list[Row], size: i
 
 def test_csv_source_one_long_run_every_page_size(tmp_path: Path) -> None:
     """One second of 60 identical trades between busier seconds: every page size from 1 to 61."""
-    rows = [(T0, 100.0, 0.5)] * 3 + [(T0 + 1, 100.0, 0.5)] * 60 + [(T0 + 1, 99.5, 0.25)] * 5 \
+    rows = (
+        [(T0, 100.0, 0.5)] * 3
+        + [(T0 + 1, 100.0, 0.5)] * 60
+        + [(T0 + 1, 99.5, 0.25)] * 5
         + [(T0 + 2, 100.0, 0.5)] * 4
+    )
     path = tmp_path / "run.csv"
     write_csv(as_ticks(rows), path)
     for size in range(1, len(rows) + 1):
@@ -157,8 +173,8 @@ def charts_case(draw: st.DrawFn) -> tuple[list[Row], int]:
 @given(case=charts_case(), split=st.integers(0, 15), size2=st.integers(0, 10))
 @example(case=([(T0 + 1, 100.0, 0.5)] * 9 + [(T0 + 2, 100.0, 0.5)] * 9, 9), split=1, size2=0)
 def test_bitcoincharts_stores_the_market_whatever_the_paging(
-        charts: tuple[FakeExchange, ChartsFake], case: tuple[list[Row], int], split: int,
-        size2: int) -> None:
+    charts: tuple[FakeExchange, ChartsFake], case: tuple[list[Row], int], split: int, size2: int
+) -> None:
     rows, size = case
     fx, fake = charts
     fake.truth = rows
@@ -170,6 +186,7 @@ def test_bitcoincharts_stores_the_market_whatever_the_paging(
         return src
 
     with TickStore(":memory:") as store:
+
         async def go() -> tuple[int, int]:
             a = await pull_with(store, lambda: source(size), "bitcoincharts", start=T0, max_pages=split)
             # a restart: a new source resumes from the stored cursor (with pages as large or larger)
@@ -198,8 +215,9 @@ _markets = itertools.count()
 def post(client: TestClient, symbol: str, rows: list[Row]) -> dict:
     buf = io.StringIO()
     write_csv_to(as_ticks(rows), buf)
-    r = client.post(f"/markets/import/{symbol}/import", content=buf.getvalue(),
-                    headers={"content-type": "text/csv"})
+    r = client.post(
+        f"/markets/import/{symbol}/import", content=buf.getvalue(), headers={"content-type": "text/csv"}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["rows"] == len(rows)
     return r.json()
@@ -219,8 +237,9 @@ def cut(rows: list[Row], cuts: list[int]) -> list[list[Row]]:
 
 @PROPS
 @given(rows=series(), data=st.data())
-def test_import_split_between_timestamps_stores_the_file(client: TestClient, rows: list[Row],
-                                                         data: st.DataObject) -> None:
+def test_import_split_between_timestamps_stores_the_file(
+    client: TestClient, rows: list[Row], data: st.DataObject
+) -> None:
     symbol = f"S{next(_markets)}"
     between = [i for i in range(1, len(rows)) if rows[i][0] != rows[i - 1][0]]
     cuts = sorted(data.draw(st.sets(st.sampled_from(between)))) if between else []
@@ -241,15 +260,17 @@ def test_import_split_between_timestamps_stores_the_file(client: TestClient, row
 
 @PROPS
 @given(rows=series(max_group=12), data=st.data())
-def test_import_split_inside_a_second_follows_the_documented_rule(client: TestClient, rows: list[Row],
-                                                                  data: st.DataObject) -> None:
+def test_import_split_inside_a_second_follows_the_documented_rule(
+    client: TestClient, rows: list[Row], data: st.DataObject
+) -> None:
     """Wherever a file is cut, nothing is stored twice: for each (time, price, amount) the
     store holds as many as the most that one import held (the route's documented rule).
     So the cuts are exact when no identical trade is in two parts, and lose only the
     identical trades on both sides of a cut inside a second, which look like a resend."""
     symbol = f"S{next(_markets)}"
-    cuts = sorted(c for c in data.draw(st.sets(st.integers(1, max(1, len(rows) - 1)), max_size=4))
-                  if c < len(rows))
+    cuts = sorted(
+        c for c in data.draw(st.sets(st.integers(1, max(1, len(rows) - 1)), max_size=4)) if c < len(rows)
+    )
     parts = cut(rows, cuts)
     for part in parts:
         post(client, symbol, part)
@@ -286,8 +307,7 @@ def test_bitstamp_file_page_by_page_then_restarted(bitstamp: TickArrays) -> None
     page boundary), then a restart that pulls the rest in big pages."""
     assert (ordinals(bitstamp[:3000]) > 0).sum() >= 25  # repeats, identical in every field
     with TickStore(":memory:") as store:
-        first = asyncio.run(pull_with(store, CsvSource, "csv", path=BITSTAMP, page_size=1,
-                                      max_pages=3000))
+        first = asyncio.run(pull_with(store, CsvSource, "csv", path=BITSTAMP, page_size=1, max_pages=3000))
         assert first == 3000
         assert_same(store.read("csv", SYM), bitstamp[:3000])
         rest = asyncio.run(pull_with(store, CsvSource, "csv", path=BITSTAMP, page_size=10_000))

@@ -18,8 +18,8 @@ def stored_ids(store: TickStore) -> list[str]:
     return [str(x) for x in store.read("binance", "BTC-USD").trade_id]
 
 
-def run_pull(store: TickStore, fx: FakeExchange, **kw: object):  # noqa: ANN201
-    async def go():  # noqa: ANN202
+def run_pull(store: TickStore, fx: FakeExchange, **kw: object):
+    async def go():
         src = mk(fx)
         try:
             return await pull(store, src, "binance", "BTC-USD", **kw)
@@ -51,7 +51,7 @@ def test_pull_pages_until_done_and_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", [truncated(0.5), server_error(500)])
-def test_a_failed_page_keeps_what_was_stored_and_the_cursor_behind_it(tmp_path: Path, fault) -> None:  # noqa: ANN001
+def test_a_failed_page_keeps_what_was_stored_and_the_cursor_behind_it(tmp_path: Path, fault) -> None:
     trades = truth(50)
     with FakeExchange(Market(trades)) as fx, TickStore(tmp_path / "t.db") as store:
         run_pull(store, fx, start=trades[0]["T"] / 1000, max_pages=2)  # 20 stored

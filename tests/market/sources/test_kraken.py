@@ -33,8 +33,17 @@ def make_truth(n: int = 2600, seed: int = 1) -> list[list[Any]]:
     rows = []
     for i, t in enumerate(times):
         side, kind = ("b" if rng.random() < 0.5 else "s"), ("m" if rng.random() < 0.5 else "l")
-        rows.append([f"{30000 + rng.normal(0, 5):.5f}", f"{rng.exponential(0.1):.8f}", float(t),
-                     side, kind, "", 61_000_000 + i])
+        rows.append(
+            [
+                f"{30000 + rng.normal(0, 5):.5f}",
+                f"{rng.exponential(0.1):.8f}",
+                float(t),
+                side,
+                kind,
+                "",
+                61_000_000 + i,
+            ]
+        )
     return rows
 
 
@@ -62,8 +71,10 @@ class KrakenFake:
 
 def expected(rows: list[list[Any]]) -> TickArrays:
     return TickArrays(
-        np.array([r[2] for r in rows]), np.array([float(r[0]) for r in rows]),
-        np.array([float(r[1]) for r in rows]), np.array([str(r[6]) for r in rows], dtype=object),
+        np.array([r[2] for r in rows]),
+        np.array([float(r[0]) for r in rows]),
+        np.array([float(r[1]) for r in rows]),
+        np.array([str(r[6]) for r in rows], dtype=object),
         np.array(["buy" if r[3] == "b" else "sell" for r in rows], dtype=object),
     )
 
@@ -84,6 +95,7 @@ def source(url: str, **kw: Any) -> KrakenSource:
 
 def fetch_once(url: str, cursor: str | None = None, symbol: str = "BTC-USD", **kw: Any) -> Page:
     """One fetch on a fresh source inside its own event loop (a client belongs to one loop)."""
+
     async def go() -> Page:
         src = source(url, **kw)
         try:
@@ -118,6 +130,7 @@ def test_pair_mapping() -> None:
 def test_paging_by_cursor_reproduces_truth() -> None:
     truth = make_truth()
     with FakeExchange(KrakenFake(truth)) as fx:
+
         async def go() -> list[Page]:
             src = source(fx.url)
             try:
@@ -139,6 +152,7 @@ def test_faults_then_recovery_store_equals_truth() -> None:
     """429 + Retry-After, 500s, a hung request: each page still arrives whole and once."""
     truth = make_truth(2100)
     with FakeExchange(KrakenFake(truth)) as fx:
+
         async def go() -> tuple[list[TickArrays], float]:
             src = source(fx.url, timeout=0.3, retries=4)
             got, cursor = [], None
@@ -177,6 +191,7 @@ def test_retries_exhausted_raise() -> None:
 def test_truncated_json_is_malformed_and_cursor_not_advanced() -> None:
     truth = make_truth(1500)
     with FakeExchange(KrakenFake(truth)) as fx:
+
         async def go() -> tuple[Page, Page]:
             src = source(fx.url)
             first = await src.fetch("BTC-USD", None)
@@ -213,10 +228,13 @@ def test_other_errors() -> None:
         fx.inject(Response.json({"error": ["EService:Unavailable"]}))
         with pytest.raises(SourceError, match="EService:Unavailable"):
             fetch_once(fx.url)
-        for bad in ({"error": [], "result": {"XXBTZUSD": [["x", "1", 1.0, "b", "m", "", 1]], "last": "5"}},
-                    {"error": [], "result": {"XXBTZUSD": [], "last": None}},
-                    {"error": [], "result": {"XXBTZUSD": [["1", "1", 1.0, "q", "m", "", 1]], "last": "5"}},
-                    {"result": {}}, [1, 2]):
+        for bad in (
+            {"error": [], "result": {"XXBTZUSD": [["x", "1", 1.0, "b", "m", "", 1]], "last": "5"}},
+            {"error": [], "result": {"XXBTZUSD": [], "last": None}},
+            {"error": [], "result": {"XXBTZUSD": [["1", "1", 1.0, "q", "m", "", 1]], "last": "5"}},
+            {"result": {}},
+            [1, 2],
+        ):
             fx.inject(Response.json(bad))
             with pytest.raises(MalformedResponse):
                 fetch_once(fx.url)

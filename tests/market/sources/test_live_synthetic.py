@@ -111,7 +111,8 @@ def test_restart_resumes_at_once_with_times_continuing(tmp_path: Path) -> None:
         clock.t += 300
         assert pull_into(store, third) > 0  # its own cursor: no resume, just the new ticks
         assert len(set(store.read("synthetic", "BTC-USD").trade_id.tolist())) == store.count(
-            "synthetic", "BTC-USD")
+            "synthetic", "BTC-USD"
+        )
 
 
 def test_a_long_downtime_is_not_replayed_as_a_burst() -> None:
@@ -133,8 +134,9 @@ def test_resuming_is_deterministic() -> None:
     assert len(b1.ticks) > 0 and b1.cursor == b2.cursor
     np.testing.assert_array_equal(b1.ticks.time, b2.ticks.time)
     np.testing.assert_array_equal(b1.ticks.price, b2.ticks.price)
-    other = fetch(SyntheticSource(2, 600.0, clock=later), fetch(SyntheticSource(2, 900.0, clock=Clock()),
-                                                                None).cursor)
+    other = fetch(
+        SyntheticSource(2, 600.0, clock=later), fetch(SyntheticSource(2, 900.0, clock=Clock()), None).cursor
+    )
     assert not np.array_equal(other.ticks.price[:20], b1.ticks.price[:20])  # seeded by the count too
 
 

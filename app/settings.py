@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.market.markets import Market
+from app.market.store import DEFAULT_PATH
 
 PREFIX = "TICKCAST_"
 SECRET = frozenset({"api_key"})  # never echoed back in an error
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
         examples=["2"],
     )
     store_path: Path = Field(
-        Path("data/tickcast.db"),
+        DEFAULT_PATH,
         description="SQLite tick store (one file)",
         examples=["/var/lib/tickcast/ticks.db"],
     )

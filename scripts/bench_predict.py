@@ -420,7 +420,7 @@ def report_training(res: dict[str, dict[str, WrkResult]], args: argparse.Namespa
 # ---------------------------------------------------------------- main
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load at 64 connections")
     ap.add_argument("--duration-c1", type=float, default=5.0, help="seconds at 1 connection")
@@ -438,94 +438,51 @@ def main() -> int:
         action="store_true",
         help="the service alone, idle and while a GRU job trains (16 connections)",
     )
-    args = ap.parse_args()
-    if not Path(WRK).exists():
-        sys.exit("wrk not found (apt-get install wrk)")
-    pin_server, pin_wrk = (None, None) if args.no_pin or (os.cpu_count() or 1) < 2 else ("0", "1")
-    if args.during_training:
-        pin_server = None  # its job worker would inherit the pin: see the module's docstring
+    return ap
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so that the finally below stops the servers
 
-    signal.signal(signal.SIGTERM, on_term)
-    tmp = Path(tempfile.mkdtemp(prefix="tickcast-bench-"))
-    servers: list[Server] = []
-    try:
-        models = tmp / "models"
-        models.mkdir()
-        t0 = time.perf_counter()
-        model_id, model_path = install_model(models, args.model, args.train_ticks, args.epochs)
-        print(
-            f"model {model_id} ({'given' if args.model else 'trained'} in {time.perf_counter() - t0:.1f}s)",
-            file=sys.stderr,
-        )
-        body = make_body(args.ticks)
-        lua = tmp / "post.lua"
-        write_lua(lua, body)
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-        env.update(
-            TICKCAST_MODELS_DIR=str(models),
-            TICKCAST_STORE_PATH=str(tmp / "store.db"),
-            TICKCAST_BOOTSTRAP="false",
-            TICKCAST_DEVICE="cpu",
-            TICKCAST_LOG_LEVEL="warning",
-            BENCH_MODEL_PATH=str(model_path),
-            PYTHONUNBUFFERED="1",
-        )
-        if args.during_training:  # the job trains on the synthetic market's 60,000 ticks
-            env.update(TICKCAST_INGEST="false")
-        servers = [
-            Server("service", "app.main:create_app", env, tmp / "service.log", pin_server),
-            Server("bare", "bench_apps:bare_app", env, tmp / "bare.log", pin_server),
-            Server("naive", "bench_apps:naive_app", env, tmp / "naive.log", pin_server),
-        ]
-        if args.during_training:
-            servers = servers[:1]
-            try:
-                phases = during_training(args, servers[0], body, lua, pin_wrk)
-            except (RuntimeError, OSError) as e:  # OSError: urllib's errors, a refused connection
-                print(f"{e}\n{servers[0].tail()}", file=sys.stderr)
-                return 1
-            finally:
-                servers[0].stop()
-            return report_training(phases, args, pin_wrk is not None)
-        res: dict[str, dict[str, WrkResult]] = {}
-        rss = 0.0
-        for s in servers:
-            print(f"{s.name}: starting", file=sys.stderr)
-            s.start()
-            try:
-                s.wait_ready(body)
-                if args.warmup > 0:
-                    run_wrk(s.url, lua, 1, 8, args.warmup, pin_wrk)
-                c1 = run_wrk(s.url, lua, 1, 1, args.duration_c1, pin_wrk)
-                cn = run_wrk(s.url, lua, args.threads, args.connections, args.duration, pin_wrk)
-                res[s.name] = {"c1": c1, "cn": cn}
-                if s.name == "service":
-                    rss = s.rss_mb()
-                print(
-                    f"{s.name}: c1 p50 {c1.p50_ms:.2f} ms, c{args.connections} {cn.rps:.0f} req/s",
-                    file=sys.stderr,
-                )
-            finally:
-                s.stop()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for s in servers:
+def load_each(
+    servers: list[Server], args: argparse.Namespace, body: bytes, lua: Path, pin_wrk: str | None
+) -> tuple[dict[str, dict[str, WrkResult]], float]:
+    """One server at a time: ready, warm-up, then 1 and N connections; the service's RSS after."""
+    res: dict[str, dict[str, WrkResult]] = {}
+    rss = 0.0
+    for s in servers:
+        print(f"{s.name}: starting", file=sys.stderr)
+        s.start()
+        try:
+            s.wait_ready(body)
+            if args.warmup > 0:
+                run_wrk(s.url, lua, 1, 8, args.warmup, pin_wrk)
+            c1 = run_wrk(s.url, lua, 1, 1, args.duration_c1, pin_wrk)
+            cn = run_wrk(s.url, lua, args.threads, args.connections, args.duration, pin_wrk)
+            res[s.name] = {"c1": c1, "cn": cn}
+            if s.name == "service":
+                rss = s.rss_mb()
+            print(
+                f"{s.name}: c1 p50 {c1.p50_ms:.2f} ms, c{args.connections} {cn.rps:.0f} req/s",
+                file=sys.stderr,
+            )
+        finally:
             s.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    return res, rss
 
+
+def report_load(
+    res: dict[str, dict[str, WrkResult]],
+    rss: float,
+    args: argparse.Namespace,
+    body_bytes: int,
+    model_id: str,
+    pinned: bool,
+) -> int:
+    """The table, the targets met or missed, and with --json the figures as one line."""
     svc, bare, naive = res["service"], res["bare"], res["naive"]
     c = args.connections
     loop, http = loop_and_http()
     print(
-        f"\n/predict, body of {args.ticks} ticks ({len(body)} bytes), model {model_id}; "
-        f"uvicorn 1 worker, {loop} + {http}; "
-        + ("server on core 0, wrk on core 1" if pin_server else "unpinned")
+        f"\n/predict, body of {args.ticks} ticks ({body_bytes} bytes), model {model_id}; "
+        f"uvicorn 1 worker, {loop} + {http}; " + ("server on core 0, wrk on core 1" if pinned else "unpinned")
     )
     print(
         f"{'':8} {'p50 c1':>9} {'p99 c1':>9} {'req/s c' + str(c):>12} {'p50 c' + str(c):>10} "
@@ -583,6 +540,72 @@ def main() -> int:
             )
         )
     return 0
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    if not Path(WRK).exists():
+        sys.exit("wrk not found (apt-get install wrk)")
+    pin_server, pin_wrk = (None, None) if args.no_pin or (os.cpu_count() or 1) < 2 else ("0", "1")
+    if args.during_training:
+        pin_server = None  # its job worker would inherit the pin: see the module's docstring
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that the finally below stops the servers
+
+    signal.signal(signal.SIGTERM, on_term)
+    tmp = Path(tempfile.mkdtemp(prefix="tickcast-bench-"))
+    servers: list[Server] = []
+    try:
+        models = tmp / "models"
+        models.mkdir()
+        t0 = time.perf_counter()
+        model_id, model_path = install_model(models, args.model, args.train_ticks, args.epochs)
+        print(
+            f"model {model_id} ({'given' if args.model else 'trained'} in {time.perf_counter() - t0:.1f}s)",
+            file=sys.stderr,
+        )
+        body = make_body(args.ticks)
+        lua = tmp / "post.lua"
+        write_lua(lua, body)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+        env.update(
+            TICKCAST_MODELS_DIR=str(models),
+            TICKCAST_STORE_PATH=str(tmp / "store.db"),
+            TICKCAST_BOOTSTRAP="false",
+            TICKCAST_DEVICE="cpu",
+            TICKCAST_LOG_LEVEL="warning",
+            BENCH_MODEL_PATH=str(model_path),
+            PYTHONUNBUFFERED="1",
+        )
+        if args.during_training:  # the job trains on the synthetic market's 60,000 ticks
+            env.update(TICKCAST_INGEST="false")
+        servers = [
+            Server("service", "app.main:create_app", env, tmp / "service.log", pin_server),
+            Server("bare", "bench_apps:bare_app", env, tmp / "bare.log", pin_server),
+            Server("naive", "bench_apps:naive_app", env, tmp / "naive.log", pin_server),
+        ]
+        if args.during_training:
+            servers = servers[:1]
+            try:
+                phases = during_training(args, servers[0], body, lua, pin_wrk)
+            except (RuntimeError, OSError) as e:  # OSError: urllib's errors, a refused connection
+                print(f"{e}\n{servers[0].tail()}", file=sys.stderr)
+                return 1
+            finally:
+                servers[0].stop()
+            return report_training(phases, args, pin_wrk is not None)
+        res, rss = load_each(servers, args, body, lua, pin_wrk)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return report_load(res, rss, args, len(body), model_id, pin_server is not None)
 
 
 if __name__ == "__main__":

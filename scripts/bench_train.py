@@ -66,7 +66,8 @@ def tickcast_epoch(ticks: TickArrays, arch: str, seed: int = 0) -> tuple[float, 
     cfg = training.TrainConfig(arch=arch, num_epochs=1, patience=0, seed=seed, device="cpu", **ANCESTOR)
     result = training.fit(ticks, cfg)
     h = result.history[0]
-    n_train = result.meta["data"]["split"]["train"][1] - result.meta["data"]["split"]["train"][0]
+    lo, hi = result.meta.data["split"]["train"]
+    n_train = hi - lo
     return h["seconds"], n_train
 
 

@@ -30,7 +30,9 @@ usage: scripts/dev.sh COMMAND [ARGS...]
 Each command first sets up $VENV if it is missing or older than pyproject.toml.
 
   serve [ARGS]             start the service (tickcast serve), in the repository: its .env, data/, models/
-  test [PYTEST ARGS]       run the test suite (pytest), in the repository: paths are relative to it
+  test [PYTEST ARGS]       run the test suite (pytest), in the repository: paths are relative to it;
+                           prints the coverage of app/ and fails under its floor (pyproject.toml),
+                           which only the whole suite reaches: add --no-cov to run a part of it
   train ARCH DATA [FLAGS]  train a model (scripts/train.py; 'train --help' explains every flag)
   evaluate CKPT... DATA    score models beside the baselines (scripts/evaluate.py)
   fetch EXCHANGE SYMBOL    backfill a market's trades into the store or a CSV (scripts/fetch_ticks.py)
@@ -142,7 +144,8 @@ esac
 case "$cmd" in
     setup) setup ;;
     serve) setup; exec "$VENV/bin/tickcast" serve "$@" ;;
-    test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+    # --cov takes an optional value: the next word must be an option, never a user's test path
+    test) setup; exec "$VENV/bin/python" -m pytest --cov --cov-report=term "$@" ;;
     train) setup; exec "$VENV/bin/python" "$ROOT/scripts/train.py" "$@" ;;
     evaluate) setup; exec "$VENV/bin/python" "$ROOT/scripts/evaluate.py" "$@" ;;
     fetch) setup; exec "$VENV/bin/python" "$ROOT/scripts/fetch_ticks.py" "$@" ;;

@@ -69,6 +69,7 @@ def test_volumes_and_user() -> None:
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
 
 
+@pytest.mark.deploy
 def test_hadolint_is_clean() -> None:
     exe = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
     if not Path(exe).exists():
@@ -77,6 +78,7 @@ def test_hadolint_is_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.deploy
 def test_compose_config_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:

@@ -297,7 +297,9 @@ def test_serve_and_test_run_in_the_repository(venv: Venv, tmp_path: Path) -> Non
     r = venv.run("test", "-q", "tests/test_readme.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (call,) = venv.calls()
-    assert call == {"argv": ["-m", "pytest", "-q", "tests/test_readme.py"], "cwd": str(ROOT)}
+    # the coverage options first, then the caller's arguments as they are
+    argv = ["-m", "pytest", "--cov", "--cov-report=term", "-q", "tests/test_readme.py"]
+    assert call == {"argv": argv, "cwd": str(ROOT)}
     r = venv.run("serve", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert Path(f"{venv.log}.tickcast").read_text().splitlines() == [str(ROOT), "serve"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import answers, free_port
+from tests.helpers.servers import answers, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from app.market.store import TickStore
+    from app.market.storage import TickStorage
     from app.services.ingestion.scheduler import MarketStatus
     from app.services.jobs.manager import JobRecord
 
@@ -48,7 +48,7 @@ class TickCounts:
         self.reuse = reuse
         self._known: dict[tuple[str, str], tuple[int, float]] = {}  # count, valid until (monotonic)
 
-    def get(self, store: TickStore, exchange: str, symbol: str) -> int:
+    def get(self, store: TickStorage, exchange: str, symbol: str) -> int:
         began = time.monotonic()
         known = self._known.get((exchange, symbol))
         if known is not None and began < known[1]:
@@ -195,7 +195,7 @@ class Metrics:
         self._advance(self.worker_restarts, (kind,), total)
 
     def observe_markets(
-        self, markets: Iterable[MarketStatus], store: TickStore, interval_s: float | None
+        self, markets: Iterable[MarketStatus], store: TickStorage, interval_s: float | None
     ) -> None:
         """The ingestion figures of the configured markets, read at scrape time: the pull figures
         from the ingestor's memory, the tick figures from the store (two index descents and a

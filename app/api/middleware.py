@@ -6,9 +6,12 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.market.store import DEFAULT_PATH
 
 
 class BodyLimit:
@@ -82,7 +85,7 @@ def too_large(path: str, max_bytes: int) -> str:
     return (
         f"request body over {max_bytes} bytes (TICKCAST_MAX_BODY_BYTES); nothing was stored. Store a "
         f"CSV this large from disk instead: `tickcast fetch csv {symbol} --file FILE` (the market "
-        f"csv:{symbol}; add --store if TICKCAST_STORE_PATH is not data/tickcast.db), or raise "
+        f"csv:{symbol}; add --store if TICKCAST_STORE_PATH is not {DEFAULT_PATH}), or raise "
         "TICKCAST_MAX_BODY_BYTES"
     )
 
@@ -146,7 +149,7 @@ class SealedWrites:
     reads are not looked at.
     """
 
-    def __init__(self, app: ASGIApp, origins: Iterable[str], openapi: Callable[[], dict]) -> None:
+    def __init__(self, app: ASGIApp, origins: Iterable[str], openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
         self.origins = frozenset(o.strip().rstrip("/").lower() for o in origins)
         self._openapi = openapi
@@ -236,7 +239,7 @@ def _with_port(netloc: str, scheme: str) -> str:
     return netloc
 
 
-def _declared_types(spec: dict) -> Iterator[_Declared]:
+def _declared_types(spec: dict[str, Any]) -> Iterator[_Declared]:
     """Operations whose request body is documented as media types other than JSON (the default)."""
     for path, item in spec.get("paths", {}).items():
         for method, op in item.items():
@@ -263,7 +266,7 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body})
 
 
-def document(spec: dict) -> None:
+def document(spec: dict[str, Any]) -> None:
     """Add SealedWrites' answers to every mutating operation of an OpenAPI document."""
     for item in spec.get("paths", {}).values():
         for method, op in item.items():

@@ -8,18 +8,20 @@ and the contract test (tests/api/test_contract.py) holds the service to them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.config import JsonDict, JsonValue
 
+from app.market.markets import NAME_MAX, NAME_PATTERN
 from app.market.ticks import TickArrays
+from app.ml.config import API_SETTINGS, check_splits
 
 # Strict: a JSON number only (an integer is a fine float); `true` and `"6000"` are not numbers.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # an exchange or a symbol: what the store and the URLs can carry
 
-_MODEL_ID = "cnn-20261125-194816-1cd8d3"
+EXAMPLE_MODEL_ID = "cnn-20261125-194816-1cd8d3"
 _JOB_ID = "3f9c2a7d41b0"
 
 
@@ -27,7 +29,9 @@ class ErrorOut(BaseModel):
     """Every error but a 422: what went wrong and what to do about it."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"detail": f"no model {_MODEL_ID!r}; GET /models lists the models"}]}
+        json_schema_extra={
+            "examples": [{"detail": f"no model {EXAMPLE_MODEL_ID!r}; GET /models lists the models"}]
+        }
     )
 
     detail: str = Field(
@@ -79,7 +83,9 @@ def to_arrays(ticks: list[TickIn]) -> TickArrays:
     return TickArrays(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy())
 
 
-_EXAMPLE_TICKS = [{"time": 1534131395 + i, "price": 6356.7 + (i % 3) * 0.5, "amount": 0.1} for i in range(33)]
+_EXAMPLE_TICKS: list[JsonValue] = [
+    {"time": 1534131395 + i, "price": 6356.7 + (i % 3) * 0.5, "amount": 0.1} for i in range(33)
+]
 _IGNORED = (
     "ignored; accepted so that the JSON of GET /markets/{exchange}/{symbol}/ticks can be posted here as it is"
 )
@@ -94,7 +100,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"ticks": _EXAMPLE_TICKS}, {"ticks": _EXAMPLE_TICKS, "model_id": _MODEL_ID}]
+            "examples": [{"ticks": _EXAMPLE_TICKS}, {"ticks": _EXAMPLE_TICKS, "model_id": EXAMPLE_MODEL_ID}]
         },
     )
 
@@ -105,8 +111,8 @@ class PredictRequest(BaseModel):
         None, max_length=1024, description="several tick lists, one prediction each"
     )
     model_id: str | None = Field(None, max_length=128, description="a registry id; default: the active model")
-    exchange: str | None = Field(None, max_length=64, description=_IGNORED)
-    symbol: str | None = Field(None, max_length=64, description=_IGNORED)
+    exchange: str | None = Field(None, max_length=NAME_MAX, description=_IGNORED)
+    symbol: str | None = Field(None, max_length=NAME_MAX, description=_IGNORED)
     count: int | None = Field(None, ge=0, strict=True, description=_IGNORED)
 
     @model_validator(mode="after")
@@ -120,11 +126,11 @@ class PredictRequest(BaseModel):
         return self
 
 
-_PREDICTION = {
+_PREDICTION: JsonDict = {
     "probability": 0.29,
     "decision": False,
     "threshold": 0.34,
-    "model_id": _MODEL_ID,
+    "model_id": EXAMPLE_MODEL_ID,
     "as_of": 1534131427.0,
 }
 
@@ -147,60 +153,40 @@ class PredictBatchOut(BaseModel):
     predictions: list[PredictionOut] = Field(description="one prediction per window, in the order sent")
 
 
-class TrainConfigIn(BaseModel):
-    """Hyper-parameters; bounded so that one request cannot occupy the machine for days.
-    Strict: numbers must be JSON numbers (integers for the counts), never booleans or strings."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [{"arch": "GRU", "hidden_size": 32, "num_layers": 1, "num_epochs": 10}]
-        },
+def _train_config_model() -> type[BaseModel]:
+    """TrainConfigIn, generated from the settings the API takes (`app.ml.config`): their names,
+    defaults, bounds and help are declared there once, for the API, the jobs and the CLI alike."""
+    fields: dict[str, Any] = {}
+    for s in API_SETTINGS:
+        p = s.param
+        kind = Literal.__getitem__(s.choices) if s.choices else s.kind
+        finite = False if p.finite else None  # None: pydantic's default
+        field = Field(s.default, ge=p.ge, gt=p.gt, le=p.le, lt=p.lt, allow_inf_nan=finite, description=p.help)
+        fields[s.name] = (kind, field)
+    return create_model(
+        "TrainConfigIn",
+        __doc__="Hyper-parameters; bounded so that one request cannot occupy the machine for days.\n"
+        "Strict: numbers must be JSON numbers (integers for the counts), never booleans or strings.",
+        __config__=ConfigDict(
+            extra="forbid",
+            strict=True,
+            json_schema_extra={
+                "examples": [{"arch": "GRU", "hidden_size": 32, "num_layers": 1, "num_epochs": 10}]
+            },
+        ),
+        **fields,
     )
 
-    arch: Literal["CNN", "LSTM", "RNNLinear", "GRU", "PureRNN"] = Field(
-        "CNN", description="the network: a 1-D CNN, an LSTM (RNNLinear is the same), a GRU or a plain RNN"
-    )
-    seq_len: int = Field(
-        32, ge=2, le=512, description="ticks in one input window; /predict then needs seq_len + 1 ticks"
-    )
-    horizon: int = Field(1, ge=1, le=100, description="predict a rise this many ticks ahead")
-    hidden_size: int = Field(
-        32, ge=1, le=1024, description="width of each hidden layer (channels for the CNN)"
-    )
-    num_layers: int = Field(2, ge=1, le=16, description="hidden layers")
-    dropout: float = Field(0.3, ge=0, lt=1, description="dropout rate between layers, in [0, 1)")
-    batch_size: int = Field(256, ge=2, le=65536, description="training windows per optimiser step")
-    num_epochs: int = Field(
-        8, ge=1, le=1000, description="passes over the training windows (fewer if early stopping ends it)"
-    )
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="the optimiser")
-    lr: float = Field(2e-3, gt=0, le=10, allow_inf_nan=False, description="learning rate")
-    weight_decay: float = Field(
-        0.0, ge=0, le=1, allow_inf_nan=False, description="L2 penalty (decoupled for adamw)"
-    )
-    step_size: int = Field(3, ge=1, le=1000, description="epochs between learning-rate cuts")
-    gamma: float = Field(0.5, gt=0, le=1, description="factor of each learning-rate cut")
-    clip: float = Field(
-        1.0, ge=0, le=1000, allow_inf_nan=False, description="gradient-norm clipping; 0 turns it off"
-    )
-    patience: int = Field(
-        3,
-        ge=0,
-        le=1000,
-        description="stop after this many epochs without a validation AUC gain; 0 never stops early",
-    )
-    train_split: float = Field(0.6, gt=0, lt=1, description="share of the windows (the oldest) to train on")
-    val_split: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="share of the windows after those to validate on; the rest is the test split",
-    )
-    seed: int = Field(
-        0, ge=0, le=2**31 - 1, description="random seed: the same data and settings give the same model"
-    )
+
+if TYPE_CHECKING:
+
+    class TrainConfigIn(BaseModel):
+        """What the type checker sees: the fields are generated, one per API setting."""
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    TrainConfigIn = _train_config_model()
 
 
 class TrainRequest(BaseModel):
@@ -221,14 +207,14 @@ class TrainRequest(BaseModel):
     exchange: str = Field(
         "synthetic",
         min_length=1,
-        max_length=64,
+        max_length=NAME_MAX,
         pattern=NAME_PATTERN,
         description="the market's exchange, as in GET /markets",
     )
     symbol: str = Field(
         "BTC-USD",
         min_length=1,
-        max_length=64,
+        max_length=NAME_MAX,
         pattern=NAME_PATTERN,
         description="the market's symbol, as in GET /markets",
     )
@@ -247,8 +233,7 @@ class TrainRequest(BaseModel):
     def _range(self) -> TrainRequest:
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
-        if self.config.train_split + self.config.val_split > 1:
-            raise ValueError("config.train_split + config.val_split must be <= 1")
+        check_splits(self.config.train_split, self.config.val_split, prefix="config.")
         return self
 
 
@@ -314,7 +299,7 @@ class ModelOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "id": _MODEL_ID,
+                    "id": EXAMPLE_MODEL_ID,
                     "active": True,
                     "size_bytes": 48213,
                     "arch": "CNN",
@@ -348,194 +333,3 @@ class ModelOut(BaseModel):
     unloadable_reason: str | None = Field(
         description="why the model cannot be loaded and what to do; null when loadable"
     )
-
-
-class TickOut(BaseModel):
-    time: float = Field(description="when the trade happened, unix seconds")
-    price: float = Field(description="the trade's price")
-    amount: float = Field(description="the traded quantity")
-
-
-class TicksOut(BaseModel):
-    """Stored ticks, oldest first; a valid POST /predict body as it is."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "exchange": "synthetic",
-                    "symbol": "BTC-USD",
-                    "count": 2,
-                    "ticks": [
-                        {"time": 1795653448.0, "price": 6642.56, "amount": 0.001},
-                        {"time": 1795653452.7, "price": 6642.9, "amount": 0.25},
-                    ],
-                }
-            ]
-        }
-    )
-
-    exchange: str = Field(description="the market's exchange")
-    symbol: str = Field(description="the market's symbol")
-    count: int = Field(description="how many ticks follow")
-    ticks: list[TickOut] = Field(description="the ticks, oldest first")
-
-
-class MarketOut(BaseModel):
-    """A market's ingestion status. Stored markets that are not configured (imported ones) are
-    listed too, `scheduled: false`, with their stored ticks and null pull fields."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "exchange": "binance",
-                    "symbol": "BTC-USD",
-                    "scheduled": True,
-                    "ingesting": True,
-                    "last_pull": 1795653450.2,
-                    "last_success": 1795653450.2,
-                    "last_new_ticks": 12,
-                    "last_error": None,
-                    "pulls": 360,
-                    "failures": 1,
-                    "consecutive_failures": 0,
-                    "worker_restarts": 0,
-                    "ticks_stored": 183004,
-                    "last_tick_time": 1795653448.0,
-                    "lag_s": 2.9,
-                    "cursor": "3401187",
-                    "next_run": 1795653460.2,
-                }
-            ]
-        }
-    )
-
-    exchange: str = Field(description="the market's exchange")
-    symbol: str = Field(description="the market's symbol")
-    scheduled: bool = Field(
-        description="configured in TICKCAST_MARKETS (pulled on the schedule when "
-        "ingesting); false for a market that only has stored ticks"
-    )
-    ingesting: bool = Field(
-        description="whether this market is pulled on the schedule now (TICKCAST_INGEST and scheduled)"
-    )
-    last_pull: float | None = Field(
-        description="when the last pull finished (unix s); null before the "
-        "first and for markets that are not scheduled"
-    )
-    last_success: float | None = Field(
-        None, description="when the last pull that worked finished (unix s): alert when it is old"
-    )
-    last_new_ticks: int | None = Field(description="ticks the last pull stored")
-    last_error: str | None = Field(description="why the last pull failed; null when it worked")
-    pulls: int | None = Field(description="pulls that worked since the service started")
-    failures: int | None = Field(description="pulls that failed since the service started")
-    consecutive_failures: int | None = Field(
-        description="failed pulls since the last that worked: alert on this"
-    )
-    worker_restarts: int = Field(description="deaths of the ingest worker answered with a new one")
-    ticks_stored: int = Field(description="ticks of this market in the store")
-    last_tick_time: float | None = Field(description="time of the newest stored tick (unix s)")
-    lag_s: float | None = Field(description="seconds from the newest stored tick to now")
-    cursor: str | None = Field(description="where the next pull resumes (the source's own position)")
-    next_run: float | None = Field(description="when the next scheduled pull starts (unix s)")
-
-
-class MarketRef(BaseModel):
-    exchange: str = Field(description="the market's exchange")
-    symbol: str = Field(description="the market's symbol")
-    scheduled: bool = Field(
-        description="configured in TICKCAST_MARKETS; false for a market that only has stored ticks (imported)"
-    )
-
-
-class InfoOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "version": "0.1.0",
-                    "auth_required": False,
-                    "device": "cpu",
-                    "markets": [
-                        {"exchange": "synthetic", "symbol": "BTC-USD", "scheduled": True},
-                        {"exchange": "kraken", "symbol": "ETH-USD", "scheduled": False},
-                    ],
-                }
-            ]
-        }
-    )
-
-    version: str = Field(description="the service's version")
-    auth_required: bool = Field(description="whether writes need the X-API-Key header")
-    markets: list[MarketRef] = Field(description="the configured markets, then the other stored ones")
-    device: str = Field(description="where the models run: cpu, cuda:N or mps")
-
-
-class HealthOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
-
-    status: Literal["ok"] = Field(description="always ok: the process answers")
-
-
-class ReadyOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready", "model_id": _MODEL_ID}]})
-
-    status: Literal["ready"] = Field(description="always ready on a 200")
-    model_id: str = Field(description="the active model, which /predict uses")
-
-
-class NotReadyOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "status": "not ready",
-                    "reason": "no model is loaded; train one (POST /train)",
-                    "detail": "no model is loaded; train one (POST /train)",
-                }
-            ]
-        }
-    )
-
-    status: Literal["not ready"] = Field(description="always `not ready` on a 503")
-    reason: str = Field(description="why, and what to do")
-    detail: str = Field(description="the same as reason, as every other error names it")
-
-
-class PullOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "exchange": "binance",
-                    "symbol": "BTC-USD",
-                    "new_ticks": 120,
-                    "pages": 1,
-                    "cursor": "3401187",
-                    "seconds": 0.42,
-                }
-            ]
-        }
-    )
-
-    exchange: str = Field(description="the market's exchange")
-    symbol: str = Field(description="the market's symbol")
-    new_ticks: int = Field(description="ticks stored by this pull (re-pulled ones count once)")
-    pages: int = Field(description="pages fetched from the exchange")
-    cursor: str | None = Field(description="where the next pull resumes")
-    seconds: float = Field(description="how long the pull took")
-
-
-class ImportOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"exchange": "kraken", "symbol": "ETH-USD", "rows": 4, "new_ticks": 4}]
-        }
-    )
-
-    exchange: str = Field(description="the market's exchange")
-    symbol: str = Field(description="the market's symbol")
-    rows: int = Field(description="data rows in the CSV")
-    new_ticks: int = Field(description="rows stored; `rows - new_ticks` were stored already")

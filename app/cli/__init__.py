@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from types import ModuleType
 
 # name -> (module under app.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def command_module(name: str):
+def command_module(name: str) -> ModuleType:
     return importlib.import_module(f"app.cli.{COMMANDS[name][0]}")
 
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the first word picks the command (or is --help); the rest goes to that command's own parser
     args = build_parser().parse_args(argv[:1])
-    return command_module(args.command).main(argv[1:], prog=f"tickcast {args.command}")
+    rc: int = command_module(args.command).main(argv[1:], prog=f"tickcast {args.command}")
+    return rc
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from app.cli import HelpFormatter
 from app.cli.train import parse_split
-from app.market.loading import DEFAULT_STORE, load_ticks
+from app.market.loading import load_ticks
+from app.market.store import DEFAULT_PATH
 from app.ml import checkpoint, evaluation
+from app.ml.config import DEFAULTS
 from app.paths import tried
 
 
@@ -29,17 +31,18 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         type=parse_split,
-        default=(0.6, 0.2),
-        help="TRAIN[,VAL] fractions as in training (default: 0.6,0.2)",
+        default=(DEFAULTS.train_split, DEFAULTS.val_split),
+        help="TRAIN[,VAL] fractions as in training "
+        f"(default: {DEFAULTS.train_split:g},{DEFAULTS.val_split:g})",
     )
     p.add_argument("--part", choices=("test", "val"), default="test", help="which split to score")
     p.add_argument(
         "--store",
-        default=str(DEFAULT_STORE),
+        default=str(DEFAULT_PATH),
         help="tick store for exchange:SYMBOL data, relative to the current directory",
     )
     p.add_argument("--device", default="cpu", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    p.add_argument("--seed", type=int, default=0, help="seed of a synthetic source")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed of a synthetic source")
     return p
 
 

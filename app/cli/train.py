@@ -12,16 +12,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tqdm import tqdm
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 from app.cli import HelpFormatter
-from app.market.loading import DEFAULT_STORE, load_ticks
+from app.market.loading import load_ticks
+from app.market.store import DEFAULT_PATH
 from app.market.ticks import TickArrays
-from app.ml import checkpoint, evaluation, nets, training
+from app.ml import checkpoint, evaluation, training
+from app.ml.config import BY_NAME, CLI_SETTINGS, DEFAULTS, Setting, TrainConfig, check_splits
 
-D = training.TrainConfig
+D = DEFAULTS
+# Where each setting's flag is listed in --help: the ancestor's flags, then the ones added since.
+ANCESTOR = {
+    "seq_len",
+    "batch_size",
+    "num_layers",
+    "hidden_size",
+    "save_every",
+    "num_epochs",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "step_size",
+    "gamma",
+    "num_threads",
+}
+# Values a flag takes beyond its setting's bounds, each a mode of the command line rather than a
+# setting: --num_epochs 0 evaluates --state_file and trains nothing (handled before any config).
+MODES: dict[str, tuple[Any, ...]] = {"num_epochs": (0,)}
+MODE_HELP = {"num_epochs": "; 0 evaluates --state_file only"}
 
 
 def parse_split(text: str) -> tuple[float, float]:
@@ -32,16 +55,58 @@ def parse_split(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"--split takes TRAIN[,VAL] fractions, got {text!r}") from e
     if len(parts) == 1:
         parts.append(1.0 - parts[0])
-    if len(parts) != 2 or not all(0 < p < 1 for p in parts) or sum(parts) > 1 + 1e-9:
+    rule = BY_NAME["train_split"].rule().removeprefix("a number ")
+    try:
+        if len(parts) != 2:
+            raise ValueError("one or two fractions")
+        train, val = BY_NAME["train_split"].check(parts[0]), BY_NAME["val_split"].check(parts[1])
+        check_splits(train, val)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(
-            f"--split takes TRAIN[,VAL] fractions in (0, 1) summing to <= 1, got {text!r}"
-        )
-    return parts[0], parts[1]
+            f"--split takes TRAIN[,VAL] fractions {rule} summing to <= 1, got {text!r}"
+        ) from e
+    return train, val
+
+
+def flag_type(s: Setting) -> Callable[[str], Any]:
+    """The flag's argparse type: the text as the setting's kind, within its bounds (or a mode)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = s.kind(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"must be {s.rule()}, got {text!r}") from e
+        if value in MODES.get(s.name, ()):
+            return value
+        try:
+            return s.check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"must be {s.rule()}, got {text}") from e
+
+    return parse
+
+
+def add_setting(group: argparse._ActionsContainer, s: Setting) -> None:
+    """One setting's flag (or positional), its help and default from the config's declaration."""
+    assert s.flag is not None
+    if not s.flag.startswith("-"):
+        group.add_argument(s.name, metavar=s.flag, help=f"{s.param.help} ({s.rule()})")
+        return
+    kw: dict[str, Any] = {
+        "dest": s.name,
+        "default": s.default,
+        "help": s.param.help + MODE_HELP.get(s.name, ""),
+    }
+    if s.choices:
+        kw["choices"] = s.choices
+    elif s.kind is not str:
+        kw.update(type=flag_type(s), metavar=s.flag.lstrip("-").upper())
+    group.add_argument(s.flag, **kw)
 
 
 def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("model", metavar="ARCH", help=f"one of {', '.join(nets.ARCHS)}, or RNNLinear (= LSTM)")
+    add_setting(p, BY_NAME["arch"])
     p.add_argument(
         "data",
         nargs="?",
@@ -51,7 +116,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="the data, if not given as the second argument")
     p.add_argument(
         "--store",
-        default=str(DEFAULT_STORE),
+        default=str(DEFAULT_PATH),
         help="tick store for exchange:SYMBOL sources, relative to the current directory",
     )
     p.add_argument(
@@ -71,25 +136,10 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="TRAIN[,VAL] chronological fractions; the rest is the test split "
         f"(default: {D.train_split:g},{D.val_split:g})",
     )
-    g.add_argument(
-        "--sequence_length",
-        type=int,
-        default=D.seq_len,
-        help="window length L: ticks of history per prediction",
-    )
-    g.add_argument("--batch_size", type=int, default=D.batch_size, help="windows per training step")
-    g.add_argument(
-        "--num_layers",
-        type=int,
-        default=D.num_layers,
-        help="stacked layers: convolution blocks (CNN) or recurrent layers",
-    )
-    g.add_argument(
-        "--hidden_size",
-        type=int,
-        default=D.hidden_size,
-        help="channels (CNN) or hidden units (LSTM, GRU, PureRNN) per layer",
-    )
+    g2 = p.add_argument_group("new flags")
+    for s in CLI_SETTINGS:
+        if s.name != "arch":
+            add_setting(g if s.name in ANCESTOR else g2, s)
     g.add_argument(
         "--state_file",
         default=None,
@@ -97,53 +147,7 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "epochs and at each best epoch; with --num_epochs 0, the model to evaluate "
         "(default: none, not resumable)",
     )
-    g.add_argument("--save_every", type=int, default=0, help="epochs between state saves (0: best only)")
-    g.add_argument(
-        "--num_epochs",
-        type=int,
-        default=D.num_epochs,
-        help="passes over the training split (at most; see --patience); 0 evaluates --state_file only",
-    )
-    g.add_argument(
-        "--optimizer",
-        choices=("adam", "adamw", "sgd"),
-        default=D.optimizer,
-        help="adam, adamw or sgd (momentum 0.9)",
-    )
-    g.add_argument("--learning_rate", type=float, default=D.lr, help="the optimizer's step size")
-    g.add_argument(
-        "--weight_decay",
-        type=float,
-        default=D.weight_decay,
-        help="weight decay (decoupled with adamw; 0: off)",
-    )
-    g.add_argument("--step_size", type=int, default=D.step_size, help="StepLR period in epochs")
-    g.add_argument("--gamma", type=float, default=D.gamma, help="StepLR decay factor")
-    g.add_argument(
-        "--num_workers",
-        type=int,
-        default=None,
-        help="CPU threads for torch (batches are gathered in place, so threads are "
-        "where extra workers help) (default: torch's own choice)",
-    )
     g.add_argument("--use_cuda", action="store_true", help="same as --device cuda")
-    g2 = p.add_argument_group("new flags")
-    g2.add_argument("--device", default=D.device, help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    g2.add_argument("--clip", type=float, default=D.clip, help="gradient-norm clip (0: off)")
-    g2.add_argument("--patience", type=int, default=D.patience, help="early-stop patience (0: off)")
-    g2.add_argument(
-        "--monitor",
-        default=D.monitor,
-        help="validation metric for best/early stop: auc, accuracy, ppv, npv, brier, log_loss or loss",
-    )
-    g2.add_argument("--dropout", type=float, default=D.dropout, help="between LSTM/GRU layers")
-    g2.add_argument("--horizon", type=int, default=D.horizon, help="predict the move h ticks ahead")
-    g2.add_argument(
-        "--seed",
-        type=int,
-        default=D.seed,
-        help="seeds the weights, the batch order and a synthetic source: same seed, same CPU run",
-    )
     g2.add_argument(
         "--out",
         default="models",
@@ -153,37 +157,19 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     return p
 
 
-def config_from(args: argparse.Namespace) -> training.TrainConfig:
-    return training.TrainConfig(
-        arch=args.model,
-        seq_len=args.sequence_length,
-        horizon=args.horizon,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        dropout=args.dropout,
-        batch_size=args.batch_size,
-        num_epochs=args.num_epochs,
-        optimizer=args.optimizer,
-        lr=args.learning_rate,
-        weight_decay=args.weight_decay,
-        step_size=args.step_size,
-        gamma=args.gamma,
-        clip=args.clip,
-        patience=args.patience,
-        monitor=args.monitor,
-        train_split=args.split[0],
-        val_split=args.split[1],
-        seed=args.seed,
-        device="cuda" if args.use_cuda else args.device,
-        num_threads=args.num_workers,
-        save_every=args.save_every,
-    )
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings from the parsed flags: ValueError for a bad one (an unknown ARCH)."""
+    values = {s.name: getattr(args, s.name) for s in CLI_SETTINGS}
+    values["train_split"], values["val_split"] = args.split
+    if args.use_cuda:
+        values["device"] = "cuda"
+    return TrainConfig.from_dict(values)
 
 
 class Bar:
     """tqdm over all batches of all epochs, with the last validation scores in the postfix."""
 
-    def __init__(self, cfg: training.TrainConfig, enabled: bool) -> None:
+    def __init__(self, cfg: TrainConfig, enabled: bool) -> None:
         self.bar: tqdm | None = None
         self.enabled = enabled
         self.cfg = cfg
@@ -225,24 +211,13 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
     if args.data and args.source:
         parser.error("give the data once: as the second argument or as --source, not both")
     try:
-        cfg = config_from(args)
+        cfg = None if args.num_epochs == 0 else config_from(args)  # 0: evaluate, no settings
         loaded = load_ticks(source, store_path=args.store, start=args.start, end=args.end, seed=args.seed)
         print(f"{len(loaded.ticks):,} ticks from {source}", file=sys.stderr)
         state = Path(args.state_file).absolute() if args.state_file else None  # errors name it whole
-        if cfg.num_epochs == 0:
-            return evaluate_only(state, loaded.ticks, cfg)
-        bar = Bar(cfg, enabled=not args.quiet)
-        try:
-            result = training.fit(
-                loaded.ticks,
-                cfg,
-                data_info=loaded.info,
-                progress=bar,
-                state_path=state,
-                resume=state if state and state.exists() else None,
-            )
-        finally:
-            bar.close()
+        if cfg is None:
+            return evaluate_only(state, loaded.ticks, "cuda" if args.use_cuda else args.device, args.split)
+        result = train(cfg, loaded, state, quiet=args.quiet)
         path = result.save(args.out)
     except KeyboardInterrupt:
         print("interrupted; the last state file (if any) can be resumed with --state_file", file=sys.stderr)
@@ -263,12 +238,29 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
     return 0
 
 
-def evaluate_only(state: Path | None, ticks: TickArrays, cfg: training.TrainConfig) -> int:
+def train(cfg: TrainConfig, loaded: Any, state: Path | None, *, quiet: bool) -> training.FitResult:
+    """fit() with a progress bar, resuming from `state` when that file exists."""
+    bar = Bar(cfg, enabled=not quiet)
+    try:
+        return training.fit(
+            loaded.ticks,
+            cfg,
+            data_info=loaded.info,
+            progress=bar,
+            state_path=state,
+            resume=state if state and state.exists() else None,
+        )
+    finally:
+        bar.close()
+
+
+def evaluate_only(state: Path | None, ticks: TickArrays, device: str, split: tuple[float, float]) -> int:
     if state is None:
         raise ValueError("--num_epochs 0 evaluates a model: give it with --state_file")
-    model = checkpoint.load(state, checkpoint.best_device(cfg.device))
-    part = "test" if cfg.train_split + cfg.val_split < 1 - 1e-9 else "val"
-    rows = evaluation.compare([model], ticks, train=cfg.train_split, val=cfg.val_split, part=part)
+    model = checkpoint.load(state, checkpoint.best_device(device))
+    train_split, val_split = split
+    part = "test" if train_split + val_split < 1 - 1e-9 else "val"
+    rows = evaluation.compare([model], ticks, train=train_split, val=val_split, part=part)
     print(f"{part} split of {len(ticks):,} ticks")
     print(evaluation.format_table(rows))
     return 0
@@ -276,14 +268,14 @@ def evaluate_only(state: Path | None, ticks: TickArrays, cfg: training.TrainConf
 
 def summary(result: training.FitResult, path: Path) -> str:
     m = result.meta
-    rows = [evaluation.Row(f"{part}", scores) for part, scores in m["metrics"].items()]
+    rows = [evaluation.Row(f"{part}", scores) for part, scores in m.metrics.items()]
     lines = [
         "",
-        f"model    {m['id']}  ({m['arch']}, L={m['seq_len']}, {m['hparams']})",
+        f"model    {m.id}  ({m.arch}, L={m.seq_len}, {m.hparams})",
         f"saved    {path}",
-        f"epochs   {m['epochs']} run, best {m['best_epoch']} ({result.stop_reason}), "
-        f"{m['train_seconds']:.1f} s",
-        f"decision rise if p >= {m['threshold']:.4f} (the training base rate)",
+        f"epochs   {m.epochs} run, best {m.best_epoch} ({result.stop_reason}), "
+        f"{m.train_seconds or 0.0:.1f} s",
+        f"decision rise if p >= {m.threshold:.4f} (the training base rate)",
         "",
         evaluation.format_table(rows),
     ]
@@ -294,7 +286,7 @@ def summary(result: training.FitResult, path: Path) -> str:
     ]
     for h in result.history:
         v = h["val"]
-        flag = " *" if h["epoch"] == m["best_epoch"] else ""
+        flag = " *" if h["epoch"] == m.best_epoch else ""
         hist.append(
             f"| {h['epoch']:5d} | {h['train_loss']:10.4f} | {v['auc']:7.4f} | "
             f"{v['brier']:9.4f} | {v['log_loss']:12.4f} | {h['seconds']:6.1f}{flag} |"

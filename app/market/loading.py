@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.market.store import DEFAULT_PATH, TickStore
 from app.market.ticks import TickArrays, TickError, read_csv
 from app.paths import tried
 
-DEFAULT_STORE = Path("data/tickcast.db")
 DEFAULT_SYNTHETIC_TICKS = 100_000
 
 
@@ -26,7 +26,7 @@ class Loaded:
 def load_ticks(
     source: str,
     *,
-    store_path: str | Path = DEFAULT_STORE,
+    store_path: str | Path = DEFAULT_PATH,
     start: float | None = None,
     end: float | None = None,
     seed: int = 0,
@@ -59,8 +59,6 @@ def load_ticks(
             ticks = ticks[lo:hi]
         return Loaded(ticks, {"source": str(path), "exchange": None, "symbol": None})
     if ":" in source:
-        from app.market.store import TickStore
-
         exchange, symbol = source.split(":", 1)
         if not Path(store_path).is_file():
             raise FileNotFoundError(

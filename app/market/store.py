@@ -2,7 +2,10 @@
 
 SQLite because a fresh machine needs nothing installed and one file is easy
 to back up; the schema is small and plain so a PostgreSQL store can mirror it
-when several replicas share data.
+when several replicas share data (`storage.TickStorage` is the seam both
+implement). The file holds ticks, markets and ingestion cursors, nothing else
+of this class's: training jobs keep their own table in it, with its own
+schema and migrations (`app.services.jobs.sqlite`).
 
 Ticks live in a WITHOUT ROWID table clustered on (market_id, time, seq), so a
 time-range read of one market is one sequential walk of the b-tree. What
@@ -19,11 +22,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
 
+from app.market.storage import Position, StoreError, TickStorage
 from app.market.ticks import TickArrays, ordinals, validate
+
+__all__ = ["DEFAULT_PATH", "SCHEMA_VERSION", "Position", "StoreError", "TickStore"]
 
 DEFAULT_PATH = Path("data/tickcast.db")
 
@@ -52,15 +59,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE UNIQUE INDEX ticks_no_id ON ticks (market_id, time, price, amount, ord)
             WHERE trade_id IS NULL""",
     ),
-    (
-        # training jobs (app/services/jobs.py); spec/progress/result are JSON text
-        """CREATE TABLE jobs (
-            id TEXT PRIMARY KEY, status TEXT NOT NULL, spec TEXT NOT NULL, progress TEXT,
-            result TEXT, error TEXT, created_at REAL NOT NULL, started_at REAL,
-            finished_at REAL)""",
-        "CREATE INDEX jobs_created ON jobs (created_at)",
-        "CREATE INDEX jobs_status ON jobs (status)",
-    ),
+    # Created the training jobs' table until the job store took it over with schema versions
+    # of its own (app/services/jobs/sqlite.py, which adopts the table these files hold). The
+    # step stays, empty, so that version numbers keep their meaning.
+    (),
     (
         # where each market's ingestion resumes; written in the same transaction as the ticks
         # it follows, so it never points past data that was not stored
@@ -72,12 +74,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _Market = tuple[int, bool, bool]  # id, has ever had a trade_id, has ever had a side
-Position = tuple[float, int]  # (time, seq): where a tick sits in its market's order
 _AFTER_DTYPE = np.dtype([("time", "f8"), ("price", "f8"), ("amount", "f8"), ("seq", "i8")])
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used as it is (e.g. a file written by a newer tickcast)."""
+_NULL = np.array(None, dtype=object)  # NULL for np.where (a bare None does not type-check there)
 
 
 class TickStore:
@@ -87,6 +85,9 @@ class TickStore:
     pool); every call holds one lock, because a read on a shared connection
     would otherwise see another thread's half-written transaction.
     """
+
+    # what sqlite3 raises when the file is locked, read-only, full or failing (`TickStorage.errors`)
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
         memory = str(path) == ":memory:"
@@ -136,13 +137,6 @@ class TickStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The connection inside one transaction, under the store's lock: for services that
-        keep their own small tables in the store (training jobs)."""
-        with self._transaction() as db:
-            yield db
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -276,7 +270,8 @@ class TickStore:
             market = self._market(exchange, symbol)
             if market is None or limit <= 0:
                 return TickArrays.empty(), np.empty(0, dtype=np.int64)
-            where, args = "market_id = ?", [market[0]]
+            where = "market_id = ?"
+            args: list[float | int] = [market[0]]
             if position is not None:
                 where += " AND time >= ? AND (time > ? OR seq > ?)"
                 args += [float(position[0]), float(position[0]), int(position[1])]
@@ -346,19 +341,22 @@ def _opt_str_col(col: np.ndarray | None, n: int) -> tuple[Iterable[str | None], 
     s = pd.Series(col, dtype=object)
     text = s.astype(str)
     missing = s.isna().to_numpy() | (text == "").to_numpy()
-    return np.where(missing, None, text.to_numpy(dtype=object)).tolist(), missing
+    return np.where(missing, _NULL, text.to_numpy(dtype=object)).tolist(), missing
 
 
 def _ord_col(ords: np.ndarray, no_id: np.ndarray | None) -> list[int | None]:
     """The ord column: NULL for ticks with a trade id, which the no-id index skips."""
     if no_id is None:
-        return ords.tolist()
-    return np.where(no_id, ords.astype(object), None).tolist()
+        col: list[int | None] = ords.tolist()
+    else:
+        col = np.where(no_id, ords.astype(object), _NULL).tolist()
+    return col
 
 
 def _time_range(market_id: int, start: float | None, end: float | None) -> tuple[str, list[float | int]]:
     """The WHERE clause (and its arguments) of one market's ticks with start <= time < end."""
-    where, args = "market_id = ?", [market_id]
+    where = "market_id = ?"
+    args: list[float | int] = [market_id]
     if start is not None:
         where += " AND time >= ?"
         args.append(float(start))
@@ -383,7 +381,7 @@ def _columns(market: _Market, ids: bool) -> tuple[str, np.dtype]:
 
 def _to_arrays(rows: np.ndarray) -> TickArrays:
     def opt(name: str) -> np.ndarray | None:
-        if name not in rows.dtype.names:
+        if rows.dtype.names is None or name not in rows.dtype.names:
             return None
         col = np.ascontiguousarray(rows[name])
         return None if not col.size or (col == None).all() else col  # noqa: E711
@@ -395,3 +393,7 @@ def _to_arrays(rows: np.ndarray) -> TickArrays:
         opt("trade_id"),
         opt("side"),
     )
+
+
+if TYPE_CHECKING:  # mypy proves here that the SQLite store implements the seam
+    _conforms: type[TickStorage] = TickStore

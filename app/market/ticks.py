@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import IO
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
 
 from app.atomic import atomic_write
 
@@ -153,7 +154,8 @@ def _opt_str(v: object) -> str | None:
 def missing_ids(trade_id: np.ndarray) -> np.ndarray:
     """Mask of ticks without a trade id: None, NaN and '' all mean unknown (as in the CSV reader)."""
     s = pd.Series(trade_id, dtype=object)
-    return s.isna().to_numpy() | (s.astype(str) == "").to_numpy()
+    mask: np.ndarray = s.isna().to_numpy() | (s.astype(str) == "").to_numpy()
+    return mask
 
 
 def ordinals(ticks: TickArrays, no_id: np.ndarray | None = None) -> np.ndarray:
@@ -189,7 +191,7 @@ def validate(ticks: TickArrays, *, first_row: int = 0) -> None:
     `first_row` offsets the reported row numbers (a CSV's first data line, a
     request's first index), so the message points at the place the user edits.
     """
-    checks = (
+    checks: tuple[tuple[str, np.ndarray, Callable[[np.ndarray], np.ndarray], str], ...] = (
         ("time", ticks.time, lambda c: ~np.isfinite(c), "time is not a finite number"),
         ("price", ticks.price, lambda c: ~np.isfinite(c), "price is not a finite number"),
         ("price", ticks.price, lambda c: c <= 0, "price must be > 0"),
@@ -211,21 +213,21 @@ def validate(ticks: TickArrays, *, first_row: int = 0) -> None:
             first_row + i,
         )
     if ticks.side is not None:
-        ok = np.isin(ticks.side, (*SIDES, None))
+        ok = np.isin(ticks.side, np.array([*SIDES, None], dtype=object))
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             raise TickError(f"side must be 'buy', 'sell' or empty, got {ticks.side[i]!r}", first_row + i)
     if ticks.ordinal is not None:
-        _validate_ordinals(ticks, first_row)
+        _validate_ordinals(ticks, ticks.ordinal, first_row)
 
 
-def _validate_ordinals(ticks: TickArrays, first_row: int) -> None:
-    """Ordinals come from code, not people, but a wrong one loses a trade silently (the
-    store drops a repeated key), so a source's numbering bug fails loudly instead."""
-    o = ticks.ordinal
+def _validate_ordinals(ticks: TickArrays, o: np.ndarray, first_row: int) -> None:
+    """Ordinals (`o`, the ticks' own) come from code, not people, but a wrong one loses a
+    trade silently (the store drops a repeated key), so a source's numbering bug fails
+    loudly instead."""
     if o.dtype.kind not in "iu":
         raise TickError(f"ordinal must hold integers, got {o.dtype}")
-    no_id = np.ones(len(o), dtype=bool) if ticks.trade_id is None else missing_ids(ticks.trade_id)
+    no_id = np.ones(len(o), dtype=np.bool_) if ticks.trade_id is None else missing_ids(ticks.trade_id)
     bad = np.flatnonzero(no_id & (o < 0))
     if bad.size:
         i = int(bad[0])
@@ -280,14 +282,19 @@ def read_csv(source: str | os.PathLike[str] | io.TextIOBase) -> TickArrays:
         num[name] = val
     trade_id = side = None
     if "trade_id" in df.columns:
-        s = df["trade_id"].str.strip()
-        trade_id = np.where(s.to_numpy() == "", None, s.to_numpy()).astype(object)
+        trade_id = _blank_is_none(df["trade_id"].str.strip().to_numpy())
     if "side" in df.columns:
-        s = df["side"].str.strip().str.lower()
-        side = np.where(s.to_numpy() == "", None, s.to_numpy()).astype(object)
+        side = _blank_is_none(df["side"].str.strip().str.lower().to_numpy())
     ticks = TickArrays(num["time"], num["price"], num["amount"], trade_id, side)
     validate(ticks, first_row=first_line)
     return ticks
+
+
+def _blank_is_none(values: np.ndarray) -> np.ndarray:
+    """An object column with None for each empty cell (unknown, as in a source's ticks)."""
+    out = values.astype(object)
+    out[values == ""] = None
+    return out
 
 
 def write_csv(ticks: TickArrays, path: str | os.PathLike[str]) -> None:
@@ -296,7 +303,7 @@ def write_csv(ticks: TickArrays, path: str | os.PathLike[str]) -> None:
         write_csv_to(ticks, f)
 
 
-def write_csv_to(ticks: TickArrays, f: io.TextIOBase) -> None:
+def write_csv_to(ticks: TickArrays, f: IO[str]) -> None:
     header = ["time", "price", "amount"]
     extra = [c for c in ("trade_id", "side") if getattr(ticks, c) is not None]
     w = csv.writer(f, lineterminator="\n")

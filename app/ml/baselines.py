@@ -50,10 +50,10 @@ def _logistic(w: torch.Tensor, y: torch.Tensor, train: tuple[int, int], rng: tup
         opt.zero_grad()
         loss = nn.functional.binary_cross_entropy_with_logits(lin(xd).squeeze(-1), yd)
         loss = loss + 1e-4 * lin.weight.pow(2).sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         return loss
 
-    opt.step(closure)
+    opt.step(closure)  # type: ignore[no-untyped-call]  # and LBFGS.step too
     with torch.no_grad():
         x = w[rng[0] : rng[1]].flatten(1).double().cpu()
         return torch.sigmoid(lin(x).squeeze(-1)).numpy()

@@ -20,11 +20,11 @@ import math
 import os
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from torch import nn
 from app.atomic import atomic_write
 from app.market.ticks import TickArrays
 from app.ml import features, nets
+from app.ml.meta import META_VERSION, MetaError, ModelMeta
 
 FORMAT = "tickcast.checkpoint"
 FORMAT_VERSION = 1
@@ -89,16 +90,19 @@ def utc_now_iso() -> str:
 
 def save(
     path: str | os.PathLike[str],
-    state_dict: dict[str, torch.Tensor],
-    meta: dict[str, Any],
+    state_dict: Mapping[str, torch.Tensor],
+    meta: ModelMeta | Mapping[str, Any],
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Atomically write a checkpoint; `train_state` (optimizer etc.) only for resumable files."""
+    """Atomically write a checkpoint; `train_state` (optimizer etc.) only for resumable files.
+
+    `meta` is a ModelMeta; plain metadata is written as given (a test or a tool that crafts a
+    file by hand)."""
     path = Path(path)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "meta": meta,
+        "meta": meta.to_dict() if isinstance(meta, ModelMeta) else dict(meta),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
     }
     if train_state is not None:
@@ -168,10 +172,8 @@ def best_device(requested: str = "auto") -> torch.device:
     return dev
 
 
-def build_net(meta: dict[str, Any]) -> nn.Module:
-    return nets.build(
-        meta["arch"], n_features=len(meta["features"]), seq_len=meta["seq_len"], **meta["hparams"]
-    )
+def build_net(meta: ModelMeta) -> nn.Module:
+    return nets.build(meta.arch, n_features=len(meta.features), seq_len=meta.seq_len, **meta.hparams)
 
 
 @dataclass
@@ -180,24 +182,25 @@ class Model:
 
     id: str
     net: nn.Module
-    meta: dict[str, Any]
+    meta: ModelMeta
     norm: features.Normalizer
     device: torch.device
 
     @property
     def seq_len(self) -> int:
-        return int(self.meta["seq_len"])
+        return self.meta.seq_len
 
     @property
     def threshold(self) -> float:
-        return float(self.meta["threshold"])
+        return self.meta.threshold
 
     @torch.inference_mode()
     def proba(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
         """Calibrated rise probabilities for standardised windows (B, L, F)."""
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
-        logits = self.net(x) + float(self.meta["logit_offset"])
-        return torch.sigmoid(logits).float().cpu().numpy()
+        logits = self.net(x) + self.meta.logit_offset
+        probs: np.ndarray = torch.sigmoid(logits).float().cpu().numpy()
+        return probs
 
     def predict(self, ticks: TickArrays) -> float:
         """Rise probability for the tick after the last one given."""
@@ -211,10 +214,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
     mapped file), so no random initialisation is spent on weights that are replaced anyway."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     payload = read(path, map_location="cpu", mmap=True)
-    expected = check(payload, path)
-    meta, state = payload["meta"], payload["state_dict"]
+    meta, expected = check(payload, path)
+    state = payload["state_dict"]
     try:
-        norm = features.Normalizer.from_dict(meta["norm"])
+        norm = features.Normalizer.from_dict(meta.norm)
         with torch.device("meta"):
             net = build_net(meta)
         net.load_state_dict(
@@ -223,48 +226,83 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
         net.to(dev).eval()
     except Exception as e:  # anything left (out of memory on the device...) is still a refusal
         raise CheckpointError(f"{path} could not be loaded onto {dev}: {_first_line(e)}") from e
-    return Model(str(meta.get("id", Path(path).stem)), net, meta, norm, dev)
+    return Model(meta.id or Path(path).stem, net, meta, norm, dev)
 
 
-def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
     """Refuse (CheckpointError) a payload from `read` that would not make a usable model: its
     metadata out of bounds, or its weights not those of the net the metadata describes.
 
-    Nothing is allocated: the expected tensors, returned, live on the `meta` device."""
-    meta = payload["meta"]
+    Nothing is allocated: the expected tensors, returned with the typed metadata, live on the
+    `meta` device."""
     try:
-        check_meta(meta, path)
+        meta = check_meta(payload["meta"], path)
         expected = expected_state(meta, path)
         check_weights(payload["state_dict"], expected, path)
     except CheckpointError:
         raise
     except Exception as e:  # a check that trips over some odd value is a refusal too
         raise CheckpointError(f"{path}: metadata does not describe a usable model: {_first_line(e)}") from e
-    return expected
+    return meta, expected
 
 
-def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Every value `build_net`, the normaliser and `Model` read, typed and within bounds."""
+def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> ModelMeta:
+    """Every value `build_net`, the normaliser and `Model` read, typed and within bounds; the
+    metadata, typed, when it passes."""
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"{path} metadata lacks {', '.join(missing)}: retrain the model")
+    _check_version(meta, path)
+    _check_features(meta, path)
+    bad = _refusal(path)
+    _check_arch(meta["arch"], bad)
+    _check_int("seq_len", meta["seq_len"], 1, MAX_SEQ_LEN, bad)
+    _check_hparams(meta["hparams"], bad)
+    _check_norm(meta["norm"], bad)
+    if not _is_real(meta["logit_offset"]):
+        raise bad(f"logit_offset must be a finite number, got {str(meta['logit_offset'])[:50]}")
+    if not (_is_real(meta["threshold"]) and 0.0 <= meta["threshold"] <= 1.0):
+        raise bad(f"threshold must be a probability in [0, 1], got {str(meta['threshold'])[:50]}")
+    try:
+        return ModelMeta.from_dict(meta)
+    except MetaError as e:
+        raise bad(str(e)) from e
 
+
+def _refusal(path: str | os.PathLike[str]) -> Callable[[str], CheckpointError]:
     def bad(why: str) -> CheckpointError:
         return CheckpointError(f"{path}: metadata does not describe a usable model: {why}")
 
+    return bad
+
+
+def _check_version(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    version = meta.get("meta_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= META_VERSION:
+        raise CheckpointError(
+            f"{path} has metadata version {str(version)[:20]}; this tickcast reads versions 1 to "
+            f"{META_VERSION}: upgrade tickcast or retrain the model"
+        )
+
+
+def _check_features(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
     if not isinstance(meta["features"], list | tuple) or list(meta["features"]) != list(features.FEATURES):
         raise CheckpointError(
             f"{path} was trained on features {str(meta.get('features'))[:200]}, this tickcast "
             f"computes {list(features.FEATURES)}: retrain the model"
         )
-    if not isinstance(meta["arch"], str):
-        raise bad(f"arch must be a name, got {type(meta['arch']).__name__}")
+
+
+def _check_arch(arch: object, bad: Callable[[str], CheckpointError]) -> None:
+    if not isinstance(arch, str):
+        raise bad(f"arch must be a name, got {type(arch).__name__}")
     try:
-        nets.canonical_arch(meta["arch"])
+        nets.canonical_arch(arch)
     except ValueError as e:
         raise bad(str(e)) from e
-    _check_int("seq_len", meta["seq_len"], 1, MAX_SEQ_LEN, bad)
-    hparams = meta["hparams"]
+
+
+def _check_hparams(hparams: object, bad: Callable[[str], CheckpointError]) -> None:
     if not isinstance(hparams, dict):
         raise bad(f"hparams must be a mapping, got {type(hparams).__name__}")
     unknown = sorted(str(k) for k in hparams if k not in INT_HPARAMS and k not in FLOAT_HPARAMS)
@@ -280,26 +318,21 @@ def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
         v = hparams.get(name, flow)
         if not (_is_real(v) and flow <= v < fhigh):
             raise bad(f"hparams.{name} must be a number in [{flow}, {fhigh}), got {str(v)[:50]}")
-    norm = meta["norm"]
+
+
+def _check_norm(norm: object, bad: Callable[[str], CheckpointError]) -> None:
     if not isinstance(norm, dict):
         raise bad(f"norm must be a mapping of mean and std, got {type(norm).__name__}")
+    n = len(features.FEATURES)
     for key in ("mean", "std"):
         v = norm.get(key)
-        if (
-            not isinstance(v, list | tuple)
-            or len(v) != len(features.FEATURES)
-            or not all(_is_real(x) for x in v)
-        ):
-            raise bad(f"norm.{key} must be {len(features.FEATURES)} finite numbers, one per feature")
+        if not isinstance(v, list | tuple) or len(v) != n or not all(_is_real(x) for x in v):
+            raise bad(f"norm.{key} must be {n} finite numbers, one per feature")
     if not all(x > 0 for x in norm["std"]):
         raise bad("norm.std must be positive")
-    if not _is_real(meta["logit_offset"]):
-        raise bad(f"logit_offset must be a finite number, got {str(meta['logit_offset'])[:50]}")
-    if not (_is_real(meta["threshold"]) and 0.0 <= meta["threshold"] <= 1.0):
-        raise bad(f"threshold must be a probability in [0, 1], got {str(meta['threshold'])[:50]}")
 
 
-def _is_real(v: object) -> bool:
+def _is_real(v: object) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -313,7 +346,7 @@ def _check_int(name: str, v: object, low: int, high: int, bad: Callable[[str], C
         )
 
 
-def expected_state(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def expected_state(meta: ModelMeta, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The state_dict the metadata's net has, as `meta`-device tensors (shapes and dtypes, no
     data), with its parameter count bounded. Call after `check_meta`."""
     try:

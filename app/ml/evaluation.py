@@ -1,7 +1,8 @@
 """Score a saved model on fresh data, beside the references it has to beat.
 
 Used by `scripts/evaluate.py` and by `train.py --num_epochs 0`; the service's
-`if_better` promotion compares models the same way.
+`if_better` promotion compares models the same way, and training scores its epochs
+with `score`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torch import nn
 
 from app.market.ticks import TickArrays
 from app.ml import baselines, checkpoint, features, metrics
+from app.ml.config import DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -29,17 +33,44 @@ def model_probs(
     return np.concatenate(parts) if parts else np.empty(0)
 
 
+@torch.inference_mode()
+def predict_logits(
+    net: nn.Module, windows: torch.Tensor, lo: int, hi: int, batch_size: int = 4096
+) -> torch.Tensor:
+    """Logits of windows [lo, hi) in eval mode, batched to bound memory."""
+    was_training = net.training
+    net.eval()
+    out = [net(windows[a : min(a + batch_size, hi)]) for a in range(lo, hi, batch_size)]
+    net.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, device=windows.device)
+
+
+def score(
+    net: nn.Module,
+    data: features.WindowedData,
+    rng: tuple[int, int],
+    logit_offset: float,
+    threshold: float,
+    batch_size: int = 4096,
+) -> dict[str, float]:
+    """Metrics of calibrated probabilities on one split."""
+    logits = predict_logits(net, data.windows, rng[0], rng[1], batch_size)
+    p = torch.sigmoid(logits + logit_offset).float().cpu().numpy()
+    y = data.targets[rng[0] : rng[1]].float().cpu().numpy()
+    return metrics.report(y, p, threshold)
+
+
 def dataset_for(
     model: checkpoint.Model, ticks: TickArrays, train: float, val: float
 ) -> features.WindowedData:
     """Windows of `ticks` standardised with the model's own (training-time) statistics."""
     return features.build_dataset(
-        ticks, model.seq_len, horizon=int(model.meta.get("horizon", 1)), train=train, val=val, norm=model.norm
+        ticks, model.seq_len, horizon=model.meta.horizon, train=train, val=val, norm=model.norm
     )
 
 
 def eval_range(data: features.WindowedData, part: str) -> tuple[int, int]:
-    rng = getattr(data.split, part)
+    rng: tuple[int, int] | None = getattr(data.split, part)
     if rng is None:
         raise ValueError(f"the data has no {part} split; lower --split so that train + val < 1")
     return rng
@@ -49,8 +80,8 @@ def compare(
     models: list[checkpoint.Model],
     ticks: TickArrays,
     *,
-    train: float = 0.6,
-    val: float = 0.2,
+    train: float = DEFAULTS.train_split,
+    val: float = DEFAULTS.val_split,
     part: str = "test",
 ) -> list[Row]:
     """Base rate, last-move heuristic, logistic regression, then each model, on one split.

@@ -67,7 +67,8 @@ class Normalizer:
 
     def apply(self, rows: np.ndarray) -> np.ndarray:
         z = (rows - self.mean) / self.std
-        return np.clip(z, -CLIP_SIGMAS, CLIP_SIGMAS, out=z).astype(np.float32, copy=False)
+        out: np.ndarray = np.clip(z, -CLIP_SIGMAS, CLIP_SIGMAS, out=z).astype(np.float32, copy=False)
+        return out
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

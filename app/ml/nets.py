@@ -43,8 +43,9 @@ class CNN(nn.Module):
         self.head = nn.Linear(seq_len * hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x.transpose(1, 2))  # convolve over time: (B, F, L)
-        return self.head(h.flatten(1)).squeeze(-1)
+        h: torch.Tensor = self.body(x.transpose(1, 2))  # convolve over time: (B, F, L)
+        logits: torch.Tensor = self.head(h.flatten(1))
+        return logits.squeeze(-1)
 
 
 class Recurrent(nn.Module):
@@ -70,7 +71,8 @@ class Recurrent(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
-        return self.head(out[:, -1]).squeeze(-1)
+        logits: torch.Tensor = self.head(out[:, -1])
+        return logits.squeeze(-1)
 
 
 class PureRNN(nn.Module):
@@ -80,18 +82,21 @@ class PureRNN(nn.Module):
     def __init__(self, n_features: int, hidden_size: int, num_layers: int) -> None:
         super().__init__()
         sizes = [n_features] + [hidden_size] * num_layers
+        self.hidden_size = hidden_size
         self.cells = nn.ModuleList(nn.LSTMCell(a, hidden_size) for a in sizes[:-1])
         self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        states = [(x.new_zeros(batch, c.hidden_size), x.new_zeros(batch, c.hidden_size)) for c in self.cells]
+        h = self.hidden_size
+        states = [(x.new_zeros(batch, h), x.new_zeros(batch, h)) for _ in self.cells]
         for t in range(x.shape[1]):
             inp = x[:, t]
             for k, cell in enumerate(self.cells):
                 states[k] = cell(inp, states[k])
                 inp = states[k][0]
-        return self.head(states[-1][0]).squeeze(-1)
+        logits: torch.Tensor = self.head(states[-1][0])
+        return logits.squeeze(-1)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -105,11 +110,14 @@ def build(
     *,
     n_features: int,
     seq_len: int,
-    hidden_size: int = 64,
-    num_layers: int = 4,
-    dropout: float = 0.3,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float = 0.0,
 ) -> nn.Module:
-    """The one constructor: training, checkpoint loading and benchmarks all come through here."""
+    """The one constructor: training, checkpoint loading and benchmarks all come through here.
+
+    The sizes have no defaults here: a config (`app.ml.config.TrainConfig`) or a checkpoint
+    says them. No dropout unless asked: the CNN and PureRNN have none to set."""
     arch = canonical_arch(arch)
     n_features = _positive_int("n_features", n_features)
     seq_len = _positive_int("seq_len", seq_len)

@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 from app.market.ticks import TickArrays
-from app.ml import checkpoint, features, metrics, nets
+from app.ml import checkpoint, evaluation, features, metrics, nets
+from app.ml.config import TrainConfig
+from app.ml.meta import ModelMeta
 
 # Training needs at least MIN_WINDOWS windows (a window: seq_len ticks, scored on the tick `horizon`
 # after them), and below FEW_WINDOWS its result carries a warning. Below 1,000 windows the validation
@@ -45,14 +47,16 @@ class TrainingCancelled(Exception):
 
 class TooFewTicks(ValueError):
     """Fewer than MIN_WINDOWS training windows: the model's metrics would be noise. The message
-    says how many ticks are needed for the configured sequence length."""
+    says how many ticks are needed for the configured sequence length (`shortfall`), then what
+    gets more (`todo`), so a caller with other means may say its own `todo`."""
 
     def __init__(self, what: str, n_ticks: int, seq_len: int, horizon: int, todo: str) -> None:
         self.n_ticks, self.needed = n_ticks, ticks_needed(seq_len, horizon)
-        super().__init__(
+        self.shortfall = (
             f"{what} has {n_ticks:,} ticks; training needs at least {MIN_WINDOWS:,} windows, i.e. "
-            f"{self.needed:,} ticks at seq_len {seq_len} and horizon {horizon}: {todo}"
+            f"{self.needed:,} ticks at seq_len {seq_len} and horizon {horizon}"
         )
+        super().__init__(f"{self.shortfall}: {todo}")
 
 
 def ticks_needed(seq_len: int, horizon: int = 1) -> int:
@@ -84,76 +88,6 @@ def few_ticks_warning(n_windows: int, n_val_pos: int, n_val_neg: int) -> str | N
     )
 
 
-@dataclass
-class TrainConfig:
-    arch: str = "CNN"
-    seq_len: int = 32
-    horizon: int = 1
-    hidden_size: int = 32
-    num_layers: int = 2
-    dropout: float = 0.3
-    batch_size: int = 256
-    num_epochs: int = 8
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    step_size: int = 3
-    gamma: float = 0.5
-    clip: float = 1.0
-    patience: int = 3
-    monitor: str = "auc"
-    train_split: float = 0.6
-    val_split: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    save_every: int = 0
-    eval_batch_size: int = 4096
-    progress_every: int = 20
-
-    def __post_init__(self) -> None:
-        self.arch = nets.canonical_arch(self.arch)
-        for name in (
-            "seq_len",
-            "horizon",
-            "hidden_size",
-            "num_layers",
-            "batch_size",
-            "eval_batch_size",
-            "progress_every",
-            "step_size",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("num_epochs", "patience", "save_every", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.weight_decay < 0 or not 0 < self.gamma <= 1 or self.clip < 0:
-            raise ValueError("weight_decay must be >= 0, gamma in (0, 1], clip >= 0 (0 = off)")
-        if self.monitor not in metrics.HIGHER_IS_BETTER:
-            raise ValueError(f"monitor must be one of {sorted(metrics.HIGHER_IS_BETTER)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError("num_threads must be >= 1")
-        # checks the hyper-parameters and the split now, before any data is touched
-        nets.build(self.arch, n_features=len(features.FEATURES), seq_len=self.seq_len, **self.hparams())
-        features.chronological_split(1000, self.train_split, self.val_split, 1)
-
-    def hparams(self) -> dict[str, Any]:
-        hp: dict[str, Any] = {"hidden_size": self.hidden_size, "num_layers": self.num_layers}
-        if self.arch in ("LSTM", "GRU"):
-            hp["dropout"] = self.dropout
-        return hp
-
-
 @dataclass(frozen=True)
 class Progress:
     kind: Literal["batch", "epoch"]
@@ -169,7 +103,7 @@ class Progress:
 @dataclass
 class FitResult:
     model: checkpoint.Model
-    meta: dict[str, Any]
+    meta: ModelMeta
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = "completed"
     warnings: list[str] = field(default_factory=list)  # e.g. few ticks: a person should read these
@@ -185,37 +119,46 @@ def _make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-@torch.inference_mode()
-def predict_logits(
-    net: nn.Module, windows: torch.Tensor, lo: int, hi: int, batch_size: int = 4096
-) -> torch.Tensor:
-    """Logits of windows [lo, hi) in eval mode, batched to bound memory."""
-    was_training = net.training
-    net.eval()
-    out = [net(windows[a : min(a + batch_size, hi)]) for a in range(lo, hi, batch_size)]
-    net.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, device=windows.device)
-
-
-def score(
-    net: nn.Module,
-    data: features.WindowedData,
-    rng: tuple[int, int],
-    logit_offset: float,
-    threshold: float,
-    batch_size: int = 4096,
-) -> dict[str, float]:
-    """Metrics of calibrated probabilities on one split."""
-    logits = predict_logits(net, data.windows, rng[0], rng[1], batch_size)
-    p = torch.sigmoid(logits + logit_offset).float().cpu().numpy()
-    y = data.targets[rng[0] : rng[1]].float().cpu().numpy()
-    return metrics.report(y, p, threshold)
-
-
 def _better(cfg: TrainConfig, new: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(new)
     return new > best if metrics.HIGHER_IS_BETTER[cfg.monitor] else new < best
+
+
+@dataclass
+class _Run:
+    """What one run sets up before its first epoch: data, net, optimiser, and the calibration."""
+
+    cfg: TrainConfig
+    device: torch.device
+    data: features.WindowedData
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.StepLR
+    crit: nn.BCEWithLogitsLoss
+    meta: ModelMeta
+    logit_offset: float
+    threshold: float
+    warnings: list[str]
+    t0: float
+
+    def score(self, rng: tuple[int, int]) -> dict[str, float]:
+        cfg = self.cfg
+        return evaluation.score(
+            self.net, self.data, rng, self.logit_offset, self.threshold, cfg.eval_batch_size
+        )
+
+
+@dataclass
+class _Progress:
+    """Where the epochs stand: what a resumable file records, and what resuming restores."""
+
+    net_best: dict[str, torch.Tensor]  # the best epoch's weights so far
+    epoch: int = 0  # the last epoch done
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fit(
@@ -239,18 +182,47 @@ def fit(
         torch.set_num_threads(cfg.num_threads)
     device = checkpoint.best_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    payload, previous = _resumable(resume, cfg)
+    run = _setup(ticks, cfg, device, data_info, previous, t0)
+    state = _restore(run, payload, previous)
+    stop_reason = "completed"
+    for epoch in range(state.epoch + 1, cfg.num_epochs + 1):
+        improved = _epoch(run, state, epoch, progress, should_stop)
+        if state_path is not None and (improved or (cfg.save_every and epoch % cfg.save_every == 0)):
+            _save_state(run, state, state_path)
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            stop_reason = f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs"
+            break
+    return _finish(run, state, stop_reason)
 
-    payload = checkpoint.read(resume) if resume else None
-    if payload is not None:
-        if "train_state" not in payload:
-            raise checkpoint.CheckpointError(f"{resume} holds no training state to resume from")
-        m = payload["meta"]
-        if m["arch"] != cfg.arch or m["seq_len"] != cfg.seq_len or m["hparams"] != cfg.hparams():
-            raise ValueError(
-                f"{resume} is a {m['arch']} (L={m['seq_len']}, {m['hparams']}); "
-                "resume with the same architecture, sequence length and sizes"
-            )
-    norm = features.Normalizer.from_dict(payload["meta"]["norm"]) if payload else None
+
+def _resumable(resume: str | Path | None, cfg: TrainConfig) -> tuple[dict[str, Any] | None, ModelMeta | None]:
+    """The file to resume from and its metadata, or (None, None); refused unless it holds a
+    training state of the same architecture, sequence length and sizes as `cfg`."""
+    if not resume:
+        return None, None
+    payload = checkpoint.read(resume)
+    if "train_state" not in payload:
+        raise checkpoint.CheckpointError(f"{resume} holds no training state to resume from")
+    m = checkpoint.check_meta(payload["meta"], resume)
+    if m.arch != cfg.arch or m.seq_len != cfg.seq_len or m.hparams != cfg.hparams():
+        raise ValueError(
+            f"{resume} is a {m.arch} (L={m.seq_len}, {m.hparams}); "
+            "resume with the same architecture, sequence length and sizes"
+        )
+    return payload, m
+
+
+def _setup(
+    ticks: TickArrays,
+    cfg: TrainConfig,
+    device: torch.device,
+    data_info: dict[str, Any] | None,
+    previous: ModelMeta | None,
+    t0: float,
+) -> _Run:
+    """Windows, class balance and calibration, the net and its optimiser, and the metadata."""
+    norm = features.Normalizer.from_dict(previous.norm) if previous else None
     data = features.build_dataset(
         ticks, cfg.seq_len, horizon=cfg.horizon, train=cfg.train_split, val=cfg.val_split, norm=norm
     ).to(device)
@@ -260,170 +232,164 @@ def fit(
     n_neg = float(len(y_train) - n_pos)
     if n_pos == 0 or n_neg == 0:
         raise ValueError("the training split has only one class (no rises or no non-rises); use more ticks")
-    info_in = data_info or {}
-    where = (
-        f"{info_in['exchange']}:{info_in['symbol']}"
-        if info_in.get("exchange") and info_in.get("symbol")
-        else str(info_in.get("source") or "the data")
-    )
-    check_enough_ticks(len(ticks), cfg, what=where)
+    check_enough_ticks(len(ticks), cfg, what=_where(data_info or {}))
     y_val = data.targets[split.val[0] : split.val[1]]
     val_pos = int(y_val.sum())
     warnings = [w for w in [few_ticks_warning(len(data.targets), val_pos, len(y_val) - val_pos)] if w]
     pos_weight = n_neg / n_pos
-    logit_offset = -math.log(pos_weight)
-    threshold = n_pos / (n_pos + n_neg)
-
-    net = nets.build(cfg.arch, n_features=len(features.FEATURES), seq_len=cfg.seq_len, **cfg.hparams()).to(
-        device
-    )
+    net = nets.build(cfg.arch, n_features=len(features.FEATURES), seq_len=cfg.seq_len, **cfg.hparams())
+    net = net.to(device)
     opt = _make_optimizer(cfg, net.parameters())
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     crit = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+    logit_offset, threshold = -math.log(pos_weight), n_pos / (n_pos + n_neg)
+    meta = ModelMeta(
+        id=(previous.id if previous else None) or checkpoint.new_model_id(cfg.arch),
+        arch=cfg.arch,
+        hparams=cfg.hparams(),
+        seq_len=cfg.seq_len,
+        horizon=cfg.horizon,
+        features=list(features.FEATURES),
+        norm=data.norm.to_dict(),
+        logit_offset=logit_offset,
+        threshold=threshold,
+        train=cfg.to_dict(),
+        data=_data_info(ticks, data.split, data_info),
+        created_at=checkpoint.utc_now_iso(),
+        versions=checkpoint.versions(),
+    )
+    return _Run(cfg, device, data, net, opt, sched, crit, meta, logit_offset, threshold, warnings, t0)
 
-    info = dict(data_info or {})
-    info.update(
-        start_time=float(ticks.time[0]),
-        end_time=float(ticks.time[-1]),
-        n_ticks=len(ticks),
-        split={
+
+def _where(info: dict[str, Any]) -> str:
+    if info.get("exchange") and info.get("symbol"):
+        return f"{info['exchange']}:{info['symbol']}"
+    return str(info.get("source") or "the data")
+
+
+def _data_info(ticks: TickArrays, split: features.Split, data_info: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's `data`: the caller's description of the ticks, their span and the split."""
+    return {
+        **(data_info or {}),
+        "start_time": float(ticks.time[0]),
+        "end_time": float(ticks.time[-1]),
+        "n_ticks": len(ticks),
+        "split": {
             "train": list(split.train),
             "val": list(split.val),
             "test": list(split.test) if split.test else None,
         },
-    )
-    meta: dict[str, Any] = {
-        "id": checkpoint.new_model_id(cfg.arch),
-        "arch": cfg.arch,
-        "hparams": cfg.hparams(),
-        "seq_len": cfg.seq_len,
-        "horizon": cfg.horizon,
-        "features": list(features.FEATURES),
-        "norm": data.norm.to_dict(),
-        "logit_offset": logit_offset,
-        "threshold": threshold,
-        "train": asdict(cfg),
-        "data": info,
-        "created_at": checkpoint.utc_now_iso(),
-        "versions": checkpoint.versions(),
     }
 
-    start_epoch, best, best_epoch, bad, history = 1, None, 0, 0, []
-    best_state = copy.deepcopy(net.state_dict())
-    if payload is not None:
-        ts = payload["train_state"]
-        net.load_state_dict(ts["model"])
-        opt.load_state_dict(ts["optimizer"])
-        sched.load_state_dict(ts["scheduler"])
-        start_epoch, best, best_epoch = ts["epoch"] + 1, ts["best"], ts["best_epoch"]
-        bad, history = ts["bad_epochs"], list(ts["history"])
-        best_state = {k: v.to(device) for k, v in payload["state_dict"].items()}
-        meta["id"] = payload["meta"]["id"]
 
-    def save_state(epoch: int) -> None:
-        if state_path is None:
-            return
-        meta_now = {
-            **meta,
-            "metrics": {"val": history[best_epoch - 1]["val"]} if best_epoch else {},
-            "best_epoch": best_epoch,
-        }
-        checkpoint.save(
-            state_path,
-            best_state,
-            meta_now,
-            train_state={
-                "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad,
-                "history": history,
-            },
-        )
-
-    windows = data.windows
-    lo, hi = split.train
-    n_train = hi - lo
-    bs = cfg.batch_size
-    n_batches = n_train // bs + (1 if n_train % bs > 1 else 0)  # a lone sample breaks BatchNorm
-    stop_reason = "completed"
-    for epoch in range(start_epoch, cfg.num_epochs + 1):
-        te = time.perf_counter()
-        net.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = (torch.randperm(n_train, generator=gen) + lo).to(device)
-        running = torch.zeros((), device=device)
-        for b in range(n_batches):
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled(f"cancelled in epoch {epoch}, batch {b}")
-            idx = perm[b * bs : (b + 1) * bs]
-            loss = crit(net(windows[idx]), data.targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-            opt.step()
-            running += loss.detach()
-            if progress is not None and ((b + 1) % cfg.progress_every == 0):
-                progress(
-                    Progress(
-                        "batch",
-                        epoch,
-                        cfg.num_epochs,
-                        b + 1,
-                        n_batches,
-                        float(running) / (b + 1),
-                        time.perf_counter() - t0,
-                    )
-                )
-        sched.step()
-        train_loss = float(running) / max(n_batches, 1)
-        val = score(net, data, split.val, logit_offset, threshold, cfg.eval_batch_size)
-        val["loss"] = val["log_loss"]
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val": val,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - te,
-            }
-        )
-        improved = _better(cfg, val[cfg.monitor], best)
-        if improved:
-            best, best_epoch, bad = val[cfg.monitor], epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            bad += 1
-        if progress is not None:
-            progress(
-                Progress(
-                    "epoch",
-                    epoch,
-                    cfg.num_epochs,
-                    n_batches,
-                    n_batches,
-                    train_loss,
-                    time.perf_counter() - t0,
-                    val,
-                )
-            )
-        if improved or (cfg.save_every and epoch % cfg.save_every == 0):
-            save_state(epoch)
-        if cfg.patience and bad >= cfg.patience:
-            stop_reason = f"early stop: no {cfg.monitor} gain for {cfg.patience} epochs"
-            break
-
-    net.load_state_dict(best_state)
-    net.eval()
-    scores = {"val": score(net, data, split.val, logit_offset, threshold, cfg.eval_batch_size)}
-    if split.test is not None:
-        scores["test"] = score(net, data, split.test, logit_offset, threshold, cfg.eval_batch_size)
-    meta.update(
-        metrics=scores, best_epoch=best_epoch, epochs=len(history), train_seconds=time.perf_counter() - t0
+def _restore(run: _Run, payload: dict[str, Any] | None, previous: ModelMeta | None) -> _Progress:
+    """A fresh start, or the epochs a resumable file says were done."""
+    if payload is None or previous is None:
+        return _Progress(copy.deepcopy(run.net.state_dict()))
+    ts = payload["train_state"]
+    run.net.load_state_dict(ts["model"])
+    run.opt.load_state_dict(ts["optimizer"])
+    run.sched.load_state_dict(ts["scheduler"])
+    best_state = {k: v.to(run.device) for k, v in payload["state_dict"].items()}
+    return _Progress(
+        best_state, ts["epoch"], ts["best"], ts["best_epoch"], ts["bad_epochs"], list(ts["history"])
     )
-    model = checkpoint.Model(meta["id"], net, meta, data.norm, device)
-    return FitResult(model, meta, history, stop_reason, warnings)
+
+
+def _epoch(
+    run: _Run,
+    state: _Progress,
+    epoch: int,
+    progress: Callable[[Progress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> bool:
+    """Train one epoch, score it on validation and record it; whether it is the best so far."""
+    cfg, te = run.cfg, time.perf_counter()
+    train_loss, n_batches = _train_epoch(run, epoch, progress, should_stop)
+    val = run.score(run.data.split.val)
+    val["loss"] = val["log_loss"]
+    state.history.append(
+        {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val": val,
+            "lr": run.opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - te,
+        }
+    )
+    state.epoch = epoch
+    improved = _better(cfg, val[cfg.monitor], state.best)
+    if improved:
+        state.best, state.best_epoch, state.bad_epochs = val[cfg.monitor], epoch, 0
+        state.net_best = copy.deepcopy(run.net.state_dict())
+    else:
+        state.bad_epochs += 1
+    if progress is not None:
+        elapsed = time.perf_counter() - run.t0
+        progress(Progress("epoch", epoch, cfg.num_epochs, n_batches, n_batches, train_loss, elapsed, val))
+    return improved
+
+
+def _train_epoch(
+    run: _Run,
+    epoch: int,
+    progress: Callable[[Progress], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[float, int]:
+    """One pass over the training windows in this epoch's seeded order: (mean loss, batches)."""
+    cfg, net, windows, targets = run.cfg, run.net, run.data.windows, run.data.targets
+    lo, hi = run.data.split.train
+    n_train, bs = hi - lo, cfg.batch_size
+    n_batches = n_train // bs + (1 if n_train % bs > 1 else 0)  # a lone sample breaks BatchNorm
+    net.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = (torch.randperm(n_train, generator=gen) + lo).to(run.device)
+    running = torch.zeros((), device=run.device)
+    for b in range(n_batches):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"cancelled in epoch {epoch}, batch {b}")
+        idx = perm[b * bs : (b + 1) * bs]
+        loss = run.crit(net(windows[idx]), targets[idx])
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        run.opt.step()
+        running += loss.detach()
+        if progress is not None and ((b + 1) % cfg.progress_every == 0):
+            mean, elapsed = float(running) / (b + 1), time.perf_counter() - run.t0
+            progress(Progress("batch", epoch, cfg.num_epochs, b + 1, n_batches, mean, elapsed))
+    run.sched.step()
+    return float(running) / max(n_batches, 1), n_batches
+
+
+def _save_state(run: _Run, state: _Progress, path: str | Path) -> None:
+    """A resumable file: the best weights and their scores, and where the epochs stand."""
+    best = state.best_epoch
+    meta = replace(run.meta, metrics={"val": state.history[best - 1]["val"]} if best else {}, best_epoch=best)
+    train_state = {
+        "model": {k: v.detach().cpu() for k, v in run.net.state_dict().items()},
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "epoch": state.epoch,
+        "best": state.best,
+        "best_epoch": best,
+        "bad_epochs": state.bad_epochs,
+        "history": state.history,
+    }
+    checkpoint.save(path, state.net_best, meta, train_state=train_state)
+
+
+def _finish(run: _Run, state: _Progress, stop_reason: str) -> FitResult:
+    """The best epoch's weights, scored on validation and test, as a model."""
+    run.net.load_state_dict(state.net_best)
+    run.net.eval()
+    split = run.data.split
+    scores = {"val": run.score(split.val)}
+    if split.test is not None:
+        scores["test"] = run.score(split.test)
+    meta = run.meta
+    meta.metrics, meta.best_epoch, meta.epochs = scores, state.best_epoch, len(state.history)
+    meta.train_seconds = time.perf_counter() - run.t0
+    model = checkpoint.Model(meta.id or "", run.net, meta, run.data.norm, run.device)
+    return FitResult(model, meta, state.history, stop_reason, run.warnings)

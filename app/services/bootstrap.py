@@ -19,8 +19,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.services.jobs.manager import FINISHED, JobManager, JobRecord, JobSpec
-from app.services.predictor import NoModel
+from app.services.jobs.manager import JobManager, JobRecord, JobSpec
+from app.services.jobs.states import FINISHED, Activation, JobStatus
+from app.services.no_model import NoModel, NoModelReason, Remedy
 from app.services.registry import Registry
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def queue_first_job(jobs: JobManager, symbol: str) -> JobRecord | None:
                 start=None,
                 end=None,
                 config=dict(BOOTSTRAP_CONFIG),
-                activate="always",
+                activate=Activation.ALWAYS,
             )
         )
     except Exception as e:
@@ -102,17 +103,19 @@ def follow(jobs: JobManager, job: JobRecord, predictor: Predictor) -> asyncio.Ta
     return asyncio.create_task(_follow(jobs, job.id, predictor), name="bootstrap-progress")
 
 
-def hint(job_id: str, progress: dict[str, Any] | None) -> str:
+def hint(job_id: str, progress: dict[str, Any] | None) -> NoModelReason:
     """The 503's reason while the first model trains; its retry delay is the Retry-After sent."""
     p = progress or {}
     where = f", epoch {p['epoch']}/{p['num_epochs']}" if p.get("epoch") else ""
-    return f"a first model is training (job {job_id}{where}); retry in {NoModel.retry_after_s} s"
+    return NoModelReason(
+        f"a first model is training (job {job_id}{where}); retry in {NoModel.retry_after_s} s"
+    )
 
 
 def describe(rec: JobRecord) -> str | None:
     """One line for the log: where the job is; None at an epoch's end (`epoch_done` says it)."""
     p = rec.progress or {}
-    if rec.status == "queued":
+    if rec.status == JobStatus.QUEUED:
         return "waiting for a training worker"
     if p.get("phase") != "training" or "epoch" not in p:
         return str(p.get("phase") or "starting a training worker")  # (loading data is not relayed)
@@ -170,7 +173,7 @@ async def _follow(jobs: JobManager, job_id: str, predictor: Predictor) -> None:
 
 def _finished(rec: JobRecord, predictor: Predictor, seconds: float) -> None:
     result = rec.result or {}
-    if rec.status == "succeeded" and result.get("activated"):
+    if rec.status == JobStatus.SUCCEEDED and result.get("activated"):
         auc = result.get("challenger_val_auc")
         score = f", validation AUC {auc:.3f}" if isinstance(auc, float) else ""
         log.info(
@@ -182,8 +185,8 @@ def _finished(rec: JobRecord, predictor: Predictor, seconds: float) -> None:
         predictor.training_hint = None
         return
     why = rec.error or result.get("reason") or rec.status
-    predictor.training_hint = (
-        f"the first model's training ended {rec.status} (job {rec.id}: {why}); "
-        "train one with POST /train or activate one with POST /models/{id}/activate"
+    ended = f"the first model's training ended {rec.status} (job {rec.id}: {why})"
+    predictor.training_hint = NoModelReason(ended, Remedy.TRAIN_OR_ACTIVATE)
+    log.error(
+        "bootstrap: %s; train one with POST /train or activate one with POST /models/{id}/activate", ended
     )
-    log.error("bootstrap: %s", predictor.training_hint)

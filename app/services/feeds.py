@@ -32,7 +32,7 @@ import numpy as np
 from app.market.store import Position, TickStore
 from app.market.ticks import TickArrays
 from app.ml import features
-from app.services.predictor import NoModel, Prediction, Predictor
+from app.services.predictor import NoModel, Prediction, Predictor, prediction_json
 from app.services.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,7 @@ class TickEvent:
     position: Position
     price: float
     amount: float
-    probability: float | None  # None: no model yet, or too few ticks before this one
-    decision: bool | None
-    threshold: float | None
-    model_id: str | None
-
-    @classmethod
-    def of(cls, position: Position, price: float, amount: float, p: Prediction | None) -> TickEvent:
-        if p is None:
-            return cls(position, price, amount, None, None, None, None)
-        return cls(position, price, amount, p.probability, p.decision, p.threshold, p.model_id)
+    prediction: Prediction | None  # None: no model yet, or too few ticks before this one
 
     @property
     def time(self) -> float:
@@ -66,15 +57,8 @@ class TickEvent:
         return f"{self.position[0]!r}_{self.position[1]}"
 
     def payload(self) -> dict[str, object]:
-        return {
-            "time": self.time,
-            "price": self.price,
-            "amount": self.amount,
-            "probability": self.probability,
-            "decision": self.decision,
-            "threshold": self.threshold,
-            "model_id": self.model_id,
-        }
+        tick: dict[str, object] = {"time": self.time, "price": self.price, "amount": self.amount}
+        return tick | prediction_json(self.prediction, as_of=False)
 
     @cached_property
     def json(self) -> str:
@@ -94,11 +78,19 @@ def parse_event_id(value: str | None) -> Position | None:
 
 
 class TooManyClients(Exception):
-    pass
+    """`limit` streams are admitted already, the most the service allows."""
+
+    retry_after_s = 30  # the refusal's Retry-After
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} streams are open, the most this service allows; retry later")
+        self.limit = limit
 
 
 class FeedsClosed(Exception):
     """The service is shutting down."""
+
+    retry_after_s = 5  # the refusal's Retry-After: a stream may reconnect to the next start
 
 
 class Seat:
@@ -279,7 +271,7 @@ class MarketFeed:
                 preds[first - start + k] = p
         t, price, amount = ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()
         return [
-            TickEvent.of((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
+            TickEvent((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
             for k, p in enumerate(preds)
         ]
 
@@ -313,10 +305,7 @@ class Feeds:
         if self.closed:
             raise FeedsClosed("the service is shutting down; reconnect in a moment")
         if self._seats >= self.max_clients:
-            raise TooManyClients(
-                f"{self.max_clients} streams are open, the most this service "
-                "allows (TICKCAST_STREAM_MAX_CLIENTS); retry later"
-            )
+            raise TooManyClients(self.max_clients)
 
     def reserve(self) -> Seat:
         """Admit one stream now or raise as `admit` does. Synchronous on purpose: the check and

@@ -9,7 +9,7 @@ writes, and two kinds of leftovers outlived every restart:
   still being written (a replica that is saving right now): files touched in
   the last `MIN_AGE_S` seconds are left alone;
 - a model that a training job saved before the job's result was recorded. The
-  worker puts the job's id in the checkpoint's metadata (`meta["job_id"]`), so
+  worker puts the job's id in the checkpoint's metadata (`ModelMeta.job_id`), so
   `job_recovery` (at `JobManager.start`) can find it here and let that job's record
   claim it: every model can be traced to the job that made it.
 """
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from app.services.registry import ModelInfo, Registry, val_auc
+from app.services.registry import ModelInfo, Registry
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,8 @@ def models_by_job(registry: Registry) -> dict[str, ModelInfo]:
     """The readable models that a training job saved, by the job's id."""
     out: dict[str, ModelInfo] = {}
     for info in registry.list():
-        job_id = info.meta.get("job_id")
-        if isinstance(job_id, str) and job_id:
-            out[job_id] = info
+        if info.meta.job_id:
+            out[info.meta.job_id] = info
     return out
 
 
@@ -97,12 +96,12 @@ def claimed_result(info: ModelInfo, reason: str) -> dict[str, Any]:
     meta = info.meta
     return {
         "model_id": info.id,
-        "metrics": meta.get("metrics"),
-        "challenger_val_auc": val_auc(meta),
+        "metrics": meta.metrics,
+        "challenger_val_auc": meta.val_auc,
         "incumbent_id": None,
         "incumbent_val_auc": None,
-        "best_epoch": meta.get("best_epoch"),
-        "epochs": meta.get("epochs"),
+        "best_epoch": meta.best_epoch,
+        "epochs": meta.epochs,
         "activated": False,
         "reason": reason,
     }

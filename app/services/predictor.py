@@ -30,15 +30,20 @@ import torch
 
 from app.market.ticks import TickArrays, validate
 from app.ml import checkpoint, features
+from app.services.no_model import NoModel, NoModelReason, Remedy
 from app.services.registry import Registry, UnloadableModel
 
+__all__ = [
+    "NoModel",
+    "NoModelReason",
+    "NotEnoughTicks",
+    "Prediction",
+    "Predictor",
+    "Remedy",
+    "prediction_json",
+]
+
 log = logging.getLogger(__name__)
-
-
-class NoModel(Exception):
-    """No model is loaded, so nothing can be predicted yet."""
-
-    retry_after_s = 10  # a 503's Retry-After, and the "retry in N s" of every reason given for it
 
 
 class NotEnoughTicks(ValueError):
@@ -59,6 +64,23 @@ class Prediction:
     threshold: float
     model_id: str
     as_of: float  # time of the last tick given
+
+
+def prediction_json(p: Prediction | None, *, as_of: bool = True) -> dict[str, object]:
+    """A prediction as every JSON answer writes it, keys in this order: POST and GET /predict
+    (the shape of PredictionOut), and each tick of /stream, which leaves `as_of` out (it is the
+    tick's own time) and writes nulls for a tick no model scored (`p` None)."""
+    if p is None:
+        return {"probability": None, "decision": None, "threshold": None, "model_id": None}
+    out: dict[str, object] = {
+        "probability": p.probability,
+        "decision": p.decision,
+        "threshold": p.threshold,
+        "model_id": p.model_id,
+    }
+    if as_of:
+        out["as_of"] = p.as_of
+    return out
 
 
 @dataclass
@@ -89,6 +111,7 @@ class Predictor:
         threads: int | None = None,
         cache_size: int = 3,
         adaptive: bool = True,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if window_ms < 0 or max_batch < 1 or cache_size < 0:
             raise ValueError("window_ms must be >= 0, max_batch >= 1 and cache_size >= 0")
@@ -102,9 +125,10 @@ class Predictor:
         if threads:
             torch.set_num_threads(threads)
         self.stats = PredictorStats()
-        self.on_batch: Callable[[int], None] | None = None  # called with each forward pass's size
+        self.on_batch = on_batch  # called with each forward pass's size
         self.load_error: str | None = None  # why the active model could not be loaded, if so
-        self.training_hint: str | None = None  # set at first start while the first model trains
+        # set at first start while the first model trains (or after its training failed)
+        self.training_hint: NoModelReason | None = None
         self._model: checkpoint.Model | None = None
         self._cache: OrderedDict[str, checkpoint.Model] = OrderedDict()
         self._lock = threading.Lock()  # activation and the cache may be used from threads
@@ -134,12 +158,12 @@ class Predictor:
             model = self.registry.load(mid, self.device)
         except Exception as e:
             cause = e.__cause__ if isinstance(e, UnloadableModel) and e.__cause__ is not None else e
-            self.load_error = (
-                f"the active model {mid!r} cannot be loaded: {cause}; activate "
-                "another with POST /models/{id}/activate (GET /models shows which "
-                "can be loaded) or train one with POST /train"
+            self.load_error = f"the active model {mid!r} cannot be loaded: {cause}"
+            log.error(
+                "%s; activate another with POST /models/{id}/activate (GET /models shows which can "
+                "be loaded) or train one with POST /train",
+                self.load_error,
             )
-            log.error("%s", self.load_error)
             return None
         self._model, self.load_error = model, None
         return model
@@ -154,15 +178,13 @@ class Predictor:
             self._cache.pop(model_id, None)
         return model
 
-    def no_model_reason(self) -> str:
+    def no_model_reason(self) -> NoModelReason:
         if self.load_error:  # the cause first: an operator must act, waiting will not help
-            return f"no model is loaded: {self.load_error}"
+            return NoModelReason(f"no model is loaded: {self.load_error}", Remedy.ACTIVATE_ANOTHER)
         if self.training_hint:
-            return f"no model is loaded yet: {self.training_hint}"
-        return (
-            "no model is loaded yet: one may be training (see GET /jobs); otherwise train one "
-            "with POST /train or activate one with POST /models/{id}/activate"
-        )
+            hint = self.training_hint
+            return NoModelReason(f"no model is loaded yet: {hint.text}", hint.remedy)
+        return NoModelReason("no model is loaded yet: one may be training", Remedy.CHECK_JOBS)
 
     async def seq_len(self, model_id: str | None = None) -> int:
         """The sequence length of the model a request would use (NoModel/UnknownModel if none)."""

@@ -2,7 +2,7 @@
 
 Listing judges each checkpoint once per (mtime_ns, size, inode): its metadata is
 read and checked with `checkpoint.check` (bounds and weight shapes, nothing
-allocated), so `GET /models` shows whether a model can be loaded, and why not,
+allocated), so the listing shows whether a model can be loaded, and why not,
 without re-reading unchanged files or putting weights into the predictor.
 Files that are no tickcast checkpoint at all (another torch file, stray bytes)
 are left out of the listing; damaged or mis-described models are listed with
@@ -21,12 +21,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 
 from app.atomic import atomic_write
 from app.ml import checkpoint
+from app.ml.meta import MetaSummary
+from app.services.jobs.states import Activation
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,16 @@ class UnloadableModel(checkpoint.CheckpointError, UnknownModel):
     callers that treat "no usable model by that id" alike."""
 
 
+class CannotActivate(UnloadableModel):
+    """`activate` refused a model whose file fails its checks; ACTIVE is unchanged."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
     path: Path
     size_bytes: int
-    meta: dict[str, Any]  # {} when the file is too damaged to read
+    meta: MetaSummary  # empty when the file is too damaged to read
     active: bool
     loadable: bool = True
     unloadable_reason: str | None = None
@@ -72,7 +77,7 @@ class ModelInfo:
 class _Verdict:
     key: tuple[int, int, int]  # (mtime_ns, size, inode) of the file judged: an atomic
     # replace changes the inode even when size and mtime happen to match
-    meta: dict[str, Any]
+    meta: MetaSummary
     reason: str | None  # None: the file passed every check
     stray: bool = False  # no tickcast checkpoint at all: not listed as a model
 
@@ -103,7 +108,7 @@ class Registry:
     def _existing(self, model_id: str) -> Path:
         p = self.path(model_id)
         if not p.is_file():
-            raise UnknownModel(f"no model {model_id!r}; GET /models lists the available ones")
+            raise UnknownModel(f"no model {model_id!r}")
         return p
 
     # ------------------------------------------------------------ metadata
@@ -163,7 +168,7 @@ class Registry:
                 mtime = m.path.stat().st_mtime
             except OSError:
                 mtime = 0.0
-            return (str(m.meta.get("created_at") or ""), mtime)
+            return (m.meta.created_at or "", mtime)
 
         out.sort(key=key, reverse=True)
         return out
@@ -188,15 +193,12 @@ class Registry:
         return text if (self.folder / f"{text}{SUFFIX}").is_file() else None
 
     def activate(self, model_id: str) -> ModelInfo:
-        """Make `model_id` the active model; UnloadableModel (ACTIVE unchanged) unless its file
-        passes every check."""
+        """Make `model_id` the active model; CannotActivate (an UnloadableModel; ACTIVE
+        unchanged) unless its file passes every check."""
         p = self._existing(model_id)
         v = self._judge(p)
         if v.reason is not None:
-            raise UnloadableModel(
-                f"model {model_id!r} cannot be activated: {v.reason}; "
-                "GET /models shows which models can be loaded"
-            )
+            raise CannotActivate(f"model {model_id!r} cannot be activated: {v.reason}")
         self._write_active(model_id)
         return ModelInfo(model_id, p, v.key[1], v.meta, True)
 
@@ -229,40 +231,32 @@ def _judge_file(p: Path, key: tuple[int, int, int]) -> _Verdict:
     try:
         payload = checkpoint.read(p, map_location="cpu", mmap=True)
     except checkpoint.NotACheckpoint as e:
-        return _Verdict(key, {}, str(e), stray=True)
+        return _Verdict(key, MetaSummary(), str(e), stray=True)
     except checkpoint.CheckpointError as e:
-        return _Verdict(key, {}, str(e))
+        return _Verdict(key, MetaSummary(), str(e))
+    meta = MetaSummary.of(payload["meta"])
     try:
         checkpoint.check(payload, p)
     except checkpoint.CheckpointError as e:
-        return _Verdict(key, payload["meta"], str(e))
-    return _Verdict(key, payload["meta"], None)
-
-
-def val_auc(meta: dict[str, Any]) -> float | None:
-    """The validation AUC recorded in a checkpoint's metadata, if any."""
-    try:
-        v = meta["metrics"]["val"]["auc"]
-        return None if v is None else float(v)
-    except (KeyError, TypeError, ValueError):
-        return None
+        return _Verdict(key, meta, str(e))
+    return _Verdict(key, meta, None)
 
 
 def should_promote(
-    policy: Literal["never", "always", "if_better"],
-    challenger_val_auc: float | None,
-    incumbent_val_auc: float | None,
+    policy: Activation, challenger_val_auc: float | None, incumbent_val_auc: float | None
 ) -> tuple[bool, str]:
     """Whether a finished job's model becomes active, and why (for the job record).
 
     For `if_better` both AUCs must be measured by the caller on the same validation data.
     """
-    if policy == "never":
+    try:
+        policy = Activation(policy)
+    except ValueError as e:
+        raise ValueError(f"promotion policy must be never, always or if_better, got {policy!r}") from e
+    if policy is Activation.NEVER:
         return False, "policy is 'never'"
-    if policy == "always":
+    if policy is Activation.ALWAYS:
         return True, "policy is 'always'"
-    if policy != "if_better":
-        raise ValueError(f"promotion policy must be never, always or if_better, got {policy!r}")
     if challenger_val_auc is None or not math.isfinite(challenger_val_auc):
         return False, "the new model has no usable validation AUC"
     if incumbent_val_auc is None or not math.isfinite(incumbent_val_auc):

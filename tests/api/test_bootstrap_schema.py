@@ -13,7 +13,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services import bootstrap
-from tests.api.conftest import body, install_models, live_server, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import body
+from tests.helpers.servers import live_server
 
 
 def retry_in(text: str) -> int:
@@ -33,7 +35,7 @@ def test_first_start_bootstraps_a_model(
         r = c.get("/ready")
         assert r.status_code == 503 and "training" in r.json()["reason"]
         assert retry_in(r.json()["reason"]) == int(r.headers["Retry-After"])  # the text agrees
-        ticks = c.app.state.store.latest("synthetic", "BTC-USD", 40)
+        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 40)
         assert len(ticks) == 40 and abs(ticks.time[-1] - time.time()) < 120
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 503 and "training" in p.json()["detail"]

@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.market.ticks import TickArrays
-from tests.api.conftest import csv_body, install_models, live_server, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import csv_body
+from tests.helpers.servers import live_server
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.checks import not_a_server_error  # noqa: E402

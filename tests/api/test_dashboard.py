@@ -26,7 +26,9 @@ from app.api.routes.dashboard import STATIC
 from app.main import create_app
 from app.market.sources import synthetic
 from app.market.store import TickStore
-from tests.api.conftest import body, csv_body, install_models, live_server, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import body, csv_body
+from tests.helpers.servers import live_server
 
 CHROMIUM = os.environ.get("TICKCAST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TICKCAST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -217,6 +219,7 @@ def legend(browser: Any, card_css: str) -> dict[str, str]:
     )
 
 
+@pytest.mark.browser
 def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -365,6 +368,7 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_api_docs_in_chromium_offline(tmp_path: Path, trained, browser) -> None:
     """Both docs pages render every operation from the service's own files: no console error,
     no request to any other host."""
@@ -404,6 +408,7 @@ def test_api_docs_in_chromium_offline(tmp_path: Path, trained, browser) -> None:
         only_from(url, browser)
 
 
+@pytest.mark.browser
 def test_not_ready_and_empty_in_chromium(tmp_path: Path, browser) -> None:
     """No model and no key: the header says why the service is not ready (the reason /ready
     gives, not a bare status), the key field stays hidden, and the empty tables say what to do."""
@@ -426,6 +431,7 @@ def test_not_ready_and_empty_in_chromium(tmp_path: Path, browser) -> None:
         assert [e for e in console_errors(browser) if "/ready - " not in e] == []
 
 
+@pytest.mark.browser
 def test_job_progress_bar_and_text_agree(tmp_path: Path, browser) -> None:
     """The page's own code, in the browser, over the progress a job reports in each phase: the
     comparison after the last epoch is its own step, not a bar stuck at (n-1)/n beside "epoch n/n"."""
@@ -477,6 +483,7 @@ def test_job_progress_bar_and_text_agree(tmp_path: Path, browser) -> None:
     ]
 
 
+@pytest.mark.browser
 def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:
     """At 360 px wide (a small phone) nothing scrolls sideways and each chart fits the screen."""
     from selenium.webdriver.common.by import By
@@ -532,6 +539,7 @@ def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:
             browser.save_screenshot(str(ARTIFACTS / "dashboard-360px.png"))
 
 
+@pytest.mark.browser
 def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:
     """A market that has only imported ticks (not in TICKCAST_MARKETS) gets a card, marked as not
     scheduled, and is offered for training like the configured ones."""

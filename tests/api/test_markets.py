@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -11,28 +10,12 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.market.ticks import TickArrays
-from tests.api.conftest import body, csv_body, install_models, make_settings, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, server_error
-from test_binance import Market, truth
-
-
-def recent_trades(n: int) -> list[dict]:
-    trades = truth(n)
-    shift = int((time.time() - 1800) * 1000) - trades[0]["T"]
-    return [{**t, "T": t["T"] + shift} for t in trades]
-
-
-def settings_for(tmp: Path, url: str, **over: object):
-    kw = {
-        "markets": ["binance:BTC-USD"],
-        "source_urls": {"binance": url},
-        "ingest": True,
-        "pull_interval_s": 0.3,
-        **over,
-    }
-    return make_settings(tmp, **kw)
+from tests.helpers.apps import install_models, make_settings, settings_for
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.binance import recent_trades
+from tests.helpers.bodies import body, csv_body
+from tests.helpers.fake_exchange import FakeExchange, server_error
+from tests.helpers.servers import wait_for
 
 
 def test_schedule_pulls_reports_status_and_resumes_after_restart(tmp_path: Path) -> None:
@@ -41,7 +24,7 @@ def test_schedule_pulls_reports_status_and_resumes_after_restart(tmp_path: Path)
     with FakeExchange(market) as fx:
         settings = settings_for(tmp_path, fx.url)
         with TestClient(create_app(settings)) as c:
-            store = c.app.state.store
+            store = c.app.state.services.store
             wait_for(lambda: store.count("binance", "BTC-USD") == 80)
             fx.inject(*[server_error(500)] * 12)  # more than a pull's retries
             wait_for(lambda: c.get("/markets").json()[0]["last_error"] is not None)
@@ -54,7 +37,7 @@ def test_schedule_pulls_reports_status_and_resumes_after_restart(tmp_path: Path)
         market.trades = trades
         n_before = len(fx.requests)
         with TestClient(create_app(settings)) as c:
-            store = c.app.state.store
+            store = c.app.state.services.store
             wait_for(lambda: store.count("binance", "BTC-USD") == 120)
             first = fx.requests[n_before]
             assert first.query["fromId"] == str(trades[79]["a"] + 1)  # resumed from the cursor
@@ -111,7 +94,7 @@ def test_retraining_schedule_queues_if_better_jobs(tmp_path: Path) -> None:
         make_settings(tmp_path, retrain_cron="every tuesday")
     settings = make_settings(tmp_path, retrain_cron="0 3 * * *", markets=["synthetic:BTC-USD"])
     with TestClient(create_app(settings)) as c:
-        ingestor = c.app.state.ingestor
+        ingestor = c.app.state.services.ingestor
         assert ingestor.scheduler.get_job("retrain") is not None
         ingestor._retrain()  # what the cron trigger runs
         jobs = c.get("/jobs").json()

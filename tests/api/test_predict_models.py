@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.ml import checkpoint
-from tests.api.conftest import body, install_models, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import body
 
 
 def test_health_and_ready(client: TestClient) -> None:
@@ -200,7 +201,7 @@ def test_models_registry_cycle(client: TestClient, ticks, trained) -> None:
 
 
 def test_predict_from_the_store(client: TestClient, ticks, trained) -> None:
-    store = client.app.state.store
+    store = client.app.state.services.store
     store.insert("synthetic", "BTC-USD", ticks)
     r = client.get("/predict/synthetic/BTC-USD")
     assert r.status_code == 200, r.text
@@ -315,11 +316,11 @@ UNLOADABLE = {
 def test_an_unloadable_model_is_listed_refused_and_changes_nothing(
     client: TestClient, ticks, trained, case: str
 ) -> None:
-    models = client.app.state.registry.folder
+    models = client.app.state.services.registry.folder
     _craft(trained[1], models / "bad-model.pt", case)
     why = UNLOADABLE[case]
     active_before = (models / "ACTIVE").read_bytes()
-    client.app.state.store.insert("synthetic", "BTC-USD", ticks)
+    client.app.state.services.store.insert("synthetic", "BTC-USD", ticks)
 
     listed = {m["id"]: m for m in client.get("/models").json()}
     assert set(listed) == {trained[0].stem, trained[1].stem, "bad-model"}
@@ -365,7 +366,7 @@ def test_a_bad_active_model_leaves_the_service_up_saying_why(
             assert text in reason, reason
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 503 and p.json()["detail"] == reason
-        c.app.state.store.insert("synthetic", "BTC-USD", ticks)
+        c.app.state.services.store.insert("synthetic", "BTC-USD", ticks)
         assert c.get("/predict/synthetic/BTC-USD").status_code == 503
         listed = {m["id"]: m for m in c.get("/models").json()}
         assert listed["bad-model"]["active"] and not listed["bad-model"]["loadable"]
@@ -413,7 +414,7 @@ def test_listing_survives_metadata_that_is_not_plain_json(client: TestClient, tr
         "extra": torch.zeros(2),
         "created_at": 5,
     }
-    checkpoint.save(client.app.state.registry.folder / "odd.pt", payload["state_dict"], meta)
+    checkpoint.save(client.app.state.services.registry.folder / "odd.pt", payload["state_dict"], meta)
     r = client.get("/models")
     assert r.status_code == 200, r.text
     [odd] = [m for m in r.json() if m["id"] == "odd"]

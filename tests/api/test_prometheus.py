@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -18,16 +17,15 @@ from app.api.metrics import TickCounts
 from app.main import create_app
 from app.market.sources import synthetic
 from app.market.store import TickStore
-from tests.api.conftest import free_port, make_settings, wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, server_error
-from test_binance import Market, truth
+from tests.helpers.apps import make_settings
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.binance import truth
+from tests.helpers.fake_exchange import FakeExchange, server_error
+from tests.helpers.jobs_api import LONG, SMALL
+from tests.helpers.servers import free_port, wait_for
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 BTC = {"exchange": "binance", "symbol": "BTC-USD"}
-SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
-LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32, "patience": 0}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -59,7 +57,7 @@ def test_market_figures_follow_pulls_and_failures(tmp_path: Path) -> None:
     with FakeExchange(market) as fx:
         settings = make_settings(tmp_path, markets=["binance:BTC-USD"], source_urls={"binance": fx.url})
         with TestClient(create_app(settings)) as c:
-            store = c.app.state.store
+            store = c.app.state.services.store
             before = scrape(c)  # configured, never pulled: counters at 0, no made-up times
             assert value(before, "tickcast_market_ticks_stored", **BTC) == 0
             assert value(before, "tickcast_market_pulls_total", **BTC) == 0
@@ -156,11 +154,11 @@ def test_a_store_outage_leaves_metrics_up_and_says_so(tmp_path: Path) -> None:
     """During an outage /metrics is what an on-call person reads: it still answers 200 with the
     process figures, tickcast_store_up is 0, and the store's figures keep their last values."""
     with TestClient(create_app(make_settings(tmp_path))) as c:
-        c.app.state.store.insert("synthetic", "BTC-USD", synthetic.generate(100, seed=5))
+        c.app.state.services.store.insert("synthetic", "BTC-USD", synthetic.generate(100, seed=5))
         before = scrape(c)
         assert value(before, "tickcast_store_up") == 1
         queued = value(before, "tickcast_jobs", status="queued")
-        holder = sqlite3.connect(c.app.state.store.path, isolation_level=None)
+        holder = sqlite3.connect(c.app.state.services.store.path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # longer than the store's 5 s busy wait: its reads fail
         try:
             r = c.get("/metrics")
@@ -183,7 +181,7 @@ def test_job_durations_by_final_status(tmp_path: Path) -> None:
     """A job that ran is observed when it ends, with its run time and its wait; one cancelled before
     it started never ran and is not."""
     with TestClient(create_app(make_settings(tmp_path, job_concurrency=1))) as c:
-        c.app.state.store.insert("synthetic", "BTC-USD", synthetic.generate(4000, seed=5))
+        c.app.state.services.store.insert("synthetic", "BTC-USD", synthetic.generate(4000, seed=5))
         assert value(scrape(c), "tickcast_job_duration_seconds_count", status="failed") == 0
         job = c.post("/train", json={"config": SMALL, "activate": "never"}).json()
         done: dict = {}

@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.market.sources import synthetic
-from tests.api.conftest import csv_body, install_models, live_server, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import csv_body
+from tests.helpers.servers import live_server
 
 KEY = "sekrit"
 EVIL = "http://evil.example"

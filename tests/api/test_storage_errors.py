@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from app.api.errors import storage_failure
 from app.main import create_app
 from app.market.sources import synthetic
-from tests.api.conftest import body, csv_body, install_models, make_settings
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import body, csv_body
 
 IMPORT = "/markets/kraken/ETH-USD/import"
 CSV = {"content-type": "text/csv"}

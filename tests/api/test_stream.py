@@ -14,17 +14,13 @@ import pytest
 from app.main import create_app
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
-from tests.api.conftest import (
-    answers,
-    body,
-    csv_body,
-    free_port,
-    install_models,
-    live_server,
-    make_settings,
-    wait_for,
-)
-from tests.api.sse import Event, EventStream
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.binance import recent_trades
+from tests.helpers.bodies import body, csv_body
+from tests.helpers.fake_exchange import FakeExchange
+from tests.helpers.servers import answers, free_port, live_server, wait_for
+from tests.helpers.sse import Event, EventStream
 
 STREAM = "/stream/synthetic/BTC-USD"
 
@@ -98,7 +94,7 @@ def test_disconnected_clients_are_cleaned_up(tmp_path: Path, trained, ticks) -> 
     store_ticks(tmp_path, ticks[:1000])
     app = create_app(make_settings(tmp_path))
     with live_server(app) as url:
-        feeds = app.state.feeds
+        feeds = app.state.services.feeds
         a = EventStream(f"{url}{STREAM}?backlog=1")
         b = EventStream(f"{url}{STREAM}?backlog=1")
         a.take(1), b.take(1)
@@ -130,18 +126,12 @@ def test_refusals_come_before_the_stream(tmp_path: Path, ticks) -> None:
             busy = httpx.get(f"{url}{STREAM}")
             assert busy.status_code == 503 and busy.headers["retry-after"]
             assert "TICKCAST_STREAM_MAX_CLIENTS" in busy.json()["detail"]
-        wait_for(lambda: app.state.feeds.clients == 0)
+        wait_for(lambda: app.state.services.feeds.clients == 0)
         with EventStream(f"{url}{STREAM}?backlog=1") as s:
             assert s.response.status_code == 200 and len(s.take(1)) == 1
 
 
 def test_a_pull_is_pushed_at_once_not_at_the_next_poll(tmp_path: Path, trained) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-    from fake_exchange import FakeExchange
-    from test_binance import Market
-
-    from tests.api.test_markets import recent_trades
-
     install_models(tmp_path, trained)
     trades = recent_trades(80)
     market = Market(trades[:50])
@@ -242,7 +232,7 @@ def test_a_burst_admits_exactly_the_limit(tmp_path: Path, trained, ticks, warm: 
     cap, n = 5, 60
     app = create_app(make_settings(tmp_path, stream_max_clients=cap))
     with live_server(app) as url:
-        feeds = app.state.feeds
+        feeds = app.state.services.feeds
         holder = EventStream(f"{url}{STREAM}?backlog=1") if warm else None
         if holder is not None:
             holder.take(1)
@@ -262,7 +252,7 @@ def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained,
     store_ticks(tmp_path, ticks[:1200])
     app = create_app(make_settings(tmp_path))
     with live_server(app) as url:
-        assert app.state.feeds.ring == MAX_BACKLOG == 1000  # the documented maximum is the real one
+        assert app.state.services.feeds.ring == MAX_BACKLOG == 1000  # the documented maximum is the real one
         spec = httpx.get(f"{url}/openapi.json").json()
         [param] = [
             p
@@ -275,7 +265,7 @@ def test_backlog_is_validated_against_what_a_feed_keeps(tmp_path: Path, trained,
             assert r.status_code == 422, r.text
             [err] = r.json()["detail"]
             assert err["loc"] == ["query", "backlog"] and "1000" in err["msg"]
-        assert app.state.feeds.clients == 0  # a refusal takes no seat
+        assert app.state.services.feeds.clients == 0  # a refusal takes no seat
         with EventStream(f"{url}{STREAM}?backlog={MAX_BACKLOG}") as s:
             got = s.take(MAX_BACKLOG)
             assert got[0].json()["time"] == ticks.time[200] and got[-1].json()["time"] == ticks.time[1199]

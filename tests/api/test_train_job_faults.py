@@ -14,8 +14,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.api.conftest import free_port, make_settings
-from tests.api.test_train_jobs import SMALL, seed_store, wait
+from tests.helpers.apps import make_settings
+from tests.helpers.jobs_api import SMALL, seed_store, wait
+from tests.helpers.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG = {**SMALL, "num_epochs": 200, "patience": 0, "batch_size": 32}

@@ -9,24 +9,9 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.market.sources import synthetic
-from tests.api.conftest import body, install_models, make_settings
-
-SMALL = {"arch": "CNN", "hidden_size": 8, "num_layers": 1, "num_epochs": 1, "seq_len": 16}
-LONG = {"arch": "LSTM", "hidden_size": 32, "num_layers": 2, "num_epochs": 50, "batch_size": 32, "patience": 0}
-
-
-def wait(c: TestClient, job_id: str, until: set[str], timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.get(f"/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {until}: {job}")
-
-
-def seed_store(c: TestClient, n: int = 4000) -> None:
-    c.app.state.store.insert("synthetic", "BTC-USD", synthetic.generate(n, seed=5))
+from tests.helpers.apps import install_models, make_settings
+from tests.helpers.bodies import body
+from tests.helpers.jobs_api import LONG, SMALL, seed_store, wait
 
 
 def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
@@ -49,7 +34,7 @@ def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        ticks = c.app.state.store.latest("synthetic", "BTC-USD", 40)
+        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 40)
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 200 and p.json()["model_id"] == mid
         assert job["id"] in [j["id"] for j in c.get("/jobs").json()]
@@ -128,7 +113,7 @@ def test_bad_train_requests_change_nothing(tmp_path: Path) -> None:
 
 def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as c:
-        c.app.state.store.insert("bitstamp", "BTC-USD", synthetic.generate(900, seed=5))
+        c.app.state.services.store.insert("bitstamp", "BTC-USD", synthetic.generate(900, seed=5))
         for market, words in (
             ("kraken", "kraken:BTC-USD has 0 ticks"),
             ("bitstamp", "bitstamp:BTC-USD has 900 ticks"),
@@ -143,7 +128,7 @@ def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_
         r = c.post("/train", json={"exchange": "bitstamp", "symbol": "BTC-USD", "start": 0, "end": 1})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "start"]
         assert "widen start and end" in r.json()["detail"][0]["msg"]
-        assert c.get("/jobs").json() == [] and c.app.state.jobs.counts()["queued"] == 0
+        assert c.get("/jobs").json() == [] and c.app.state.services.jobs.counts()["queued"] == 0
 
 
 def test_api_key_guards_mutations_only(tmp_path: Path, trained, ticks) -> None:

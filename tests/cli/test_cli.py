@@ -154,7 +154,7 @@ def test_train_then_evaluate_through_tickcast(tmp_path, capsys) -> None:
     )
     (model_file,) = out.glob("*.pt")
     model = checkpoint.load(model_file)
-    assert model.meta["arch"] == "CNN" and model.meta["epochs"] == 1
+    assert model.meta.arch == "CNN" and model.meta.epochs == 1
     assert f"saved    {model_file}" in capsys.readouterr().out
 
     assert app.cli.main(["evaluate", str(model_file), str(data)]) == 0

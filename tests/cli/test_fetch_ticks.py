@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from app.market.store import TickStore
+from app.market.ticks import TickArrays, read_csv, write_csv
+from tests.helpers.binance import T0, check, truth
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.fake_exchange import FakeExchange, server_error
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "market" / "sources"))
-
-from fake_exchange import FakeExchange  # noqa: E402
-from test_binance import T0, Market, check, truth  # noqa: E402
-
-from app.market.store import TickStore  # noqa: E402
-from app.market.ticks import TickArrays, read_csv, write_csv  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "tickcast_fetch_ticks_cli", ROOT / "scripts" / "fetch_ticks.py"
@@ -157,8 +155,6 @@ def test_source_down_exits_2_and_keeps_what_was_stored(tmp_path, capsys) -> None
     def handler(req):
         calls["n"] += 1
         if calls["n"] > 2:
-            from fake_exchange import server_error
-
             return server_error()
         return market(req)
 
@@ -251,6 +247,7 @@ def read_csv_text(row: str) -> TickArrays:
 BITSTAMP = ROOT / ".." / "shared" / "data" / "bitstamp_btcusd_2018-08.csv"
 
 
+@pytest.mark.real_data
 def test_bitstamp_file_is_stored_whole_with_small_pages(tmp_path, capsys) -> None:
     """The issue's reproduction: pages of 500 used to lose the 5 repeated trades that a
     page boundary separated from their twins."""

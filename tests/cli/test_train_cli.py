@@ -79,19 +79,19 @@ def test_train_cli_end_to_end(trained, ticks_csv):
     assert len(files) == 1, list(out.iterdir())  # one model, no temp files left
     assert list(out.iterdir()) == files
     model = checkpoint.load(files[0])
-    assert model.meta["arch"] == "CNN"
-    assert model.meta["hparams"] == {"hidden_size": 8, "num_layers": 1}
+    assert model.meta.arch == "CNN"
+    assert model.meta.hparams == {"hidden_size": 8, "num_layers": 1}
     assert model.seq_len == 16
-    assert model.meta["epochs"] == 2
-    assert model.meta["data"]["source"] == str(ticks_csv)
-    assert model.meta["data"]["n_ticks"] == 2000
+    assert model.meta.epochs == 2
+    assert model.meta.data["source"] == str(ticks_csv)
+    assert model.meta.data["n_ticks"] == 2000
     assert "2,000 ticks" in r.stderr
     # the summary: id, where it went, and the val/test table with the base rate beside
     assert model.id in r.stdout
     assert str(files[0]) in r.stdout
     for word in ("| val", "| test", "auc", "brier", "base_rate", "ppv", "npv"):
         assert word in r.stdout, word
-    assert np.isfinite(model.meta["metrics"]["test"]["auc"])
+    assert np.isfinite(model.meta.metrics["test"]["auc"])
 
 
 def test_evaluate_only_with_num_epochs_zero(trained, ticks_csv):
@@ -133,7 +133,7 @@ def test_state_file_resumes(ticks_csv, tmp_path):
     assert checkpoint.read(state)["train_state"]["epoch"] == 2
     models = sorted((tmp_path / "out").glob("*.pt"))
     assert len(models) == 1  # the resumed run keeps the model id, so it replaces the file
-    assert checkpoint.load(models[0]).meta["epochs"] == 2
+    assert checkpoint.load(models[0]).meta.epochs == 2
 
 
 def test_bad_row_is_named(tmp_path):
@@ -201,7 +201,7 @@ def test_evaluate_script(trained, ticks_csv):
     header = [c.strip() for c in table[0].split("|")[1:-1]]
     row = next(line for line in table if line.split("|")[1].strip() == model_file.stem)
     cells = dict(zip(header, (c.strip() for c in row.split("|")[1:-1]), strict=True))
-    assert float(cells["auc"]) == pytest.approx(model.meta["metrics"]["test"]["auc"], abs=1e-4)
+    assert float(cells["auc"]) == pytest.approx(model.meta.metrics["test"]["auc"], abs=1e-4)
 
 
 @evaluate_present
@@ -226,3 +226,10 @@ def test_an_unwritable_out_is_named(ticks_csv, tmp_path, capsys):
     assert train_main("CNN", ticks_csv, "--num_epochs", "1", "--out", blocker / "models", *FAST) == 2
     err = capsys.readouterr().err
     assert "error: could not write" in err and str(blocker) in err and "Traceback" not in err
+
+
+def test_an_out_of_bounds_flag_is_a_usage_error_not_a_traceback(ticks_csv):
+    """The API's bounds hold on the command line too, said the way argparse says a bad flag."""
+    r = run("train.py", "CNN", ticks_csv, "--hidden_size", "2000")
+    assert r.returncode == 2 and "usage: train.py" in r.stderr and "Traceback" not in r.stderr
+    assert "argument --hidden_size: must be an integer in 1..1024, got 2000" in r.stderr

@@ -151,6 +151,7 @@ def test_params_are_checked() -> None:
 
 
 @pytest.mark.skipif(not REAL_CSV.exists(), reason=f"real Bitstamp ticks not present at {REAL_CSV}")
+@pytest.mark.real_data
 def test_real_ticks_have_the_calibration_targets() -> None:
     stats = tick_stats(read_csv(REAL_CSV))
     for key, want in REAL.items():

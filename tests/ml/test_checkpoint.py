@@ -13,6 +13,8 @@ import torch
 
 from app.ml import checkpoint, features, nets
 from app.ml.checkpoint import CheckpointError
+from app.ml.config import TrainConfig
+from app.ml.meta import META_VERSION, ModelMeta
 
 SEQ_LEN = 10
 F = len(features.FEATURES)
@@ -65,7 +67,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch):
     model = checkpoint.load(path)
     assert model.id == meta["id"]
     assert model.seq_len == SEQ_LEN and model.threshold == pytest.approx(0.33)
-    assert model.meta == meta
+    assert model.meta == ModelMeta.from_dict(meta)
     assert not model.net.training
     np.testing.assert_array_equal(model.norm.mean, np.asarray(meta["norm"]["mean"], np.float32))
     x = torch.randn(7, SEQ_LEN, F)
@@ -264,7 +266,7 @@ def test_failed_save_keeps_the_old_file(tmp_path):
         checkpoint.save(path, make_net(meta).state_dict(), bad_meta)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
-    assert checkpoint.load(path).meta == meta
+    assert checkpoint.load(path).meta == ModelMeta.from_dict(meta)
 
 
 def test_save_creates_the_folder(tmp_path):
@@ -407,7 +409,7 @@ def test_every_build_argument_is_bounded():
 @pytest.mark.parametrize("arch", nets.ARCHS)
 def test_expected_shapes_come_from_the_meta_device(arch):
     meta = make_meta(arch, hidden_size=12, num_layers=3)
-    expected = checkpoint.expected_state(meta, "x.pt")
+    expected = checkpoint.expected_state(ModelMeta.from_dict(meta), "x.pt")
     real = make_net(meta).state_dict()
     assert list(expected) == list(real)
     assert all(t.device.type == "meta" for t in expected.values())
@@ -508,7 +510,8 @@ def test_payloads_of_the_wrong_structure(tmp_path, payload):
 def test_unknown_extra_metadata_is_kept(tmp_path):
     """Other parts of tickcast add keys (a job id...): they are not the loader's business."""
     path, _, meta = saved(tmp_path, job_id="j-123", anything={"nested": [1, 2]})
-    assert checkpoint.load(path).meta["job_id"] == "j-123"
+    loaded = checkpoint.load(path).meta
+    assert loaded.job_id == "j-123" and loaded.extra == {"anything": {"nested": [1, 2]}}
 
 
 def test_a_stray_file_is_told_apart_from_a_damaged_model(tmp_path):
@@ -560,3 +563,127 @@ def test_a_huge_tensor_is_judged_without_reading_it_into_memory(tmp_path):
     reason, grew_kib = out.strip().splitlines()
     assert "head.weight has shape (67108864,), the model needs (1, 8)" in reason
     assert int(grew_kib) < 64 * 1024  # far below the 256 MiB a full read costs
+
+
+# ---------------------------------------------------------------- metadata versions
+
+# What fit() and checkpoint.save wrote before the metadata carried a version (1), literally.
+V1_META = {
+    "id": "gru-20250101-000000-abcdef",
+    "arch": "GRU",
+    "hparams": {"hidden_size": 8, "num_layers": 1, "dropout": 0.3},
+    "seq_len": 10,
+    "horizon": 1,
+    "features": ["log_return", "log_amount", "log_gap", "up", "down", "flat"],
+    "norm": {"mean": [0.0, -1.5, 0.2, 0.3, 0.3, 0.4], "std": [1e-4, 1.2, 0.9, 0.46, 0.46, 0.49]},
+    "logit_offset": -0.7113,
+    "threshold": 0.3293,
+    "train": {
+        "arch": "GRU",
+        "seq_len": 10,
+        "horizon": 1,
+        "hidden_size": 8,
+        "num_layers": 1,
+        "dropout": 0.3,
+        "batch_size": 256,
+        "num_epochs": 3,
+        "optimizer": "adam",
+        "lr": 0.002,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "step_size": 3,
+        "gamma": 0.5,
+        "clip": 1.0,
+        "patience": 3,
+        "monitor": "auc",
+        "train_split": 0.6,
+        "val_split": 0.2,
+        "seed": 0,
+        "device": "auto",
+        "num_threads": 1,
+        "save_every": 0,
+        "eval_batch_size": 4096,
+        "progress_every": 5,
+    },  # fmt: skip
+    "data": {
+        "source": "store",
+        "exchange": "synthetic",
+        "symbol": "BTC-USD",
+        "start": None,
+        "end": None,
+        "start_time": 1534131395.0,
+        "end_time": 1534135395.0,
+        "n_ticks": 4000,
+        "split": {"train": [0, 2381], "val": [2382, 3174], "test": [3175, 3967]},
+    },  # fmt: skip
+    "created_at": "2025-01-01T00:00:00+00:00",
+    "versions": {"tickcast": "0.1.0", "torch": "2.5.1", "python": "3.11.7"},
+    "metrics": {"val": {"auc": 0.55, "brier": 0.21, "n": 792.0}, "test": {"auc": 0.54, "n": 792.0}},
+    "best_epoch": 2,
+    "epochs": 3,
+    "train_seconds": 12.5,
+    "job_id": "3f9c2a7d41b0",
+}
+
+
+def _v1_file(path: Path, meta: dict, net: torch.nn.Module) -> Path:
+    torch.save(
+        {"format": "tickcast.checkpoint", "format_version": 1, "meta": meta, "state_dict": net.state_dict()},
+        path,
+    )
+    return path
+
+
+def test_a_file_written_before_the_metadata_had_a_version_loads(tmp_path):
+    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    model = checkpoint.load(_v1_file(tmp_path / "old.pt", V1_META, net))
+    m = model.meta
+    assert m.meta_version == 1 and m.id == model.id == "gru-20250101-000000-abcdef"
+    assert (m.arch, m.seq_len, m.horizon, m.hparams) == ("GRU", 10, 1, V1_META["hparams"])
+    assert (m.job_id, m.best_epoch, m.epochs, m.train_seconds) == ("3f9c2a7d41b0", 2, 3, 12.5)
+    assert m.metrics["val"]["auc"] == 0.55 and m.data["n_ticks"] == 4000 and m.extra == {}
+    assert m.train is not None and TrainConfig.from_dict(m.train).arch == "GRU"
+    assert {k: v for k, v in m.to_dict().items() if k != "meta_version"} == V1_META  # nothing lost
+    assert 0 < model.predict(synthetic_ticks(40)) < 1
+
+
+def synthetic_ticks(n: int):
+    from app.market.sources import synthetic
+
+    return synthetic.generate(n, seed=9)
+
+
+def test_an_early_file_without_the_descriptive_keys_loads(tmp_path):
+    """The oldest files say only what rebuilds the net; a size left out of hparams meant
+    nets.build's default of the time (hidden 64, 4 layers)."""
+    keep = ("arch", "hparams", "seq_len", "features", "norm", "logit_offset", "threshold")
+    meta = {k: V1_META[k] for k in keep} | {"arch": "CNN", "hparams": {}}
+    net = nets.build("CNN", n_features=F, seq_len=10, hidden_size=64, num_layers=4)
+    model = checkpoint.load(_v1_file(tmp_path / "cnn-early.pt", meta, net))
+    m = model.meta
+    assert model.id == "cnn-early" and m.id is None and m.horizon == 1
+    assert m.hparams == {"hidden_size": 64, "num_layers": 4}
+    assert (m.train, m.data, m.metrics, m.created_at, m.versions, m.job_id) == (
+        None,
+        {},
+        {},
+        None,
+        None,
+        None,
+    )
+
+
+def test_new_files_record_their_metadata_version(tmp_path):
+    meta = ModelMeta.from_dict({**V1_META, "meta_version": META_VERSION})
+    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    path = checkpoint.save(tmp_path / "new.pt", net.state_dict(), meta)
+    written = torch.load(path, weights_only=True)["meta"]
+    assert written["meta_version"] == META_VERSION == 2
+    assert ModelMeta.from_dict(written) == meta == checkpoint.load(path).meta
+
+
+def test_a_newer_metadata_version_is_refused_with_what_to_do(tmp_path):
+    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    path = _v1_file(tmp_path / "future.pt", {**V1_META, "meta_version": META_VERSION + 1}, net)
+    with pytest.raises(CheckpointError, match="has metadata version 3; this tickcast reads versions 1 to 2"):
+        checkpoint.load(path)

@@ -13,7 +13,7 @@ F = len(features.FEATURES)
 
 
 def small(arch: str, seq_len: int = 12, **kw) -> nn.Module:
-    kw = {"hidden_size": 8, "num_layers": 2, **kw}
+    kw = {"hidden_size": 8, "num_layers": 2, "dropout": 0.3, **kw}
     return nets.build(arch, n_features=F, seq_len=seq_len, **kw)
 
 
@@ -103,7 +103,7 @@ def test_bad_hparams_raise_clear_errors(arch, kwargs, match):
 
 def test_unknown_arch_lists_the_choices():
     with pytest.raises(ValueError, match="unknown architecture 'Transformer'") as e:
-        nets.build("Transformer", n_features=F, seq_len=12)
+        nets.build("Transformer", n_features=F, seq_len=12, hidden_size=8, num_layers=1)
     for name in ("CNN", "LSTM", "GRU", "PureRNN", "RNNLinear"):
         assert name in str(e.value)
 

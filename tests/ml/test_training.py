@@ -48,7 +48,7 @@ def test_fit_learns_the_synthetic_market(fitted, market):
     from app.market.sources import synthetic
 
     result, _ = fitted
-    val = result.meta["metrics"]["val"]
+    val = result.meta.metrics["val"]
     assert val["auc"] > 0.51, val  # ~2.4k windows: noisy; the fresh-data check below is tight
     assert val["brier"] < val["base_brier"] + 0.002, val  # calibrated: no worse than the base rate
     fresh = synthetic.generate(20_000, seed=12345)
@@ -64,33 +64,33 @@ def test_metadata_describes_the_model(fitted, market):
     result, config = fitted
     m = result.meta
     assert m is result.model.meta
-    assert m["arch"] == "GRU"
-    assert m["hparams"] == {"hidden_size": 16, "num_layers": 1, "dropout": 0.3}
-    assert m["seq_len"] == 16 and m["horizon"] == 1
-    assert m["features"] == list(features.FEATURES)
+    assert m.arch == "GRU"
+    assert m.hparams == {"hidden_size": 16, "num_layers": 1, "dropout": 0.3}
+    assert m.seq_len == 16 and m.horizon == 1
+    assert m.features == list(features.FEATURES)
     data = features.build_dataset(market, 16)
-    assert m["norm"] == data.norm.to_dict()  # the training split's statistics
+    assert m.norm == data.norm.to_dict()  # the training split's statistics
     # threshold is the training base rate; the offset undoes pos_weight = neg/pos
     lo, hi = data.split.train
     rate = float(data.targets[lo:hi].mean())
-    assert m["threshold"] == pytest.approx(rate)
-    assert m["logit_offset"] == pytest.approx(math.log(rate / (1 - rate)))
-    assert set(m["metrics"]) == {"val", "test"}
+    assert m.threshold == pytest.approx(rate)
+    assert m.logit_offset == pytest.approx(math.log(rate / (1 - rate)))
+    assert set(m.metrics) == {"val", "test"}
     for part in ("val", "test"):
         keys = {"auc", "brier", "log_loss", "ppv", "npv", "base_rate", "n"}
-        assert keys <= set(m["metrics"][part])
-    assert m["metrics"]["val"]["n"] == data.split.val[1] - data.split.val[0]
-    assert m["metrics"]["test"]["n"] == data.split.test[1] - data.split.test[0]
-    assert m["data"]["start_time"] == float(market.time[0])
-    assert m["data"]["end_time"] == float(market.time[-1])
-    assert m["data"]["n_ticks"] == len(market)
-    assert m["data"]["exchange"] == "synthetic"
-    assert m["data"]["split"]["train"] == list(data.split.train)
-    assert datetime.fromisoformat(m["created_at"]).tzinfo is not None
-    assert {"tickcast", "torch", "python"} <= set(m["versions"])
-    assert m["train"]["arch"] == "GRU" and m["train"]["seed"] == config.seed
-    assert 1 <= m["best_epoch"] <= m["epochs"] == len(result.history) == 3
-    assert checkpoint.MODEL_ID.match(m["id"]) and result.model.id == m["id"]
+        assert keys <= set(m.metrics[part])
+    assert m.metrics["val"]["n"] == data.split.val[1] - data.split.val[0]
+    assert m.metrics["test"]["n"] == data.split.test[1] - data.split.test[0]
+    assert m.data["start_time"] == float(market.time[0])
+    assert m.data["end_time"] == float(market.time[-1])
+    assert m.data["n_ticks"] == len(market)
+    assert m.data["exchange"] == "synthetic"
+    assert m.data["split"]["train"] == list(data.split.train)
+    assert datetime.fromisoformat(m.created_at).tzinfo is not None
+    assert {"tickcast", "torch", "python"} <= set(m.versions)
+    assert m.train["arch"] == "GRU" and m.train["seed"] == config.seed
+    assert 1 <= m.best_epoch <= m.epochs == len(result.history) == 3
+    assert m.id is not None and checkpoint.MODEL_ID.match(m.id) and result.model.id == m.id
     assert result.stop_reason == "completed"
 
 
@@ -101,11 +101,11 @@ def test_reported_metrics_are_those_of_the_returned_model(fitted, market):
         a, b = getattr(data.split, part)
         p = result.model.proba(data.windows[a:b])
         y = data.targets[a:b].numpy()
-        got = result.meta["metrics"][part]
+        got = result.meta.metrics[part]
         assert got["auc"] == pytest.approx(metrics.roc_auc(y, p), abs=1e-9)
         assert got["brier"] == pytest.approx(metrics.brier(y, p), abs=1e-6)
-    best = result.history[result.meta["best_epoch"] - 1]["val"]
-    assert result.meta["metrics"]["val"]["auc"] == pytest.approx(best["auc"], abs=1e-9)
+    best = result.history[result.meta.best_epoch - 1]["val"]
+    assert result.meta.metrics["val"]["auc"] == pytest.approx(best["auc"], abs=1e-9)
 
 
 def test_result_saves_and_loads_with_identical_outputs(fitted, market, tmp_path):
@@ -127,7 +127,7 @@ def test_same_seed_same_run(market):
     ticks = market[:4000]
     a = fit(ticks, cfg(arch="CNN"))
     b = fit(ticks, cfg(arch="CNN"))
-    assert a.meta["metrics"] == b.meta["metrics"]
+    assert a.meta.metrics == b.meta.metrics
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
     for k, v in a.model.net.state_dict().items():
         torch.testing.assert_close(v, b.model.net.state_dict()[k], rtol=0, atol=0)
@@ -206,7 +206,7 @@ def test_early_stopping_when_the_monitor_cannot_improve(market):
     r = fit(market[:3000], cfg(arch="GRU", lr=1e-30, num_epochs=20, patience=2), progress=events.append)
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
     assert r.stop_reason.startswith("early stop") and "auc" in r.stop_reason
-    assert r.meta["best_epoch"] == 1 and r.meta["epochs"] == 3
+    assert r.meta.best_epoch == 1 and r.meta.epochs == 3
     assert [p.epoch for p in events if p.kind == "epoch"] == [1, 2, 3]
 
 
@@ -240,13 +240,13 @@ def test_state_file_written_and_resume_continues(market, tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]  # grows, nothing repeated
     assert resumed.history[:2] == first.history
     assert sorted({p.epoch for p in events}) == [3, 4]
-    assert resumed.meta["id"] == first.meta["id"]
+    assert resumed.meta.id == first.meta.id
     assert checkpoint.read(state)["train_state"]["epoch"] == 4
     # continuing is the same run as never having stopped
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
-    assert resumed.meta["metrics"] == straight.meta["metrics"]
+    assert resumed.meta.metrics == straight.meta.metrics
     # and the state file itself is a usable model (its best epoch so far)
-    assert checkpoint.load(state).meta["best_epoch"] >= 1
+    assert checkpoint.load(state).meta.best_epoch >= 1
 
 
 def test_state_saved_at_the_best_epoch_only_by_default(market, tmp_path):

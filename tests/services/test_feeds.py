@@ -87,8 +87,9 @@ def test_backlog_then_new_ticks_once_each_scored_as_predict(
         assert times(new) == ticks.time[1000:1005].tolist()
         for k, e in enumerate(sub.first + new):
             want = await predictor.predict(ticks[: 996 + k + 1])
-            assert e.probability == pytest.approx(want.probability, abs=1e-6)
-            assert e.model_id == want.model_id and e.decision == want.decision
+            assert e.prediction is not None
+            assert e.prediction.probability == pytest.approx(want.probability, abs=1e-6)
+            assert e.prediction.model_id == want.model_id and e.prediction.decision == want.decision
         # a backfill of older history is not news; a tick stored later at the same time is
         last = ticks[1004:1005]
         same_time = TickArrays(last.time.copy(), last.price * 1.001, last.amount.copy())
@@ -116,7 +117,7 @@ def test_a_long_run_of_new_ticks_sends_only_the_newest_ring(
         store.insert(EX, SYM, ticks[100:600])
         got = await take(sub, 50)
         assert times(got) == ticks.time[550:600].tolist()
-        assert all(e.probability is not None for e in got)  # context came with the run
+        assert all(e.prediction is not None for e in got)  # context came with the run
         assert len(feeds.feeds[(EX, SYM)].ring) == 50
 
     run(tmp_path, model_dir, body, ring=50)
@@ -127,7 +128,9 @@ def test_without_a_model_ticks_flow_unscored(tmp_path: Path, ticks: TickArrays) 
         store.insert(EX, SYM, ticks[:30])
         sub = await feeds.subscribe(EX, SYM, backlog=30)
         assert len(sub.first) == 30
-        assert {(e.probability, e.decision, e.model_id) for e in sub.first} == {(None, None, None)}
+        assert {e.prediction for e in sub.first} == {None}
+        unscored = '"probability":null,"decision":null,"threshold":null,"model_id":null}'
+        assert all(e.json.endswith(unscored) for e in sub.first)
 
     run(tmp_path, None, body)
 
@@ -184,8 +187,10 @@ def test_limits_and_close(tmp_path: Path, ticks: TickArrays) -> None:
     async def body(store: TickStore, predictor: Predictor, feeds: Feeds) -> None:
         store.insert(EX, SYM, ticks[:100])
         a = await feeds.subscribe(EX, SYM, backlog=0)
-        with pytest.raises(TooManyClients, match="TICKCAST_STREAM_MAX_CLIENTS"):
+        # the setting's name is the HTTP answer's to add (tests/api/test_error_answers.py)
+        with pytest.raises(TooManyClients, match="^1 streams are open, the most this service allows") as e:
             await feeds.subscribe(EX, "BBB", backlog=0)
+        assert e.value.limit == 1
         feeds.close()
         assert await asyncio.wait_for(a.next(), 1) is None
         with pytest.raises(FeedsClosed):

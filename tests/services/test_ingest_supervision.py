@@ -23,12 +23,11 @@ from app.market.markets import Market as MarketName
 from app.market.store import TickStore
 from app.services.ingestion.pool import WorkerDown
 from app.services.ingestion.scheduler import Ingestor
-from tests.api.conftest import answers, free_port, make_settings, wait_for
-from tests.api.test_markets import recent_trades, settings_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "market" / "sources"))
-from fake_exchange import FakeExchange, hang
-from test_binance import Market
+from tests.helpers.apps import make_settings, settings_for
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.binance import recent_trades
+from tests.helpers.fake_exchange import FakeExchange, hang
+from tests.helpers.servers import answers, free_port, wait_for
 
 PULL = "/markets/binance/BTC-USD/pull"
 
@@ -108,7 +107,7 @@ def test_an_idle_worker_killed_is_noticed_recorded_counted_and_replaced(tmp_path
         with TestClient(create_app(settings_for(tmp_path, fx.url, ingest=False))) as c:
             assert c.post(PULL).json()["new_ticks"] == 60
             assert restarts(c, "ingest") == 0 and restarts(c, "job") == 0
-            pid = kill_worker(c.app.state.ingestor.worker.pid)
+            pid = kill_worker(c.app.state.services.ingestor.worker.pid)
             wait_for(lambda: c.get("/markets").json()[0]["last_error"] is not None, timeout=10)
             m = c.get("/markets").json()[0]
             assert f"pid {pid}" in m["last_error"] and "killed by SIGKILL" in m["last_error"]
@@ -119,7 +118,7 @@ def test_an_idle_worker_killed_is_noticed_recorded_counted_and_replaced(tmp_path
             m = c.get("/markets").json()[0]
             assert m["last_error"] is None and m["ticks_stored"] == 90 and m["consecutive_failures"] == 0
             assert restarts(c, "ingest") == 1  # the replacement did not die
-            new = c.app.state.ingestor.worker.pid
+            new = c.app.state.services.ingestor.worker.pid
             assert new is not None and new != pid and new in children(os.getpid())
 
 
@@ -128,7 +127,7 @@ def test_a_pull_whose_worker_dies_answers_503_and_loses_nothing(tmp_path: Path) 
     market = Market(trades[:60])
     with FakeExchange(market) as fx:
         with TestClient(create_app(settings_for(tmp_path, fx.url, ingest=False))) as c:
-            store = c.app.state.store
+            store = c.app.state.services.store
             assert c.post(PULL).json()["new_ticks"] == 60
             market.trades = trades
             fx.inject(hang(30))  # the next page hangs: the pull is in flight when the worker dies
@@ -137,7 +136,7 @@ def test_a_pull_whose_worker_dies_answers_503_and_loses_nothing(tmp_path: Path) 
             t = threading.Thread(target=lambda: answers.append(c.post(PULL)))
             t.start()
             wait_for(lambda: len(fx.requests) > n)
-            pid = kill_worker(c.app.state.ingestor.worker.pid)
+            pid = kill_worker(c.app.state.services.ingestor.worker.pid)
             t.join(20)
             assert len(answers) == 1
             assert_retry_later(answers[0])
@@ -157,9 +156,9 @@ def test_scheduled_ingestion_goes_on_after_the_worker_is_killed(tmp_path: Path) 
     market = Market(trades[:60])
     with FakeExchange(market) as fx:
         with TestClient(create_app(settings_for(tmp_path, fx.url, pull_interval_s=0.3))) as c:
-            store = c.app.state.store
+            store = c.app.state.services.store
             wait_for(lambda: store.count("binance", "BTC-USD") == 60)
-            kill_worker(c.app.state.ingestor.worker.pid)
+            kill_worker(c.app.state.services.ingestor.worker.pid)
             wait_for(lambda: restarts(c, "ingest") == 1, timeout=10)
             market.trades = trades
             wait_for(lambda: store.count("binance", "BTC-USD") == 90, timeout=60)

@@ -14,7 +14,7 @@ import torch
 from app.market.sources import synthetic
 from app.market.ticks import TickArrays, TickError
 from app.ml import checkpoint, training
-from app.services.predictor import NoModel, NotEnoughTicks, Prediction, Predictor
+from app.services.predictor import NoModel, NotEnoughTicks, Prediction, Predictor, Remedy
 from app.services.registry import InvalidModelId, Registry, UnknownModel, UnloadableModel
 
 
@@ -98,9 +98,8 @@ def test_matches_model_predict(setup) -> None:
 
 def test_concurrent_requests_are_batched(setup) -> None:
     reg, ticks, a, _ = setup
-    pred = make(reg, window_ms=5.0, max_batch=64)
     sizes: list[int] = []
-    pred.on_batch = sizes.append
+    pred = make(reg, window_ms=5.0, max_batch=64, on_batch=sizes.append)
     model = checkpoint.load(reg.path(a), "cpu")
     ws = windows_of(ticks, 50)
 
@@ -121,9 +120,8 @@ def test_concurrent_requests_are_batched(setup) -> None:
 
 def test_max_batch_caps_a_pass(setup) -> None:
     reg, ticks, _, _ = setup
-    pred = make(reg, window_ms=50.0, max_batch=8)
     sizes: list[int] = []
-    pred.on_batch = sizes.append
+    pred = make(reg, window_ms=50.0, max_batch=8, on_batch=sizes.append)
 
     async def go() -> None:
         t0 = time.perf_counter()
@@ -301,9 +299,8 @@ def test_window_policy(setup, adaptive: bool) -> None:
     """Non-adaptive: a lone request waits out the window. Adaptive: after lone requests it
     does not wait, yet a burst is still one pass."""
     reg, ticks, _, _ = setup
-    pred = make(reg, window_ms=30.0, adaptive=adaptive)
     sizes: list[int] = []
-    pred.on_batch = sizes.append
+    pred = make(reg, window_ms=30.0, adaptive=adaptive, on_batch=sizes.append)
 
     async def go() -> float:
         await pred.predict(ticks[:100])
@@ -354,8 +351,10 @@ def test_an_absurd_active_model_leaves_no_model_and_says_why(setup) -> None:
     _make_absurd(reg, a)
     pred = Predictor(reg, "cpu")
     assert pred.load_active() is None and pred.model is None
-    for text in (a, "hidden_size 100000000 is outside 1..4096", "POST /models/{id}/activate"):
+    for text in (a, "hidden_size 100000000 is outside 1..4096"):
         assert text in (pred.load_error or "")
+    # what to do: another model (the HTTP answer names its routes: tests/api/test_error_answers.py)
+    assert pred.no_model_reason().remedy == Remedy.ACTIVATE_ANOTHER
     with pytest.raises(NoModel) as e:
         asyncio.run(pred.predict(ticks[:100]))
     assert str(e.value).startswith("no model is loaded: the active model") and a in str(e.value)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from app.ml import checkpoint, features, nets
+from app.services.jobs.states import Activation
 from app.services.registry import (
     InvalidModelId,
     ModelInUse,
@@ -19,7 +20,6 @@ from app.services.registry import (
     UnknownModel,
     UnloadableModel,
     should_promote,
-    val_auc,
 )
 
 
@@ -70,7 +70,7 @@ def test_list_newest_first_with_meta(reg: Registry) -> None:
     infos = reg.list()
     assert [m.id for m in infos] == ["new", "mid", "old"]
     assert all(m.size_bytes > 0 and m.path.is_file() and not m.active for m in infos)
-    assert infos[0].meta["seq_len"] == 8 and val_auc(infos[0].meta) == 0.55
+    assert infos[0].meta.seq_len == 8 and infos[0].meta.val_auc == 0.55
 
 
 def test_list_caches_metadata(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +82,7 @@ def test_list_caches_metadata(reg: Registry, monkeypatch: pytest.MonkeyPatch) ->
     assert calls == []  # unchanged files are not re-read
     write_model(reg.folder, "mid", created_at="2026-01-01T00:00:00+00:00", seq_len=4)
     infos = reg.list()
-    assert len(calls) == 1 and infos[0].id == "mid" and infos[0].meta["seq_len"] == 4
+    assert len(calls) == 1 and infos[0].id == "mid" and infos[0].meta.seq_len == 4
 
 
 def test_corrupt_and_stray_files_are_skipped(reg: Registry, caplog: pytest.LogCaptureFixture) -> None:
@@ -101,7 +101,7 @@ def test_corrupt_and_stray_files_are_skipped(reg: Registry, caplog: pytest.LogCa
 
 def test_get(reg: Registry) -> None:
     info = reg.get("mid")
-    assert info.id == "mid" and info.meta["created_at"].startswith("2024-06") and not info.active
+    assert info.id == "mid" and (info.meta.created_at or "").startswith("2024-06") and not info.active
     with pytest.raises(UnknownModel):
         reg.get("nope")
 
@@ -210,6 +210,11 @@ def test_should_promote(policy, challenger, incumbent, expected) -> None:
 def test_should_promote_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError):
         should_promote("sometimes", 0.6, 0.5)  # type: ignore[arg-type]
+
+
+def test_should_promote_takes_the_policy_as_its_enum_or_its_string() -> None:
+    for policy in Activation:
+        assert should_promote(policy, 0.6, 0.5) == should_promote(policy.value, 0.6, 0.5)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- unloadable models

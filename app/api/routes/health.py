@@ -7,10 +7,12 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import IngestorDep, MetricsDep, PredictorDep, SettingsDep, StoreDep
-from app.api.errors import responses
-from app.api.schemas import HealthOut, InfoOut, MarketRef, NotReadyOut, ReadyOut
-from app.services.predictor import NoModel
+from app.api import advice
+from app.api.deps import MarketsDep, ServicesDep
+from app.api.health_schemas import HealthOut, InfoOut, NotReadyOut, ReadyOut
+from app.api.market_schemas import MarketRef
+from app.api.metrics import Metrics
+from app.api.openapi import responses
 
 router = APIRouter(tags=["operations"])
 
@@ -38,20 +40,17 @@ async def health() -> HealthOut:
     summary="What a client needs to know",
     responses=responses((503, "the tick store cannot be read; see Retry-After"), 500),
 )
-async def info(
-    settings: SettingsDep, predictor: PredictorDep, ingestor: IngestorDep, store: StoreDep, request: Request
-) -> InfoOut:
+async def info(services: ServicesDep, markets: MarketsDep, request: Request) -> InfoOut:
     """What a client needs to know before it starts: the version, whether writes need a key,
     the markets (configured ones, then the others the store holds, e.g. imported), the
     serving device."""
-    configured = list(ingestor.status)
-    others = [m for m in store.markets() if m not in ingestor.status]
     return InfoOut(
         version=request.app.version,
-        auth_required=settings.api_key is not None,
-        markets=[MarketRef(exchange=e, symbol=s, scheduled=True) for e, s in configured]
-        + [MarketRef(exchange=e, symbol=s, scheduled=False) for e, s in others],
-        device=str(predictor.device),
+        auth_required=services.settings.api_key is not None,
+        markets=[
+            MarketRef(exchange=m.exchange, symbol=m.symbol, scheduled=m.scheduled) for m in markets.known()
+        ],
+        device=str(services.predictor.device),
     )
 
 
@@ -68,39 +67,39 @@ async def info(
         **responses(500),
     },
 )
-async def ready(predictor: PredictorDep, store: StoreDep) -> ReadyOut | JSONResponse:
+async def ready(services: ServicesDep) -> ReadyOut | JSONResponse:
     """Ready when the store is open and a model is loaded. Otherwise 503 with the reason: an
     ACTIVE model that cannot be loaded is named, with why and what to do, while the rest of the
     service (listing, activating another model, training) keeps answering."""
-    try:
-        store.schema_version  # noqa: B018 - touches the connection
-    except Exception as e:
-        return _not_ready(f"tick store unavailable: {e}")
-    model = predictor.model
-    if model is None:
-        return _not_ready(predictor.no_model_reason(), {"Retry-After": str(NoModel.retry_after_s)})
-    return ReadyOut(status="ready", model_id=model.id)
-
-
-def _not_ready(reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    r = services.readiness()
+    if r.model_id is not None:
+        return ReadyOut(status="ready", model_id=r.model_id)
+    reason = advice.not_ready(r.reason, r.remedy)
     body = NotReadyOut(status="not ready", reason=reason, detail=reason)
+    headers = {"Retry-After": str(r.retry_after_s)} if r.retry_after_s is not None else None
     return JSONResponse(body.model_dump(), 503, headers=headers)
 
 
-@router.get(
-    "/metrics",
-    response_class=Response,
-    summary="Prometheus metrics",
-    responses={
-        200: {
-            "description": "the Prometheus text exposition format",
-            "content": {"text/plain": {"schema": {"type": "string"}, "example": _METRICS_EXAMPLE}},
-        }
-    },
-)
-async def metrics(m: MetricsDep) -> Response:
-    """Everything to alert on, for a Prometheus scrape: requests by route and status with their
-    latency, predictions and their batches, the active model, jobs, streams, worker restarts
-    and per-market ingestion figures."""
-    # off the event loop: a scrape reads the store (a big market's tick count takes a while)
-    return Response(await asyncio.to_thread(m.render), media_type=m.content_type)
+def metrics_router(m: Metrics) -> APIRouter:
+    """/metrics, bound to the app's own Metrics (one registry per app: see `app.api.metrics`)."""
+    r = APIRouter(tags=["operations"])
+
+    @r.get(
+        "/metrics",
+        response_class=Response,
+        summary="Prometheus metrics",
+        responses={
+            200: {
+                "description": "the Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}, "example": _METRICS_EXAMPLE}},
+            }
+        },
+    )
+    async def metrics() -> Response:
+        """Everything to alert on, for a Prometheus scrape: requests by route and status with their
+        latency, predictions and their batches, the active model, jobs, streams, worker restarts
+        and per-market ingestion figures."""
+        # off the event loop: a scrape reads the store (a big market's tick count takes a while)
+        return Response(await asyncio.to_thread(m.render), media_type=m.content_type)
+
+    return r

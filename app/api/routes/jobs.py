@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from app.api.deps import JobsDep, KeyDep
-from app.api.errors import invalid, responses
+from app.api.openapi import responses
 from app.api.schemas import JobOut, TrainRequest
-from app.services.jobs.manager import JobRecord, JobSpec, QueueFull, StoreUnavailable
+from app.services.jobs.manager import JobRecord, JobSpec
+from app.services.jobs.states import Activation
 
 router = APIRouter(tags=["training"])
 
@@ -35,10 +36,6 @@ JobId = Annotated[
 
 def _out(r: JobRecord) -> JobOut:
     return JobOut(**dataclasses.asdict(r))
-
-
-def _refused(status: int, e: QueueFull | StoreUnavailable) -> HTTPException:
-    return HTTPException(status, str(e), headers={"Retry-After": str(e.retry_after_s)})
 
 
 @router.post(
@@ -70,17 +67,9 @@ def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
         start=body.start,
         end=body.end,
         config=body.config.model_dump(),
-        activate=body.activate,
+        activate=Activation(body.activate),
     )
-    try:
-        record = jobs.submit(spec)
-    except ValueError as e:  # a domain error may name its place (`loc`); the body otherwise
-        raise invalid(getattr(e, "loc", None) or ("body",), str(e)) from e
-    except QueueFull as e:
-        raise _refused(429, e) from e
-    except StoreUnavailable as e:
-        raise _refused(503, e) from e
-    return _out(record)
+    return _out(jobs.submit(spec))  # InvalidJobSpec, QueueFull...: answered by app.api.errors
 
 
 @router.get(
@@ -92,10 +81,7 @@ def list_jobs(
 ) -> list[JobOut]:
     """Every job, newest first, with its status, progress, result or error: queued and running
     ones, and finished ones as the store keeps them."""
-    try:
-        return [_out(r) for r in jobs.list(limit)]
-    except StoreUnavailable as e:
-        raise _refused(503, e) from e
+    return [_out(r) for r in jobs.list(limit)]
 
 
 @router.get(
@@ -106,10 +92,7 @@ def list_jobs(
 )
 def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
     """Status, live progress (epoch, batch, loss, validation metrics) and the result."""
-    try:
-        return _out(jobs.get(job_id))
-    except StoreUnavailable as e:
-        raise _refused(503, e) from e
+    return _out(jobs.get(job_id))
 
 
 @router.delete(
@@ -128,10 +111,4 @@ def get_job(job_id: JobId, jobs: JobsDep) -> JobOut:
 def cancel_job(job_id: JobId, jobs: JobsDep) -> JobOut:
     """Cancel a queued or running job; a running one stops within a few seconds. Answers the
     job as it is now (`cancel_requested` in its progress while it stops)."""
-    try:
-        record = jobs.get(job_id)
-        if record.status not in ("queued", "running"):
-            raise HTTPException(409, f"job {job_id} is already {record.status}")
-        return _out(jobs.cancel(job_id))
-    except StoreUnavailable as e:
-        raise _refused(503, e) from e
+    return _out(jobs.cancel(job_id))  # a finished job: JobFinished, answered 409 by app.api.errors

@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import Exchange, IngestorDep, KeyDep, StoreDep, Symbol
-from app.api.errors import invalid, responses
-from app.api.schemas import ImportOut, MarketOut, PullOut, TicksOut
-from app.market.sources.base import SourceError
-from app.market.ticks import TickError, read_csv, write_csv_to
-from app.services.ingestion.pool import WorkerDown
-from app.services.ingestion.scheduler import IngestFailed, StoreUnavailable
+from app.api.deps import IngestorDep, KeyDep, MarketPath, MarketsDep
+from app.api.errors import invalid
+from app.api.market_schemas import ImportOut, MarketOut, PullOut, TicksOut
+from app.api.openapi import responses
+from app.market.ticks import write_csv_to
 
 router = APIRouter(tags=["markets"])
 
@@ -32,7 +30,7 @@ _CSV_EXAMPLE = "time,price,amount\n1795653448.0,6642.56,0.001\n1795653452.7,6642
     summary="Markets and their ingestion status",
     responses=responses(_STORE_READ, 500),
 )
-async def list_markets(ingestor: IngestorDep) -> list[dict]:
+async def list_markets(ingestor: IngestorDep) -> list[dict[str, Any]]:
     """Each configured market (`scheduled: true`): last pull, last tick time, lag, ticks stored,
     last error, next run. Then every other market the store holds (imported, or configured
     once), `scheduled: false`, with its ticks and null pull fields."""
@@ -56,9 +54,8 @@ async def list_markets(ingestor: IngestorDep) -> list[dict]:
     },
 )
 async def market_ticks(
-    exchange: Exchange,
-    symbol: Symbol,
-    store: StoreDep,
+    market: MarketPath,
+    markets: MarketsDep,
     start: float | None = Query(
         None, allow_inf_nan=False, description="unix s, inclusive; not with `latest`"
     ),
@@ -93,25 +90,20 @@ async def market_ticks(
                 f"latest asks for the newest ticks; it does not combine "
                 f"with {', '.join(given)}: send one or the other",
             )
-        ticks = store.latest(exchange, symbol, latest, ids=format == "csv")
+        ticks = markets.latest(market, latest, ids=format == "csv")
     else:
         if start is not None and end is not None and end < start:
             raise invalid(("query", "end"), "end must not be before start")
-        ticks = store.read(
-            exchange,
-            symbol,
-            start=start,
-            end=end,
-            limit=DEFAULT_LIMIT if limit is None else limit,
-            ids=format == "csv",
+        ticks = markets.ticks(
+            market, start=start, end=end, limit=DEFAULT_LIMIT if limit is None else limit, ids=format == "csv"
         )
     if format == "csv":
         buf = io.StringIO()
         write_csv_to(ticks, buf)
         return Response(buf.getvalue(), media_type="text/csv")
     body = {
-        "exchange": exchange,
-        "symbol": symbol,
+        "exchange": market.exchange,
+        "symbol": market.symbol,
         "count": len(ticks),
         "ticks": [
             {"time": t, "price": p, "amount": a}
@@ -119,9 +111,6 @@ async def market_ticks(
         ],
     }
     return Response(json.dumps(body), media_type="application/json")
-
-
-STORE_RETRY_S = 10  # a locked store frees up in seconds; a read-only or full one needs a person
 
 
 @router.post(
@@ -145,28 +134,13 @@ STORE_RETRY_S = 10  # a locked store frees up in seconds; a read-only or full on
         ),
     ),
 )
-async def pull_market(exchange: Exchange, symbol: Symbol, ingestor: IngestorDep) -> PullOut:
+async def pull_market(market: MarketPath, ingestor: IngestorDep) -> PullOut:
     """Pull a configured market now (whatever the schedule says), from its cursor; answers with
     what was stored."""
-    try:
-        r = await ingestor.pull_now(exchange, symbol)
-    except SourceError as e:
-        raise HTTPException(502, f"{e}; stored ticks and the cursor are unchanged, retry later") from e
-    except WorkerDown as e:  # its message ends "retry in N s", N as in Retry-After
-        raise HTTPException(503, str(e), headers={"Retry-After": str(e.retry_after_s)}) from e
-    except StoreUnavailable as e:
-        raise HTTPException(
-            503,
-            f"{e}; pages stored before it are kept with their cursor; make the store "
-            f"writable (or wait for whoever holds its lock), then retry in "
-            f"{STORE_RETRY_S} s",
-            headers={"Retry-After": str(STORE_RETRY_S)},
-        ) from e
-    except IngestFailed as e:
-        raise HTTPException(500, f"{e}; pages stored before it are kept with their cursor") from e
+    r = await ingestor.pull_now(market.exchange, market.symbol)
     return PullOut(
-        exchange=exchange,
-        symbol=symbol,
+        exchange=market.exchange,
+        symbol=market.symbol,
         new_ticks=r.new_ticks,
         pages=r.pages,
         cursor=r.cursor,
@@ -201,7 +175,7 @@ async def pull_market(exchange: Exchange, symbol: Symbol, ingestor: IngestorDep)
         500,
     ),
 )
-async def import_ticks(exchange: Exchange, symbol: Symbol, request: Request, store: StoreDep) -> ImportOut:
+async def import_ticks(market: MarketPath, request: Request, markets: MarketsDep) -> ImportOut:
     """Import a CSV (time,price,amount[,trade_id,side] or the ancestor's format) sent as the body.
 
     The body may be at most TICKCAST_MAX_BODY_BYTES (413 beyond it, saying what to do): a
@@ -219,11 +193,8 @@ async def import_ticks(exchange: Exchange, symbol: Symbol, request: Request, sto
     """
     raw = await request.body()
     try:
-        ticks = read_csv(io.StringIO(raw.decode("utf-8"))).with_ordinals()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise invalid(("body",), "the body is not UTF-8 text CSV; nothing was stored") from e
-    except TickError as e:
-        loc = ("body",) if e.row is None else ("body", "line", e.row)
-        raise invalid(loc, f"CSV {e}; nothing was stored") from e
-    new = await asyncio.to_thread(store.insert, exchange, symbol, ticks)
-    return ImportOut(exchange=exchange, symbol=symbol, rows=len(ticks), new_ticks=new)
+    rows, new = await markets.import_csv(market, text)
+    return ImportOut(exchange=market.exchange, symbol=market.symbol, rows=rows, new_ticks=new)

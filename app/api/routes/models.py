@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from app.api.deps import KeyDep, PredictorDep, RegistryDep
-from app.api.errors import responses
+from app.api.openapi import responses
 from app.api.schemas import ModelOut
 from app.services.registry import ModelInfo
 
@@ -54,17 +54,15 @@ def _out(m: ModelInfo) -> ModelOut:
     """The listing row; fields read from metadata are shown only when they have the declared type,
     so a mis-described file is listed (unloadable, with its reason) rather than failing the page."""
     meta = m.meta
-    arch, seq_len, created = meta.get("arch"), meta.get("seq_len"), meta.get("created_at")
-    metrics = _plain(meta.get("metrics"))
     return ModelOut(
         id=m.id,
         active=m.active,
         size_bytes=m.size_bytes,
-        arch=arch if isinstance(arch, str) else None,
-        seq_len=seq_len if isinstance(seq_len, int) and not isinstance(seq_len, bool) else None,
-        created_at=created if isinstance(created, str) else None,
-        metrics=metrics if isinstance(metrics, dict) else None,
-        meta=_plain(meta),
+        arch=meta.arch,
+        seq_len=meta.seq_len,
+        created_at=meta.created_at,
+        metrics=None if meta.metrics is None else _plain(meta.metrics),
+        meta=_plain(meta.raw),
         loadable=m.loadable,
         unloadable_reason=m.unloadable_reason,
     )

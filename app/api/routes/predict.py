@@ -10,10 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from app.api.deps import Exchange, PredictorDep, StoreDep, Symbol
-from app.api.errors import invalid, responses
+from app.api.deps import MarketPath, MarketsDep, services_of
+from app.api.errors import invalid
+from app.api.openapi import responses
 from app.api.schemas import PredictBatchOut, PredictionOut, PredictRequest, to_arrays
-from app.services.predictor import Prediction, Predictor
+from app.services.predictor import prediction_json
 
 router = APIRouter(tags=["predict"])
 
@@ -51,20 +52,10 @@ _GET_ERRORS = responses(
 )
 
 
-def _out(p: Prediction) -> PredictionOut:
-    return PredictionOut(
-        probability=p.probability,
-        decision=p.decision,
-        threshold=p.threshold,
-        model_id=p.model_id,
-        as_of=p.as_of,
-    )
-
-
 async def parse_predict(request: Request) -> PredictRequest:
     """The body parsed from bytes by pydantic-core in one pass (no stdlib json.loads, no
     intermediate dicts): parsing is most of a prediction's cost. The schema is still
-    published in OpenAPI (see `app.main`)."""
+    published in OpenAPI (see `app.api.openapi.build`)."""
     try:
         return PredictRequest.model_validate_json(await request.body())
     except ClientDisconnect:  # gone, or cut off by the body limit (which already answered 413)
@@ -97,8 +88,8 @@ async def predict(request: Request) -> Response:
     """
     # The hot path: no Depends (resolving two of them cost ~10% of a request's CPU) and the
     # answer serialised by hand (the shape is PredictionOut / PredictBatchOut).
-    predictor: Predictor = request.app.state.predictor
-    max_ticks: int = request.app.state.settings.max_ticks
+    services = services_of(request)
+    predictor, max_ticks = services.predictor, services.settings.max_ticks
     body = await parse_predict(request)
     model_id = body.model_id
     if body.ticks is not None:
@@ -110,7 +101,7 @@ async def predict(request: Request) -> Response:
             )
         ticks = to_arrays(body.ticks)
         del body  # don't hold a hundred objects per request across the await (GC pressure)
-        return _json(_dict(await predictor.predict(ticks, model_id)))
+        return _json(prediction_json(await predictor.predict(ticks, model_id)))
     wins = body.windows or []
     total = sum(len(w) for w in wins)
     if total > max_ticks * 16:
@@ -122,17 +113,7 @@ async def predict(request: Request) -> Response:
     arrays = [to_arrays(w) for w in wins]
     del body, wins
     preds = await predictor.predict_many(arrays, model_id)
-    return _json({"predictions": [_dict(p) for p in preds]})
-
-
-def _dict(p: Prediction) -> dict[str, object]:
-    return {
-        "probability": p.probability,
-        "decision": p.decision,
-        "threshold": p.threshold,
-        "model_id": p.model_id,
-        "as_of": p.as_of,
-    }
+    return _json({"predictions": [prediction_json(p) for p in preds]})
 
 
 def _json(content: object) -> Response:
@@ -146,20 +127,12 @@ def _json(content: object) -> Response:
     summary="Predict from a market's latest stored ticks",
 )
 async def predict_market(
-    exchange: Exchange,
-    symbol: Symbol,
-    predictor: PredictorDep,
-    store: StoreDep,
+    market: MarketPath,
+    markets: MarketsDep,
     model_id: Annotated[
         str | None, Query(max_length=128, description="a registry id; default: the active model")
     ] = None,
-) -> PredictionOut:
+) -> Response:
     """The same as POST /predict, from the service's own latest stored ticks of a market
     (configured or imported): as many as the model needs, ending at the newest."""
-    seq_len = await predictor.seq_len(model_id)
-    ticks = store.latest(exchange, symbol, seq_len + 1, ids=False)
-    if len(ticks) == 0:
-        raise HTTPException(
-            404, f"no ticks stored for {exchange}:{symbol}; configure the market or import ticks"
-        )
-    return _out(await predictor.predict(ticks, model_id))
+    return _json(prediction_json(await markets.predict_latest(market, model_id)))

@@ -7,13 +7,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import Exchange, FeedsDep, IngestorDep, StoreDep, Symbol
-from app.api.errors import invalid, responses
-from app.services.feeds import Feeds, FeedsClosed, Seat, Subscription, TickEvent, TooManyClients
+from app.api.deps import FeedsDep, MarketPath, MarketsDep
+from app.api.errors import invalid
+from app.api.openapi import responses
+from app.market.markets import Market
+from app.services.feeds import Feeds, FeedsClosed, Seat, Subscription, TickEvent
 
 router = APIRouter(tags=["markets"])
 
@@ -59,28 +61,11 @@ _EXAMPLE = (
 )
 
 
-async def _streamable(
-    exchange: Exchange, symbol: Symbol, feeds: FeedsDep, ingestor: IngestorDep, store: StoreDep
-) -> Feeds:
+async def _streamable(market: MarketPath, markets: MarketsDep) -> Market:
     """Refusals that must be answered with a status, before the stream starts (the client
-    limit is the endpoint's own, once every parameter is valid)."""
-    if (exchange, symbol) not in ingestor.status and store.time_range(exchange, symbol) is None:
-        raise HTTPException(
-            404,
-            f"{exchange}:{symbol} is neither a configured market nor has "
-            "stored ticks; add it to TICKCAST_MARKETS or import ticks",
-        )
-    return feeds
-
-
-def _seat(feeds: Feeds) -> Seat:
-    """A place under TICKCAST_STREAM_MAX_CLIENTS, or the 503 that refuses the stream."""
-    try:
-        return feeds.reserve()
-    except FeedsClosed as e:
-        raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
-    except TooManyClients as e:
-        raise HTTPException(503, str(e), headers={"Retry-After": "30"}) from None
+    limit is the endpoint's own, once every parameter is valid): NotAMarket, a 404."""
+    markets.require(market)
+    return market
 
 
 class _SeatedStream(StreamingResponse):
@@ -108,13 +93,13 @@ def _ticks(events: list[TickEvent]) -> bytes:
 
 
 async def _events(
-    feeds: Feeds, seat: Seat, exchange: str, symbol: str, backlog: int, last_event_id: str | None
+    feeds: Feeds, seat: Seat, market: Market, backlog: int, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
     """The wire format written by hand: each update is one write per client, whatever its size
     (FastAPI's per-item SSE machinery cost /predict's p99 4x with 20 dashboards open)."""
     try:
         sub: Subscription = await feeds.subscribe(
-            exchange, symbol, backlog=backlog, last_event_id=last_event_id, seat=seat
+            market.exchange, market.symbol, backlog=backlog, last_event_id=last_event_id, seat=seat
         )
     except FeedsClosed as e:  # the service began shutting down while this stream was joining
         yield _event("error", json.dumps({"detail": str(e)}), retry=RETRY_MS * 10).encode()
@@ -123,7 +108,9 @@ async def _events(
         head = (
             ""
             if sub.resumed
-            else _event("reset", json.dumps({"exchange": exchange, "symbol": symbol}), retry=RETRY_MS)
+            else _event(
+                "reset", json.dumps({"exchange": market.exchange, "symbol": market.symbol}), retry=RETRY_MS
+            )
         )
         yield head.encode() + _ticks(sub.first)
         while True:
@@ -168,9 +155,8 @@ async def _events(
     },
 )
 async def stream(
-    exchange: Exchange,
-    symbol: Symbol,
-    feeds: Annotated[Feeds, Depends(_streamable)],
+    market: Annotated[Market, Depends(_streamable)],
+    feeds: FeedsDep,
     backlog: int = Query(
         300,
         ge=0,
@@ -197,11 +183,12 @@ async def stream(
             f"backlog {backlog} is more than the {feeds.ring} recent ticks a stream keeps; ask for fewer",
             "less_than_equal",
         )
-    # No await from here to the response: the seat is taken and handed to the response that
-    # alone gives it back, so a stream is counted from its admission, before its 200.
-    seat = _seat(feeds)
+    # No await from here to the response: the seat is taken (or refused: FeedsClosed,
+    # TooManyClients, a 503) and handed to the response that alone gives it back, so a stream is
+    # counted from its admission, before its 200.
+    seat = feeds.reserve()
     return _SeatedStream(
-        _events(feeds, seat, exchange, symbol, backlog, last_event_id),
+        _events(feeds, seat, market, backlog, last_event_id),
         seat,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -29,11 +29,13 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import wait as wait_ready
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 from app.services.ingestion import worker as ingest_worker
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # The pause before the restart after the n-th death in a row (no call answered in between):
 # a worker that dies as it starts, or on every pull, is not respawned in a tight loop.
@@ -97,13 +99,13 @@ class IngestPool:
             initargs=(os.getpid(),),
         )
 
-    def _submit(self, pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    def _submit(self, pool: ProcessPoolExecutor, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         # the pool spawns its process inside submit; keep it, a broken pool forgets it
         self._procs = list((getattr(pool, "_processes", None) or {}).values())
         return fut
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """`fn(*args)` in the worker. WorkerDown when there is none or it dies meanwhile."""
         self.poll()
         down = self.unavailable()

@@ -3,8 +3,8 @@
 One pull job per configured market, every `pull_interval_s`, with
 max_instances=1 and coalescing: a slow exchange delays its own next pull and
 never stacks pulls up. Pulls run in one worker process (see
-`ingest_worker`), so /predict keeps answering at its idle latency while they run.
-That process is supervised (see `ingest_pool`): a watch job notices its death
+`ingestion.worker`), so /predict keeps answering at its idle latency while they run.
+That process is supervised (see `ingestion.pool`): a watch job notices its death
 within a second even when no pull runs, every market's status says so, and a
 new worker takes over.
 """
@@ -12,10 +12,12 @@ new worker takes over.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -24,12 +26,14 @@ from apscheduler.triggers.cron import CronTrigger
 from app.market.markets import Market
 from app.market.sources import SOURCES
 from app.market.sources.base import SourceError
-from app.market.store import TickStore
+from app.market.storage import TickStorage
 from app.services.ingestion import worker as ingest_worker
 from app.services.ingestion.pool import IngestPool
 from app.services.ingestion.pull import PullResult
 from app.services.jobs.manager import JobManager, JobSpec, QueueFull
 from app.services.jobs.manager import StoreUnavailable as JobStoreUnavailable
+from app.services.jobs.states import Activation
+from app.settings import env_name
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,11 @@ class MarketStatus:
 
 
 class UnknownMarket(LookupError):
-    pass
+    """Not one of the configured markets, so it is not pulled; configuring it makes it one."""
+
+    def __init__(self, exchange: str, symbol: str) -> None:
+        super().__init__(f"{exchange}:{symbol} is not a configured market")
+        self.exchange, self.symbol = exchange, symbol
 
 
 class IngestFailed(RuntimeError):
@@ -67,7 +75,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: TickStore,
+        store: TickStorage,
         markets: list[Market],
         *,
         source_urls: dict[str, str],
@@ -76,6 +84,7 @@ class Ingestor:
         jobs: JobManager | None = None,
         retrain_cron: str | None = None,
         synthetic_history_s: float = 3600.0,
+        on_stored: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.synthetic_history_s = synthetic_history_s
@@ -91,12 +100,12 @@ class Ingestor:
             self.status[(m.exchange, m.symbol)] = MarketStatus(m.exchange, m.symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
-        self.on_stored: Callable[[str, str], None] | None = None  # a pull stored new ticks
+        self.on_stored = on_stored  # a pull stored new ticks
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
         if exchange not in SOURCES:  # fails here, loudly (building a source per pull costs an SSL context)
-            raise IngestFailed(
-                f"TICKCAST_MARKETS names {exchange!r}, which has no source (known: "
+            raise IngestFailed(  # also each pull's status: the setting is named here
+                f"{env_name('markets')} names {exchange!r}, which has no source (known: "
                 f"{', '.join(sorted(SOURCES))}); fix the setting and restart"
             )
         # the synthetic market's first pull is the history the first start trains on
@@ -124,7 +133,7 @@ class Ingestor:
             self._source_kw(exchange),
             start,
         )
-        if kind == "ok":
+        if isinstance(value, PullResult):  # kind "ok"; otherwise `value` is the message
             return value
         if kind == "source":
             raise SourceError(value)
@@ -144,9 +153,11 @@ class Ingestor:
         try:
             return self.status[(exchange, symbol)]
         except KeyError:
-            raise UnknownMarket(
-                f"{exchange}:{symbol} is not a configured market; add it to TICKCAST_MARKETS"
-            ) from None
+            raise UnknownMarket(exchange, symbol) from None
+
+    def statuses(self) -> list[MarketStatus]:
+        """The configured markets' pull figures as they are now (copies), in their order."""
+        return [dataclasses.replace(st) for st in self.status.values()]
 
     async def pull_now(self, exchange: str, symbol: str) -> PullResult:
         """One pull of a configured market (the schedule and POST .../pull both land here)."""
@@ -201,34 +212,35 @@ class Ingestor:
                         start=None,
                         end=None,
                         config={"arch": "CNN"},
-                        activate="if_better",
+                        activate=Activation.IF_BETTER,
                     )
                 )
             except QueueFull as e:
                 log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. Raise TICKCAST_JOB_QUEUE_MAX "
-                    "or wait: the next TICKCAST_RETRAIN_CRON run queues it again, or POST /train "
-                    "once the queue has room",
+                    "scheduled retraining of %s:%s was skipped: %s. Raise %s or wait: the next %s "
+                    "run queues it again, or POST /train once the queue has room",
                     exchange,
                     symbol,
                     e,
+                    env_name("job_queue_max"),
+                    env_name("retrain_cron"),
                 )
             except JobStoreUnavailable as e:
                 log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. The next "
-                    "TICKCAST_RETRAIN_CRON run queues it again, or POST /train once the store "
-                    "accepts writes",
+                    "scheduled retraining of %s:%s was skipped: %s. The next %s run queues it "
+                    "again, or POST /train once the store accepts writes",
                     exchange,
                     symbol,
                     e,
+                    env_name("retrain_cron"),
                 )
             except ValueError as e:  # too few ticks so far: the next run finds more
                 log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. The next "
-                    "TICKCAST_RETRAIN_CRON run tries again",
+                    "scheduled retraining of %s:%s was skipped: %s. The next %s run tries again",
                     exchange,
                     symbol,
                     e,
+                    env_name("retrain_cron"),
                 )
 
     def start(self) -> None:
@@ -314,7 +326,5 @@ class Ingestor:
         return out
 
 
-def _now():
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

@@ -7,7 +7,7 @@ pull keeps its sources (and their HTTP clients, rate limiters and the live
 synthetic market's state) on one persistent event loop, and writes the SQLite
 file that the API process reads (WAL allows both).
 
-The parent (`ingest_pool`) watches this process and replaces it when it dies;
+The parent (`ingestion.pool.IngestPool`) watches this process and replaces it when it dies;
 `init` makes it die with the parent in turn, so it is never left holding the
 store after the API process is gone.
 """
@@ -18,20 +18,22 @@ import asyncio
 import logging
 import os
 import signal
-import sqlite3
 from typing import Any, Literal
 
 from app.market.sources import make_source
-from app.market.sources.base import SourceError
-from app.market.store import StoreError, TickStore
+from app.market.sources.base import Source, SourceError
+from app.market.storage import StoreError
+from app.market.store import TickStore
 from app.services import lifeline
 from app.services.ingestion.pull import PullResult, pull
 
 log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
-_sources: dict[str, Any] = {}
+_sources: dict[str, Source] = {}
 _stores: dict[str, TickStore] = {}
+# the store could not be written (locked, read-only, full), or cannot be used as it is
+_STORE_ERRORS: tuple[type[Exception], ...] = (*TickStore.errors, StoreError)
 
 
 # How a pull ended, as the parent tells its callers: "source" is the exchange's fault (502),
@@ -71,7 +73,7 @@ def run_pull(
     base_url: str | None,
     source_kw: dict[str, Any],
     start: float | None,
-) -> tuple[Outcome, Any]:
+) -> tuple[Outcome, PullResult | str]:
     """("ok", PullResult) or (kind, message): exceptions of every source module need not
     survive pickling back to the parent, but what they mean for the caller must."""
     global _loop
@@ -83,13 +85,11 @@ def run_pull(
         store = _stores.get(store_path)
         if store is None:
             store = _stores[store_path] = TickStore(store_path)
-        result: PullResult = _loop.run_until_complete(
-            pull(store, _sources[exchange], exchange, symbol, start=start)
-        )
+        result = _loop.run_until_complete(pull(store, _sources[exchange], exchange, symbol, start=start))
         return "ok", result
     except SourceError as e:
         return "source", f"{type(e).__name__}: {e}"
-    except (sqlite3.Error, StoreError) as e:
+    except _STORE_ERRORS as e:
         return "store", f"{type(e).__name__}: {e}"
     except Exception as e:
         log.exception("pull %s:%s failed", exchange, symbol)

@@ -6,14 +6,14 @@ responsive while it trains. The parent side is asyncio: a dispatcher starts up
 to `concurrency` workers and one monitor task per worker polls its Queue and
 its liveness (every 0.1 s, so a dead worker is noticed within a second)
 without blocking the loop. At most `queue_max` jobs wait; `submit` refuses
-more with `QueueFull`.
+more with `QueueFull`. What it refuses is said in domain words (`jobs.errors`).
 
 The truth about a job is in memory first (`get()` and `list()` show it) and the
-store's `jobs` table follows (`job_records`): a store that cannot be written for
-a while never stops a job, and the dispatcher starts the next job regardless.
-Only `submit` answers a failing store with an error (`StoreUnavailable`): a job
-nobody recorded must not be accepted. What a dead worker, or a dead previous
-process, left behind is settled by `job_recovery`.
+job store follows (`records`, over any `store.JobStore`): a store that cannot
+be written for a while never stops a job, and the dispatcher starts the next
+job regardless. Only `submit` answers a failing store with an error
+(`StoreUnavailable`): a job nobody recorded must not be accepted. What a dead
+worker, or a dead previous process, left behind is settled by `job_recovery`.
 
 The parent decides promotion (`registry.should_promote`) and records it as
 `result["activated"]`/`result["reason"]`, then calls `on_finish(record)` with the
@@ -28,42 +28,32 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing as mp
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from app.market.store import TickStore
+from app.market.storage import TickStorage
 from app.services.jobs import recovery as job_recovery
+from app.services.jobs.errors import JobFinished, QueueFull, UnknownJob
 from app.services.jobs.process import LiveJob, ending, follow, reap, shut_down, spawn
-from app.services.jobs.records import (
-    FINISHED,
-    JOB_ID,
-    STATUSES,
-    JobRecord,
-    JobTable,
-    Status,
-    StoreUnavailable,
-    copy_record,
-    set_soon,
-)
-from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
-from app.services.jobs.worker import JobSpec, check_ticks, validate_spec
+from app.services.jobs.records import JOB_ID, JobTable, StoreUnavailable, copy_record, set_soon
+from app.services.jobs.shortfall import check_ticks
+from app.services.jobs.spec import InvalidJobSpec, JobSpec, validate_spec
+from app.services.jobs.sqlite import SqliteJobStore
+from app.services.jobs.states import FINISHED, Activation, JobStatus
+from app.services.jobs.store import JobRecord, JobStore
 from app.services.registry import Registry, should_promote
 
 __all__ = [
-    "FINISHED",
     "JOB_ID",
     "QUEUE_MAX",
-    "STATUSES",
-    "STOPPED_BEFORE_START",
-    "STOPPED_WHILE_RUNNING",
+    "InvalidJobSpec",
+    "JobFinished",
     "JobManager",
     "JobRecord",
     "JobSpec",
     "QueueFull",
-    "Status",
     "StoreUnavailable",
     "UnknownJob",
 ]
@@ -75,24 +65,16 @@ QUEUE_MAX = 20
 QUEUE_RETRY_AFTER_S = 30
 
 
-class UnknownJob(LookupError):
-    """No job with that id (or the id is malformed)."""
-
-
-class QueueFull(RuntimeError):
-    """`queue_max` jobs already wait; nothing was queued. Retry after `retry_after_s`."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
 class JobManager:
+    """Jobs on `store`'s ticks, their models in `registry`, their records in `job_store` (None:
+    a `SqliteJobStore` on the tick store's file, which the manager owns: see `close`)."""
+
     def __init__(
         self,
-        store: TickStore,
+        store: TickStorage,
         registry: Registry,
         *,
+        job_store: JobStore | None = None,
         concurrency: int = 1,
         threads: int = 1,
         queue_max: int = QUEUE_MAX,
@@ -101,13 +83,15 @@ class JobManager:
         if concurrency < 1 or threads < 1 or queue_max < 1:
             raise ValueError("concurrency, threads and queue_max must be >= 1")
         self.store, self.registry = store, registry
+        self._owns_job_store = job_store is None
+        self.job_store = SqliteJobStore(store.path) if job_store is None else job_store
         self.concurrency, self.threads, self.on_finish = concurrency, threads, on_finish
         self.queue_max = queue_max
         self.worker_deaths = 0  # workers that died without reporting (a Prometheus counter reads it)
         self._live: dict[str, LiveJob] = {}  # queued and running jobs of this process
         self._reserved = 0  # submissions between the queue check and the queue
         self._lock = threading.RLock()  # guards the dict above, the table's `unsaved`, their records
-        self._table = JobTable(store, self._lock)
+        self._table = JobTable(self.job_store, self._lock)
         self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -145,17 +129,22 @@ class JobManager:
             await asyncio.wait(set(self._background), timeout=STOP_GRACE_S)
         await self._table.stop(STOP_GRACE_S)
 
+    def close(self) -> None:
+        """Close the job store if the manager opened it (after `stop`, as the tick store)."""
+        if self._owns_job_store:
+            self.job_store.close()
+
     # ------------------------------------------------------------ public API
 
     def submit(self, spec: JobSpec) -> JobRecord:
-        """Validate (ValueError; TooFewTicks when the market has too few ticks to train on) and
-        queue a job; returns its record. Nothing is recorded when it raises: QueueFull when
+        """Validate (InvalidJobSpec; TooFewToTrain when the market has too few ticks to train on)
+        and queue a job; returns its record. Nothing is recorded when it raises: QueueFull when
         `queue_max` jobs wait, StoreUnavailable when the store cannot count the ticks or record
         the job."""
         spec_dict = validate_spec(spec)
         try:
-            check_ticks(spec, self.store.count)
-        except sqlite3.Error as e:
+            check_ticks(spec, self.store)
+        except self.store.errors as e:
             raise StoreUnavailable(
                 f"the tick store could not be read to count the ticks of "
                 f"{spec.exchange}:{spec.symbol} ({e}); nothing was queued; retry in "
@@ -164,12 +153,7 @@ class JobManager:
         with self._lock:
             waiting = sum(1 for lv in self._live.values() if lv.proc is None) + self._reserved
             if waiting >= self.queue_max:
-                raise QueueFull(
-                    f"the training queue is full: {waiting} jobs wait for a worker (at most "
-                    f"{self.queue_max}, TICKCAST_JOB_QUEUE_MAX); nothing was queued; retry in "
-                    f"{QUEUE_RETRY_AFTER_S} s, or cancel a waiting job (DELETE /jobs/{{id}})",
-                    QUEUE_RETRY_AFTER_S,
-                )
+                raise QueueFull(waiting, self.queue_max, QUEUE_RETRY_AFTER_S)
             self._reserved += 1
         try:
             rec = self._table.create(spec_dict)
@@ -185,15 +169,14 @@ class JobManager:
 
     def get(self, job_id: str) -> JobRecord:
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-            raise UnknownJob(f"no job {str(job_id)[:40]!r}; job ids are 12 hex digits")
+            raise UnknownJob(job_id)
         with self._lock:
-            lv = self._live.get(job_id)
-            rec = lv.record if lv is not None else self._table.unsaved.get(job_id)
+            rec = self._known(job_id)
             if rec is not None:
                 return copy_record(rec)
         stored = self._table.read(job_id)
         if stored is None:
-            raise UnknownJob(f"no job {job_id!r}; GET /jobs lists the jobs")
+            raise UnknownJob(job_id)
         return stored
 
     def list(self, limit: int = 100) -> list[JobRecord]:
@@ -206,14 +189,16 @@ class JobManager:
 
     def cancel(self, job_id: str) -> JobRecord:
         """Queued: cancelled now. Running: asks the worker to stop (it records `cancelled`
-        within seconds). Finished: returned unchanged."""
+        within seconds). Finished: JobFinished, with the record unchanged."""
         rec = self.get(job_id)
         with self._lock:
             lv = self._live.get(job_id)
             if lv is None:
-                return rec
+                if rec.status in FINISHED:
+                    raise JobFinished(rec)
+                return rec  # stored unfinished by another process: nothing here to stop
             if lv.proc is None:  # under the lock: the dispatcher cannot start it meanwhile
-                self._settle(lv, "cancelled", error="cancelled before it started", now=time.time())
+                self._settle(lv, JobStatus.CANCELLED, error="cancelled before it started", now=time.time())
             else:
                 lv.ask_to_stop()
                 return copy_record(lv.record)
@@ -247,13 +232,8 @@ class JobManager:
                     self._launch(lv)
                 except Exception as e:
                     log.exception("could not start job %s", lv.record.id)
-                    await asyncio.to_thread(
-                        self._finish,
-                        lv,
-                        "failed",
-                        now=time.time(),
-                        error=f"could not start a worker process: {e}",
-                    )
+                    error = f"could not start a worker process: {e}"
+                    await asyncio.to_thread(self._finish, lv, JobStatus.FAILED, now=time.time(), error=error)
 
     def _launch(self, lv: LiveJob) -> None:
         store_path = None if self.store.path == ":memory:" else self.store.path
@@ -262,7 +242,7 @@ class JobManager:
             if self._live.get(lv.record.id) is not lv or lv.proc is not None:
                 return
             lv.proc, lv.stop = proc, stop
-            lv.record.status, lv.record.started_at = "running", time.time()
+            lv.record.status, lv.record.started_at = JobStatus.RUNNING, time.time()
         try:
             proc.start()
         except BaseException:
@@ -284,14 +264,9 @@ class JobManager:
         except Exception as e:  # a bug must not leave the job "running" or the worker alive
             log.exception("job %s: monitoring failed", lv.record.id)
             lv.proc.kill()
-            if lv.record.status in ("queued", "running"):
-                await asyncio.to_thread(
-                    self._finish,
-                    lv,
-                    "failed",
-                    now=time.time(),
-                    error=f"internal error while following the job: {e}",
-                )
+            if lv.record.status not in FINISHED:
+                error = f"internal error while following the job: {e}"
+                await asyncio.to_thread(self._finish, lv, JobStatus.FAILED, now=time.time(), error=error)
         finally:
             await asyncio.to_thread(reap, lv.proc)  # no zombie, whatever happened above
             with contextlib.suppress(Exception):
@@ -314,44 +289,41 @@ class JobManager:
         else:
             status, error = ending(kind, payload, user_cancel)
         await asyncio.to_thread(self._finish, lv, status, error=error, result=result, now=now)
-        if status != "interrupted" and self.on_finish is not None:
+        if status != JobStatus.INTERRUPTED and self.on_finish is not None:
             await asyncio.to_thread(self._safe_on_finish, copy_record(lv.record))
 
     async def _succeed(self, lv: LiveJob, result: dict[str, Any], now: float) -> None:
         policy, active = lv.record.spec["activate"], self.registry.active_id()
         ok, reason = should_promote(policy, result["challenger_val_auc"], result["incumbent_val_auc"])
-        if policy == "if_better" and active != result["incumbent_id"]:
-            ok, reason = (
-                False,
-                (
-                    f"the active model changed while the job ran (compared "
-                    f"with {result['incumbent_id']}, now {active}); activate "
-                    "it by hand if wanted"
-                ),
+        if policy == Activation.IF_BETTER and active != result["incumbent_id"]:
+            ok = False
+            reason = (
+                f"the active model changed while the job ran (compared with {result['incumbent_id']}, "
+                f"now {active}); activate it by hand if wanted"
             )
         result["activated"], result["reason"] = ok, reason
         for warning in result.get("warnings") or []:  # the result keeps them; the log says them once
             log.warning("job %s: %s", lv.record.id, warning)
-        rec = dataclasses.replace(lv.record, status="succeeded", result=result, finished_at=now)
+        rec = dataclasses.replace(lv.record, status=JobStatus.SUCCEEDED, result=result, finished_at=now)
         if ok:
             try:
                 await asyncio.to_thread(self._activate, rec)
             except Exception as e:
                 log.exception("job %s: activation failed", rec.id)
                 result["activated"], result["reason"] = False, f"activation failed: {e}"
-        await asyncio.to_thread(self._finish, lv, "succeeded", result=result, now=now)
+        await asyncio.to_thread(self._finish, lv, JobStatus.SUCCEEDED, result=result, now=now)
         if self.on_finish is not None and not ok:
             await asyncio.to_thread(self._safe_on_finish, copy_record(lv.record))
 
     def _after_death(
         self, lv: LiveJob, code: int | None, user_cancel: bool
-    ) -> tuple[Status, str, dict[str, Any] | None]:
+    ) -> tuple[JobStatus, str, dict[str, Any] | None]:
         """What a worker that exited without a final message left (`job_recovery`); a death
         that was not asked for is counted and logged."""
         status, error, result = job_recovery.after_death(
             self.registry, lv.record.id, lv.saved, code, user_cancel=user_cancel, stopping=self._stopping
         )
-        if status == "failed":
+        if status == JobStatus.FAILED:
             with self._lock:
                 self.worker_deaths += 1
             log.error("job %s: %s", lv.record.id, error)
@@ -360,12 +332,13 @@ class JobManager:
     def _activate(self, rec: JobRecord) -> None:
         if self.on_finish is not None:
             self.on_finish(copy_record(rec))
-        else:
-            self.registry.activate(rec.result["model_id"])  # type: ignore[index]
+        elif rec.result is not None:  # always, for a job that succeeded
+            self.registry.activate(rec.result["model_id"])
 
     def _safe_on_finish(self, rec: JobRecord) -> None:
         try:
-            self.on_finish(rec)  # type: ignore[misc]
+            if self.on_finish is not None:
+                self.on_finish(rec)
         except Exception:
             log.exception("job %s: on_finish failed", rec.id)
 
@@ -383,7 +356,7 @@ class JobManager:
     def _settle(
         self,
         lv: LiveJob,
-        status: Status,
+        status: JobStatus,
         *,
         error: str | None = None,
         result: dict[str, Any] | None = None,
@@ -401,7 +374,7 @@ class JobManager:
     def _finish(
         self,
         lv: LiveJob,
-        status: Status,
+        status: JobStatus,
         *,
         error: str | None = None,
         result: dict[str, Any] | None = None,

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.services.jobs import worker as job_worker
-from app.services.jobs.records import JobRecord, Status
 from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
+from app.services.jobs.states import FINISHED, JobStatus
+from app.services.jobs.store import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,14 @@ def drain(lv: LiveJob, q: Any, lock: threading.RLock, timeout: float = 0.0) -> t
             return kind, payload
 
 
-def ending(kind: str, payload: Any, user_cancel: bool) -> tuple[Status, str]:
+def ending(kind: str, payload: Any, user_cancel: bool) -> tuple[JobStatus, str]:
     """Status and error of a final message that is not a result: a stop that nobody asked
     for by DELETE /jobs/{id} was the service stopping."""
     if kind == "cancelled" and not user_cancel:
-        return "interrupted", STOPPED_WHILE_RUNNING
+        return JobStatus.INTERRUPTED, STOPPED_WHILE_RUNNING
     if kind == "cancelled":
-        return "cancelled", "cancelled while it ran"
-    return "failed", str(payload)
+        return JobStatus.CANCELLED, "cancelled while it ran"
+    return JobStatus.FAILED, str(payload)
 
 
 async def shut_down(lives: list[LiveJob], finish: Callable[..., None], grace_s: float) -> None:
@@ -137,7 +138,9 @@ async def shut_down(lives: list[LiveJob], finish: Callable[..., None], grace_s: 
     which blocks on the store: it runs in a thread), a queued one at once."""
     for lv in lives:
         if lv.proc is None:
-            await asyncio.to_thread(finish, lv, "interrupted", error=STOPPED_BEFORE_START, now=time.time())
+            await asyncio.to_thread(
+                finish, lv, JobStatus.INTERRUPTED, error=STOPPED_BEFORE_START, now=time.time()
+            )
         else:
             lv.stop.set()
     tasks = [lv.task for lv in lives if lv.task is not None]
@@ -151,8 +154,10 @@ async def shut_down(lives: list[LiveJob], finish: Callable[..., None], grace_s: 
     for lv in lives:
         if lv.task is not None and not lv.task.done():
             lv.task.cancel()
-        if lv.record.status in ("queued", "running"):
-            await asyncio.to_thread(finish, lv, "interrupted", error=STOPPED_WHILE_RUNNING, now=time.time())
+        if lv.record.status not in FINISHED:
+            await asyncio.to_thread(
+                finish, lv, JobStatus.INTERRUPTED, error=STOPPED_WHILE_RUNNING, now=time.time()
+            )
         if lv.proc is not None:
             await asyncio.to_thread(reap, lv.proc)
 

@@ -1,12 +1,13 @@
-"""Job records and the `jobs` table: the truth in memory first, the table follows.
+"""Job records: the truth in memory first, the job store follows.
 
 A store that cannot be written for a while (locked, read-only, a failing disk)
 must never stop a job, nor lose what it did. So a record whose latest state the
-table did not take stays in `JobTable.unsaved` (what the job manager shows for
+store did not take stays in `JobTable.unsaved` (what the job manager shows for
 it), and a background task writes it again with backoff until it lands; at
 stop, what still cannot be written goes to the log, the last place left for it.
 Progress writes are not kept: the next one (a second later) carries the newest.
 Only reads that nothing in memory can answer fail, with `StoreUnavailable`.
+All of this holds whatever the backend (`store.JobStore`): it is written here once.
 """
 
 from __future__ import annotations
@@ -18,42 +19,24 @@ import json
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from app.market.store import TickStore
+from app.services.jobs.states import JobStatus
+from app.services.jobs.store import JobRecord, JobStore, JobStoreError
 
 log = logging.getLogger(__name__)
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled", "interrupted")
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 RETRY_MIN_S, RETRY_MAX_S = 0.25, 5.0  # backoff of the writes of records that did not land
 STORE_RETRY_AFTER_S = 5
-COLUMNS = "id, status, spec, progress, result, error, created_at, started_at, finished_at"
 
 
 class StoreUnavailable(RuntimeError):
     """The job store cannot be read or written right now; nothing was changed."""
 
     retry_after_s = STORE_RETRY_AFTER_S
-
-
-@dataclass
-class JobRecord:
-    id: str
-    status: Status
-    spec: dict[str, Any]
-    progress: dict[str, Any] | None
-    result: dict[str, Any] | None
-    error: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
 
 
 def set_soon(loop: asyncio.AbstractEventLoop | None, event: asyncio.Event | None) -> None:
@@ -71,14 +54,14 @@ def set_soon(loop: asyncio.AbstractEventLoop | None, event: asyncio.Event | None
 
 
 class JobTable:
-    """The `jobs` table, and the records it has not taken yet (`unsaved`).
+    """The job store, and the records it has not taken yet (`unsaved`).
 
     `lock` is the job manager's: it guards `unsaved` and the records in it (the manager
     changes them under it). Writes are serialised by a lock of their own, never taken
     under `lock`.
     """
 
-    def __init__(self, store: TickStore, lock: threading.RLock) -> None:
+    def __init__(self, store: JobStore, lock: threading.RLock) -> None:
         self.store = store
         self.unsaved: dict[str, JobRecord] = {}  # records whose latest state is not in the store
         self._lock = lock
@@ -173,11 +156,7 @@ class JobTable:
 
     def write_progress(self, job_id: str, progress: dict[str, Any] | None) -> bool:
         try:
-            with self.store.transaction() as db:  # never over a finished record
-                db.execute(
-                    "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
-                    (_dumps(progress), job_id),
-                )
+            self.store.put_progress(job_id, progress)  # never over a finished record
         except Exception as e:  # kept in memory; the next write (in a second) retries
             self._failed(e, f"the progress of job {job_id}")
             return False
@@ -186,10 +165,12 @@ class JobTable:
 
     def create(self, spec: dict[str, Any]) -> JobRecord:
         """A new `queued` record, in the store now, or StoreUnavailable (nothing was written)."""
-        rec = JobRecord(os.urandom(6).hex(), "queued", spec, None, None, None, time.time(), None, None)
+        rec = JobRecord(
+            os.urandom(6).hex(), JobStatus.QUEUED, spec, None, None, None, time.time(), None, None
+        )
         try:
             self.write(rec)
-        except sqlite3.Error as e:
+        except JobStoreError as e:
             raise StoreUnavailable(
                 f"the job could not be recorded: the store failed ({e}); "
                 f"nothing was queued; retry in {STORE_RETRY_AFTER_S} s"
@@ -198,24 +179,10 @@ class JobTable:
 
     def write(self, r: JobRecord) -> None:
         """One record, now; raises what the store raises."""
-        with self.store.transaction() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.id,
-                    r.status,
-                    json.dumps(r.spec),
-                    _dumps(r.progress),
-                    _dumps(r.result),
-                    r.error,
-                    r.created_at,
-                    r.started_at,
-                    r.finished_at,
-                ),
-            )
+        self.store.put(r)
 
     def _failed(self, e: BaseException, what: str) -> None:
-        if not isinstance(e, sqlite3.Error):
+        if not isinstance(e, JobStoreError):
             log.error("could not write %s", what, exc_info=e)
         if not self._down:
             self._down = True
@@ -236,59 +203,33 @@ class JobTable:
     def read(self, job_id: str) -> JobRecord | None:
         """The stored record (StoreUnavailable if the store cannot be read)."""
         try:
-            with self.store.transaction() as db:
-                row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        except sqlite3.Error as e:
+            return self.store.get(job_id)
+        except JobStoreError as e:
             raise unreadable(e) from e
-        return None if row is None else from_row(row)
 
     def newest(self, limit: int) -> list[JobRecord]:
         """The newest `limit` stored records, newest first (StoreUnavailable if unreadable)."""
         try:
-            with self.store.transaction() as db:
-                rows = db.execute(
-                    f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                    (max(0, int(limit)),),
-                ).fetchall()
-        except sqlite3.Error as e:
+            return self.store.newest(limit)
+        except JobStoreError as e:
             raise unreadable(e) from e
-        return [from_row(r) for r in rows]
-
-    def unfinished(self) -> list[JobRecord]:
-        """The stored records still `queued` or `running`; raises what the store raises."""
-        with self.store.transaction() as db:
-            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE status IN ('queued', 'running')").fetchall()
-        return [from_row(r) for r in rows]
-
-    def by_ids(self, ids: list[str]) -> dict[str, JobRecord]:
-        """The stored records of these ids, by id; raises what the store raises."""
-        with self.store.transaction() as db:
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids
-            ).fetchall()
-        return {r[0]: from_row(r) for r in rows}
 
     def counts(self) -> dict[str, int]:
-        """Jobs per status, the records not yet in the store counted with their real status."""
+        """Jobs per status, the records not yet in the store counted with their real status
+        (StoreUnavailable if the store cannot be read)."""
         with self._lock:
             pending = {jid: r.status for jid, r in self.unsaved.items()}
-        with self.store.transaction() as db:
-            got = dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
-            ids = list(pending)
-            stored = (
-                db.execute(
-                    f"SELECT id, status FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids
-                ).fetchall()
-                if ids
-                else []
-            )
-        for jid, status in stored:
+        try:
+            got, stored = self.store.counts(list(pending))
+        except JobStoreError as e:
+            raise unreadable(e) from e
+        for jid, status in stored.items():
             got[status] = got.get(status, 0) - 1
             got[pending[jid]] = got.get(pending[jid], 0) + 1
-        return {s: int(got.get(s, 0)) for s in STATUSES}
+        return {s.value: got.get(s, 0) for s in JobStatus}
 
 
-def unreadable(e: sqlite3.Error) -> StoreUnavailable:
+def unreadable(e: JobStoreError) -> StoreUnavailable:
     return StoreUnavailable(f"the job store cannot be read right now ({e}); retry in {STORE_RETRY_AFTER_S} s")
 
 
@@ -300,22 +241,3 @@ def copy_record(r: JobRecord) -> JobRecord:
         progress=json.loads(json.dumps(r.progress)),
         result=json.loads(json.dumps(r.result)),
     )
-
-
-def from_row(row: tuple[Any, ...]) -> JobRecord:
-    jid, status, spec, progress, result, error, created, started, finished = row
-    return JobRecord(
-        jid,
-        status,
-        json.loads(spec),
-        progress and json.loads(progress),
-        result and json.loads(result),
-        error,
-        created,
-        started,
-        finished,
-    )
-
-
-def _dumps(v: Any) -> str | None:
-    return None if v is None else json.dumps(v)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import sqlite3
 import time
 from typing import Any
 
 from app.services import housekeeping
-from app.services.jobs.records import JobRecord, JobTable, Status
+from app.services.jobs.records import JobTable
+from app.services.jobs.states import JobStatus
+from app.services.jobs.store import JobRecord, JobStoreError
 from app.services.registry import ModelInfo, ModelInUse, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ STOPPED_BEFORE_START = "the service stopped before the job started"
 
 def after_death(
     registry: Registry, job_id: str, named: str | None, code: int | None, *, user_cancel: bool, stopping: bool
-) -> tuple[Status, str, dict[str, Any] | None]:
+) -> tuple[JobStatus, str, dict[str, Any] | None]:
     """Status, error and result of a job whose worker exited without a final message.
 
     A model it saved before dying is claimed by the job (or dropped, if it was cancelled):
@@ -48,18 +49,18 @@ def after_death(
     if user_cancel:
         if saved is not None:
             drop_model(registry, saved.id)
-        return "cancelled", "cancelled while it ran (its worker was stopped)", None
+        return JobStatus.CANCELLED, "cancelled while it ran (its worker was stopped)", None
     result = None
     if saved is not None:
         advice = housekeeping.not_compared(saved.id)
         result = housekeeping.claimed_result(saved, advice)
     if stopping:
-        return "interrupted", STOPPED_WHILE_RUNNING + (f"; {advice}" if result else ""), result
+        return JobStatus.INTERRUPTED, STOPPED_WHILE_RUNNING + (f"; {advice}" if result else ""), result
     if saved is None:
         advice = "submit the job again (POST /train)" + (
             ", with fewer ticks or a smaller model if memory is short" if code == -signal.SIGKILL else ""
         )
-    return "failed", f"{death(code)}; {advice}", result
+    return JobStatus.FAILED, f"{death(code)}; {advice}", result
 
 
 def death(code: int | None) -> str:
@@ -100,8 +101,8 @@ def settle_left_overs(table: JobTable, registry: Registry, mine: set[str]) -> No
     saved (or one a finished job never recorded) is claimed by its record. `mine` are the
     jobs of this process, left alone."""
     try:
-        unfinished = table.unfinished()
-    except sqlite3.Error as e:
+        unfinished = table.store.unfinished()
+    except JobStoreError as e:
         log.error(
             "could not read the jobs a previous process left unfinished (%s); they "
             "keep their status until the next start",
@@ -125,8 +126,8 @@ def settle_left_overs(table: JobTable, registry: Registry, mine: set[str]) -> No
             )
             log.warning("job %s: claimed model %s, saved before the service stopped", rec.id, info.id)
         else:
-            rec.error = STOPPED_WHILE_RUNNING if rec.status == "running" else STOPPED_BEFORE_START
-        rec.status, rec.finished_at = "interrupted", now
+            rec.error = STOPPED_WHILE_RUNNING if rec.status == JobStatus.RUNNING else STOPPED_BEFORE_START
+        rec.status, rec.finished_at = JobStatus.INTERRUPTED, now
         table.keep(rec)
     for job_id in [j for j in saved if j in mine]:
         del saved[job_id]
@@ -138,8 +139,8 @@ def _claim_for_finished(table: JobTable, registry: Registry, saved: dict[str, Mo
     """Models whose job finished without recording them: claimed, or dropped if the job
     was cancelled; a job the store does not know keeps its model (another store?)."""
     try:
-        records: dict[str, JobRecord] = table.by_ids(list(saved))
-    except sqlite3.Error as e:
+        records: dict[str, JobRecord] = table.store.by_ids(list(saved))
+    except JobStoreError as e:
         log.error("could not match models to their jobs (%s); next start tries again", e)
         return
     for job_id, info in saved.items():
@@ -153,7 +154,7 @@ def _claim_for_finished(table: JobTable, registry: Registry, saved: dict[str, Mo
             )
         elif (rec.result or {}).get("model_id") == info.id:
             continue
-        elif rec.status == "cancelled":
+        elif rec.status == JobStatus.CANCELLED:
             log.warning("removing model %s: its job %s was cancelled", info.id, job_id)
             drop_model(registry, info.id)
         elif rec.result is None:

@@ -4,90 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from pathlib import Path
 
 import pytest
-from fake_exchange import (
-    FakeExchange,
-    Request,
-    Response,
-    empty_page,
-    hang,
-    rate_limited,
-    server_error,
-    truncated,
-)
 
 from app.market.sources.base import MalformedResponse, SourceError, UnknownSymbol
 from app.market.sources.binance import BinanceSource
 from app.market.ticks import TickArrays
+from tests.helpers.binance import T0, check, mk, truth
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.fake_exchange import FakeExchange, empty_page, hang, rate_limited, server_error, truncated
 
 SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "exchange_samples" / "binance_aggTrades.json"
-T0 = 1634944096633
-
-
-def truth(n: int, seed: int = 1, gap_ms: int = 700) -> list[dict]:
-    rng = random.Random(seed)
-    out, a, f, t = [], 966492862, 1111480471, T0
-    for _ in range(n):
-        t += rng.choice([0, 0, gap_ms, 3 * gap_ms])
-        k = rng.randint(0, 2)
-        out.append(
-            {
-                "a": a,
-                "p": f"{rng.uniform(60000, 61000):.8f}",
-                "q": f"{rng.uniform(0.0001, 1):.8f}",
-                "f": f,
-                "l": f + k,
-                "T": t,
-                "m": rng.random() < 0.5,
-                "M": True,
-            }
-        )
-        a += 1
-        f += k + 1
-    return out
-
-
-class Market:
-    def __init__(self, trades: list[dict], messy: bool = False) -> None:
-        self.trades = trades
-        self.messy = messy
-
-    def __call__(self, req: Request):
-        assert req.path == "/api/v3/aggTrades"
-        q = req.query
-        if q.get("symbol") != "BTCUSDT":
-            return Response.json({"code": -1121, "msg": "Invalid symbol."}, 400)
-        limit = int(q.get("limit", 500))
-        if "fromId" in q:
-            page = [t for t in self.trades if t["a"] >= int(q["fromId"])][:limit]
-        elif "startTime" in q:
-            lo, hi = int(q["startTime"]), int(q["endTime"])
-            assert hi - lo < 3_600_000
-            page = [t for t in self.trades if lo <= t["T"] <= hi][:limit]
-        else:
-            page = self.trades[-limit:]
-        if self.messy and len(page) > 2:
-            page = page + [page[0], page[len(page) // 2]]  # repeats, and out of order
-            page[0], page[1] = page[1], page[0]
-        return page
-
-
-def mk(fx: FakeExchange, **kw) -> BinanceSource:
-    kw.setdefault("backoff_s", 0.01)
-    kw.setdefault("min_interval_s", 0.0)
-    kw.setdefault("limit", 10)
-    return BinanceSource(fx.url, **kw)
-
-
-def check(got: TickArrays, trades: list[dict]) -> None:
-    assert list(got.trade_id) == [str(t["a"]) for t in trades]
-    assert got.time.tolist() == [t["T"] / 1000 for t in trades]
-    assert got.price.tolist() == [float(t["p"]) for t in trades]
-    assert got.amount.tolist() == [float(t["q"]) for t in trades]
-    assert list(got.side) == ["sell" if t["m"] else "buy" for t in trades]
 
 
 async def drain(
@@ -237,6 +165,7 @@ def test_wrong_shape_is_malformed(body) -> None:
             asyncio.run(go())
 
 
+@pytest.mark.real_data
 def test_real_sample_shape() -> None:
     if not SAMPLE.exists():
         pytest.skip("exchange samples not present")

@@ -16,16 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fake_exchange import FakeExchange, Request, Response, hang, rate_limited, server_error, truncated
 
 from app.market.sources.base import MalformedResponse, Page, SourceError, UnknownSymbol
 from app.market.sources.bitcoincharts import BitcoinchartsSource, parse_cursor
 from app.market.ticks import TickArrays
+from tests.helpers.bitcoincharts import ChartsFake, Row, csv_body
+from tests.helpers.fake_exchange import FakeExchange, Response, hang, rate_limited, server_error, truncated
 
 SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "exchange_samples"
 T0 = 1_315_922_016
-
-Row = tuple[int, float, float]
 
 
 def make_truth(n_seconds: int = 120, seed: int = 2, max_per_second: int = 9) -> list[Row]:
@@ -38,26 +37,6 @@ def make_truth(n_seconds: int = 120, seed: int = 2, max_per_second: int = 9) -> 
         for _ in range(int(rng.integers(1, max_per_second + 1))):
             rows.append((t, round(6000 + float(rng.normal(0, 3)), 2), float(rng.choice([0.5, 1.0, 0.1234]))))
     return rows
-
-
-def csv_body(rows: list[Row]) -> str:
-    return "".join(f"{t},{p:.12f},{a:.12f}\n" for t, p, a in rows)
-
-
-class ChartsFake:
-    """trades.csv: rows with time >= start, oldest first, at most `page` of them."""
-
-    def __init__(self, truth: list[Row], page: int = 2000) -> None:
-        self.truth, self.page = truth, page
-
-    def __call__(self, req: Request) -> Any:
-        assert req.path == "/v1/trades.csv"
-        if req.query.get("symbol") != "bitstampUSD":
-            return Response.text("unknown symbol", 400)
-        start = int(req.query.get("start", "0"))
-        if "start" not in req.query:  # no start: the most recent page
-            return csv_body(self.truth[-self.page :])
-        return csv_body([r for r in self.truth if r[0] >= start][: self.page])
 
 
 def expected(rows: list[Row]) -> TickArrays:
@@ -300,6 +279,7 @@ def test_full_page_within_one_second_moves_on(caplog: pytest.LogCaptureFixture) 
         assert_ticks_equal(q.ticks, expected(truth[-1:]))
 
 
+@pytest.mark.real_data
 def test_real_sample_shape() -> None:
     path = SAMPLES / "bitcoincharts.csv"
     if not path.exists():

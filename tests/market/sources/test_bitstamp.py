@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_exchange import FakeExchange, Request, hang, rate_limited, server_error, truncated
 
 from app.market.sources.base import MalformedResponse, SourceError, UnknownSymbol
 from app.market.sources.bitstamp import BitstampSource
 from app.market.ticks import TickArrays
+from tests.helpers.fake_exchange import FakeExchange, Request, hang, rate_limited, server_error, truncated
 
 SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "exchange_samples" / "bitstamp.json"
 
@@ -182,6 +182,7 @@ def test_wrong_shape_is_malformed(body) -> None:
             asyncio.run(go())
 
 
+@pytest.mark.real_data
 def test_real_sample_shape() -> None:
     if not SAMPLE.exists():
         pytest.skip("exchange samples not present")

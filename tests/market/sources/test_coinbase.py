@@ -9,11 +9,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fake_exchange import FakeExchange, Request, Response, hang, rate_limited, server_error, truncated
 
 from app.market.sources.base import MalformedResponse, SourceError, UnknownSymbol
 from app.market.sources.coinbase import CoinbaseSource, parse_time
 from app.market.ticks import TickArrays
+from tests.helpers.fake_exchange import (
+    FakeExchange,
+    Request,
+    Response,
+    hang,
+    rate_limited,
+    server_error,
+    truncated,
+)
 
 SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "exchange_samples"
 T0 = 1710327600.0
@@ -225,6 +233,7 @@ def test_wrong_shape_is_malformed(body) -> None:
 
 
 @pytest.mark.parametrize("name", ["coinbase.json", "coinbase_docs_example.json"])
+@pytest.mark.real_data
 def test_real_sample_shape(name: str) -> None:
     path = SAMPLES / name
     if not path.exists():

@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-from fake_exchange import FakeExchange, Response, hang, rate_limited, server_error, truncated
 
 from app.market.sources import SOURCES, make_source
 from app.market.sources.base import (
@@ -21,6 +20,7 @@ from app.market.sources.base import (
     ticks_from_rows,
 )
 from app.market.ticks import Tick, TickArrays, TickError
+from tests.helpers.fake_exchange import FakeExchange, Response, hang, rate_limited, server_error, truncated
 
 
 class Dummy(HttpSource):

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_exchange import FakeExchange
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_bitcoincharts import ChartsFake
 
 from app.main import create_app
 from app.market.sources.bitcoincharts import BitcoinchartsSource
@@ -34,7 +32,9 @@ from app.market.sources.csv_source import CsvSource
 from app.market.store import TickStore
 from app.market.ticks import TickArrays, ordinals, read_csv, write_csv, write_csv_to
 from app.services.ingestion.pull import pull
-from tests.api.conftest import make_settings
+from tests.helpers.apps import make_settings
+from tests.helpers.bitcoincharts import ChartsFake
+from tests.helpers.fake_exchange import FakeExchange
 
 BITSTAMP = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "bitstamp_btcusd_2018-08.csv"
 BITSTAMP_ROWS = 102_588
@@ -224,7 +224,7 @@ def post(client: TestClient, symbol: str, rows: list[Row]) -> dict:
 
 
 def stored(client: TestClient, symbol: str) -> TickArrays:
-    return client.app.state.store.read("import", symbol)  # type: ignore[attr-defined]
+    return client.app.state.services.store.read("import", symbol)  # type: ignore[attr-defined]
 
 
 def held(ticks: TickArrays) -> Counter[Row]:
@@ -294,6 +294,7 @@ def bitstamp() -> TickArrays:
 
 
 @pytest.mark.parametrize("size", [10, 500, 10_000])
+@pytest.mark.real_data
 def test_bitstamp_file_is_stored_whole_at_any_page_size(bitstamp: TickArrays, size: int) -> None:
     assert len(bitstamp) == BITSTAMP_ROWS
     with TickStore(":memory:") as store:
@@ -302,6 +303,7 @@ def test_bitstamp_file_is_stored_whole_at_any_page_size(bitstamp: TickArrays, si
         assert_same(store.read("csv", SYM), bitstamp)
 
 
+@pytest.mark.real_data
 def test_bitstamp_file_page_by_page_then_restarted(bitstamp: TickArrays) -> None:
     """Pages of one row over the first 3,000 (each repeated trade split from its twin by a
     page boundary), then a restart that pulls the rest in big pages."""

@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fake_exchange import FakeExchange, server_error, truncated
-from test_binance import Market, mk, truth
 
 from app.market.sources.base import MalformedResponse, SourceError
 from app.market.store import TickStore
 from app.services.ingestion.pull import pull
+from tests.helpers.binance import BinanceFake as Market
+from tests.helpers.binance import mk, truth
+from tests.helpers.fake_exchange import FakeExchange, server_error, truncated
 
 
 def stored_ids(store: TickStore) -> list[str]:

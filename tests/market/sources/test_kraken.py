@@ -15,11 +15,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fake_exchange import FakeExchange, Request, Response, hang, rate_limited, server_error, truncated
 
 from app.market.sources.base import MalformedResponse, Page, RateLimited, SourceError, UnknownSymbol
 from app.market.sources.kraken import KrakenSource
 from app.market.ticks import TickArrays
+from tests.helpers.fake_exchange import (
+    FakeExchange,
+    Request,
+    Response,
+    hang,
+    rate_limited,
+    server_error,
+    truncated,
+)
 
 SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "exchange_samples"
 T0 = 1_700_000_000.0
@@ -261,6 +269,7 @@ def test_duplicates_and_out_of_order_rows_are_sorted_and_deduplicated() -> None:
 
 
 @pytest.mark.parametrize("name", ["kraken.json", "kraken_docs_example.json"])
+@pytest.mark.real_data
 def test_real_sample_shape(name: str) -> None:
     path = SAMPLES / name
     if not path.exists():

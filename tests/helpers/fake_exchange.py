@@ -4,9 +4,9 @@ Sources are tested against a real socket rather than a mocked transport so that
 timeouts, truncated bodies, status codes and headers travel the same path as in
 production (httpx's connection pool, its timeout machinery, our retry loop).
 
-Usage (from any test module in this folder; pytest puts the folder on sys.path)::
+Usage::
 
-    from fake_exchange import FakeExchange, Response, rate_limited, server_error, hang, truncated
+    from tests.helpers.fake_exchange import FakeExchange, Response, hang, rate_limited, server_error
 
     def handler(req):                       # one function per test: Request -> body
         return [{"tid": "1", ...}]          # a list/dict is sent as JSON, str/bytes as text,

@@ -132,7 +132,7 @@ setup() {
     fi
     install_torch
     echo "installing tickcast and its dependencies into $VENV" >&2
-    pip_install "tickcast" "check the network (pip reads the default index)" -e "$ROOT[dev]"
+    pip_install "tickcast" "check the network (pip reads the default index)" -e "$ROOT[dev,eval]"
     touch "$stamp"
 }
 

@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "scripts" / "dev.sh"
 PIP = ["-m", "pip", "install", "-q", "--disable-pip-version-check"]
-TICKCAST = ["-e", f"{ROOT}[dev]"]  # the project itself, after torch
+TICKCAST = ["-e", f"{ROOT}[dev,eval]"]  # the project itself, after torch
 
 FAKE_PYTHON = """#!{python}
 import json, os, sys

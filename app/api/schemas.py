@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.config import JsonDict, JsonValue
 
 from app.market.markets import NAME_MAX, NAME_PATTERN
@@ -105,7 +105,9 @@ class PredictRequest(BaseModel):
     )
 
     ticks: list[TickIn] | None = Field(
-        None, description="recent ticks, oldest first; at least the model's sequence length + 1"
+        None,
+        description="recent ticks, oldest first; at least the model's sequence length + 1, plus 16 of "
+        "history for a model with the tick-rule columns (a 422 says how many)",
     )
     windows: list[list[TickIn]] | None = Field(
         None, max_length=1024, description="several tick lists, one prediction each"
@@ -139,9 +141,10 @@ class PredictionOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_PREDICTION]})
 
     probability: float = Field(description="probability that the next tick's price is strictly higher")
-    decision: bool = Field(description="probability >= the model's threshold (its training base rate)")
+    decision: bool = Field(description="probability >= the model's threshold")
     threshold: float = Field(
-        description="the model's decision threshold: the share of rises in its training data"
+        description="the model's decision threshold, chosen on its validation split by its threshold "
+        "rule (a model trained before the rules: the share of rises in its training data)"
     )
     model_id: str = Field(description="the model that answered")
     as_of: float = Field(description="time of the last tick the prediction uses")
@@ -160,6 +163,8 @@ def _train_config_model() -> type[BaseModel]:
     for s in API_SETTINGS:
         p = s.param
         kind = Literal.__getitem__(s.choices) if s.choices else s.kind
+        if p.canonical is not None and not s.choices:  # a rule with its own spellings: a 422 on the field
+            kind = Annotated[kind, AfterValidator(p.canonical)]
         finite = False if p.finite else None  # None: pydantic's default
         field = Field(s.default, ge=p.ge, gt=p.gt, le=p.le, lt=p.lt, allow_inf_nan=finite, description=p.help)
         fields[s.name] = (kind, field)
@@ -318,7 +323,10 @@ class ModelOut(BaseModel):
     active: bool = Field(description="whether /predict uses this model by default")
     size_bytes: int = Field(description="the checkpoint file's size")
     arch: str | None = Field(description="the network's architecture; null if the metadata lacks it")
-    seq_len: int | None = Field(description="ticks per input window; /predict needs one more")
+    seq_len: int | None = Field(
+        description="ticks per input window; /predict needs one more, and 16 more of history for a model "
+        "with the tick-rule columns"
+    )
     created_at: str | None = Field(description="when it was trained (ISO 8601, UTC)")
     metrics: dict[str, Any] | None = Field(
         description="scores per split (AUC, Brier, ...); null where undefined"

@@ -3,6 +3,7 @@
     python scripts/train.py CNN ticks.csv      (or: tickcast train CNN ticks.csv)
     python scripts/train.py LSTM synthetic --num_epochs 5
     python scripts/train.py GRU bitstamp:BTC-USD --store data/tickcast.db
+    python scripts/train.py TickNet a.csv --also b.csv --split 0.75,0.25   (two markets, no test part)
 
 Every ancestor flag still works; the defaults are the ones that train well
 (the ancestor's SGD at lr=4 diverges).
@@ -81,7 +82,9 @@ def flag_type(s: Setting) -> Callable[[str], Any]:
         try:
             return s.check(value)
         except ValueError as e:
-            raise argparse.ArgumentTypeError(f"must be {s.rule()}, got {text}") from e
+            raise argparse.ArgumentTypeError(
+                str(e) if s.param.canonical else f"must be {s.rule()}, got {text}"
+            ) from e
 
     return parse
 
@@ -99,7 +102,7 @@ def add_setting(group: argparse._ActionsContainer, s: Setting) -> None:
     }
     if s.choices:
         kw["choices"] = s.choices
-    elif s.kind is not str:
+    elif s.kind is not str or s.param.canonical is not None:
         kw.update(type=flag_type(s), metavar=s.flag.lstrip("-").upper())
     group.add_argument(s.flag, **kw)
 
@@ -114,6 +117,14 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="a CSV file, 'synthetic[:N]', or a stored market exchange:SYMBOL (same as --source)",
     )
     p.add_argument("--source", default=None, help="the data, if not given as the second argument")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="DATA",
+        help="another market's ticks to learn from at the same time, split in time order on "
+        "its own (repeatable; the features are scale-free) (default: none)",
+    )
     p.add_argument(
         "--store",
         default=str(DEFAULT_PATH),
@@ -214,10 +225,16 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
         cfg = None if args.num_epochs == 0 else config_from(args)  # 0: evaluate, no settings
         loaded = load_ticks(source, store_path=args.store, start=args.start, end=args.end, seed=args.seed)
         print(f"{len(loaded.ticks):,} ticks from {source}", file=sys.stderr)
+        also = [
+            load_ticks(a, store_path=args.store, start=args.start, end=args.end, seed=args.seed)
+            for a in args.also
+        ]
+        for a, more in zip(args.also, also, strict=True):
+            print(f"{len(more.ticks):,} ticks from {a}", file=sys.stderr)
         state = Path(args.state_file).absolute() if args.state_file else None  # errors name it whole
         if cfg is None:
             return evaluate_only(state, loaded.ticks, "cuda" if args.use_cuda else args.device, args.split)
-        result = train(cfg, loaded, state, quiet=args.quiet)
+        result = train(cfg, loaded, also, state, quiet=args.quiet)
         path = result.save(args.out)
     except KeyboardInterrupt:
         print("interrupted; the last state file (if any) can be resumed with --state_file", file=sys.stderr)
@@ -238,14 +255,17 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
     return 0
 
 
-def train(cfg: TrainConfig, loaded: Any, state: Path | None, *, quiet: bool) -> training.FitResult:
+def train(
+    cfg: TrainConfig, loaded: Any, also: list[Any], state: Path | None, *, quiet: bool
+) -> training.FitResult:
     """fit() with a progress bar, resuming from `state` when that file exists."""
     bar = Bar(cfg, enabled=not quiet)
+    info = {**loaded.info, "also": [a.info for a in also]} if also else loaded.info
     try:
         return training.fit(
-            loaded.ticks,
+            [loaded.ticks, *(a.ticks for a in also)] if also else loaded.ticks,
             cfg,
-            data_info=loaded.info,
+            data_info=info,
             progress=bar,
             state_path=state,
             resume=state if state and state.exists() else None,
@@ -260,22 +280,29 @@ def evaluate_only(state: Path | None, ticks: TickArrays, device: str, split: tup
     model = checkpoint.load(state, checkpoint.best_device(device))
     train_split, val_split = split
     part = "test" if train_split + val_split < 1 - 1e-9 else "val"
-    rows = evaluation.compare([model], ticks, train=train_split, val=val_split, part=part)
+    result = evaluation.compare([model], ticks, split=split, part=part)
     print(f"{part} split of {len(ticks):,} ticks")
-    print(evaluation.format_table(rows))
+    print(evaluation.format_table(result.rows))
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 
 def summary(result: training.FitResult, path: Path) -> str:
     m = result.meta
-    rows = [evaluation.Row(f"{part}", scores) for part, scores in m.metrics.items()]
+    rows = []
+    for part, scores in m.metrics.items():  # each split: the baselines, then the model
+        rows += [evaluation.Row(f"{part}: {name}", s) for name, s in m.baselines.get(part, {}).items()]
+        rows.append(evaluation.Row(f"{part}: {m.id}", scores))
+    cal = m.calibrator or {}
     lines = [
         "",
-        f"model    {m.id}  ({m.arch}, L={m.seq_len}, {m.hparams})",
+        f"model    {m.id}  ({m.arch}, L={m.seq_len}, target {m.target}, {m.hparams})",
         f"saved    {path}",
         f"epochs   {m.epochs} run, best {m.best_epoch} ({result.stop_reason}), "
         f"{m.train_seconds or 0.0:.1f} s",
-        f"decision rise if p >= {m.threshold:.4f} (the training base rate)",
+        f"calibrated by {cal.get('kind', 'its logit offset')}, fitted on the validation split",
+        f"decision rise if p >= {m.threshold:.4f} (rule {m.threshold_rule}, chosen on the validation split)",
         "",
         evaluation.format_table(rows),
     ]

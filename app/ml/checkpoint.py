@@ -16,15 +16,14 @@ until it has passed. `load` raises nothing but CheckpointError.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +31,13 @@ from torch import nn
 
 from app.atomic import atomic_write
 from app.market.ticks import TickArrays
-from app.ml import features, nets
-from app.ml.meta import META_VERSION, MetaError, ModelMeta
+from app.ml import calibration, features, nets
+from app.ml.meta import ModelMeta
+from app.ml.meta_checks import FLOAT_HPARAMS as FLOAT_HPARAMS
+from app.ml.meta_checks import INT_HPARAMS as INT_HPARAMS
+from app.ml.meta_checks import MAX_PARAMETERS, first_line
+from app.ml.meta_checks import CheckpointError as CheckpointError
+from app.ml.meta_checks import check_meta as check_meta
 
 FORMAT = "tickcast.checkpoint"
 FORMAT_VERSION = 1
@@ -41,27 +45,6 @@ MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # every torch.save archive starts with a zip local header
-
-# What loading accepts, beyond what training produces: the API trains at most seq_len 512,
-# hidden_size 1024 and 16 layers; the CLI is unbounded but larger nets are impractical on the
-# hardware tickcast targets. The headroom keeps any plausible CLI model loadable while a number
-# such as hidden_size 10**8 (petabytes of weights) is refused before anything is built.
-MAX_SEQ_LEN = 100_000
-MAX_HIDDEN_SIZE = 4096
-MAX_NUM_LAYERS = 64
-# The largest net the API can train (16-layer LSTM/PureRNN, hidden 1024) has ~134M parameters;
-# twice that, 1 GiB of float32, is the most a checkpoint may describe.
-MAX_PARAMETERS = 2**28
-# The keyword arguments of nets.build that metadata may set, with their bounds.
-INT_HPARAMS: dict[str, tuple[int, int]] = {
-    "hidden_size": (1, MAX_HIDDEN_SIZE),
-    "num_layers": (1, MAX_NUM_LAYERS),
-}
-FLOAT_HPARAMS: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}  # [low, high)
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be used as a model; the message says why and what to do."""
 
 
 class NotACheckpoint(CheckpointError):
@@ -112,11 +95,6 @@ def save(
     return path
 
 
-def _first_line(e: BaseException) -> str:
-    first = (str(e).splitlines() or [type(e).__name__])[0] or type(e).__name__
-    return re.sub(r"\x1b\[[0-9;]*m", "", first)[:200]
-
-
 def read(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *, mmap: bool = False
 ) -> dict[str, Any]:
@@ -131,14 +109,14 @@ def read(
         with path.open("rb") as f:
             is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
     except OSError as e:
-        raise CheckpointError(f"{path} cannot be read: {_first_line(e)}") from e
+        raise CheckpointError(f"{path} cannot be read: {first_line(e)}") from e
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and is_zip)
     except Exception as e:  # torch raises a zoo of types on corrupt files (OSError, IndexError, ...)
         error = CheckpointError if is_zip else NotACheckpoint  # a cut-short archive is still a model
         raise error(
             f"{path} is not a readable checkpoint (truncated, corrupt, or holding more than "
-            f"plain data): {_first_line(e)}"
+            f"plain data): {first_line(e)}"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NotACheckpoint(f"{path} is a torch file but not a tickcast checkpoint")
@@ -151,9 +129,6 @@ def read(
     if not isinstance(payload.get("meta"), dict) or not isinstance(payload.get("state_dict"), dict):
         raise CheckpointError(f"{path} lacks its metadata or weights")
     return payload
-
-
-REQUIRED_META = ("arch", "hparams", "seq_len", "features", "norm", "logit_offset", "threshold")
 
 
 def best_device(requested: str = "auto") -> torch.device:
@@ -178,13 +153,16 @@ def build_net(meta: ModelMeta) -> nn.Module:
 
 @dataclass
 class Model:
-    """A loaded model ready to score windows: net in eval mode on its device, plus its metadata."""
+    """A loaded model ready to score windows: net in eval mode on its device, plus its metadata,
+    how it turns ticks into windows (`spec`) and how it turns logits into probabilities."""
 
     id: str
     net: nn.Module
     meta: ModelMeta
     norm: features.Normalizer
     device: torch.device
+    spec: features.WindowSpec
+    calibrator: calibration.Calibrator
 
     @property
     def seq_len(self) -> int:
@@ -195,16 +173,31 @@ class Model:
         return self.meta.threshold
 
     @torch.inference_mode()
-    def proba(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Calibrated rise probabilities for standardised windows (B, L, F)."""
+    def logits(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The net's raw logits for standardised windows (B, L, F), before calibration."""
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
-        logits = self.net(x) + self.meta.logit_offset
-        probs: np.ndarray = torch.sigmoid(logits).float().cpu().numpy()
-        return probs
+        out: np.ndarray = self.net(x).double().cpu().numpy()
+        return out
+
+    def proba(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Calibrated rise probabilities for standardised windows (B, L, F): what is served."""
+        return self.calibrator.apply(self.logits(windows))
 
     def predict(self, ticks: TickArrays) -> float:
-        """Rise probability for the tick after the last one given."""
-        return float(self.proba(features.last_window(ticks, self.seq_len, self.norm)[None])[0])
+        """Rise probability for the tick (or event) after the last one given."""
+        return float(self.proba(self.spec.last_window(ticks)[None])[0])
+
+
+def calibrator_of(meta: ModelMeta) -> calibration.Calibrator:
+    """The file's calibrator; a file from before calibrators is calibrated by its logit offset."""
+    if meta.calibrator is None:
+        return calibration.Calibrator.offset(meta.logit_offset)
+    return calibration.Calibrator.from_dict(meta.calibrator)
+
+
+def spec_of(meta: ModelMeta) -> features.WindowSpec:
+    norm = features.Normalizer.from_dict(meta.norm)
+    return features.WindowSpec(meta.seq_len, norm, tuple(meta.features), meta.target)
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Model:
@@ -217,7 +210,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
     meta, expected = check(payload, path)
     state = payload["state_dict"]
     try:
-        norm = features.Normalizer.from_dict(meta.norm)
+        spec = spec_of(meta)
         with torch.device("meta"):
             net = build_net(meta)
         net.load_state_dict(
@@ -225,8 +218,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
         )
         net.to(dev).eval()
     except Exception as e:  # anything left (out of memory on the device...) is still a refusal
-        raise CheckpointError(f"{path} could not be loaded onto {dev}: {_first_line(e)}") from e
-    return Model(meta.id or Path(path).stem, net, meta, norm, dev)
+        raise CheckpointError(f"{path} could not be loaded onto {dev}: {first_line(e)}") from e
+    return Model(meta.id or Path(path).stem, net, meta, spec.norm, dev, spec, calibrator_of(meta))
 
 
 def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, torch.Tensor]]:
@@ -242,108 +235,8 @@ def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[ModelM
     except CheckpointError:
         raise
     except Exception as e:  # a check that trips over some odd value is a refusal too
-        raise CheckpointError(f"{path}: metadata does not describe a usable model: {_first_line(e)}") from e
+        raise CheckpointError(f"{path}: metadata does not describe a usable model: {first_line(e)}") from e
     return meta, expected
-
-
-def check_meta(meta: dict[str, Any], path: str | os.PathLike[str]) -> ModelMeta:
-    """Every value `build_net`, the normaliser and `Model` read, typed and within bounds; the
-    metadata, typed, when it passes."""
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise CheckpointError(f"{path} metadata lacks {', '.join(missing)}: retrain the model")
-    _check_version(meta, path)
-    _check_features(meta, path)
-    bad = _refusal(path)
-    _check_arch(meta["arch"], bad)
-    _check_int("seq_len", meta["seq_len"], 1, MAX_SEQ_LEN, bad)
-    _check_hparams(meta["hparams"], bad)
-    _check_norm(meta["norm"], bad)
-    if not _is_real(meta["logit_offset"]):
-        raise bad(f"logit_offset must be a finite number, got {str(meta['logit_offset'])[:50]}")
-    if not (_is_real(meta["threshold"]) and 0.0 <= meta["threshold"] <= 1.0):
-        raise bad(f"threshold must be a probability in [0, 1], got {str(meta['threshold'])[:50]}")
-    try:
-        return ModelMeta.from_dict(meta)
-    except MetaError as e:
-        raise bad(str(e)) from e
-
-
-def _refusal(path: str | os.PathLike[str]) -> Callable[[str], CheckpointError]:
-    def bad(why: str) -> CheckpointError:
-        return CheckpointError(f"{path}: metadata does not describe a usable model: {why}")
-
-    return bad
-
-
-def _check_version(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    version = meta.get("meta_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= META_VERSION:
-        raise CheckpointError(
-            f"{path} has metadata version {str(version)[:20]}; this tickcast reads versions 1 to "
-            f"{META_VERSION}: upgrade tickcast or retrain the model"
-        )
-
-
-def _check_features(meta: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    if not isinstance(meta["features"], list | tuple) or list(meta["features"]) != list(features.FEATURES):
-        raise CheckpointError(
-            f"{path} was trained on features {str(meta.get('features'))[:200]}, this tickcast "
-            f"computes {list(features.FEATURES)}: retrain the model"
-        )
-
-
-def _check_arch(arch: object, bad: Callable[[str], CheckpointError]) -> None:
-    if not isinstance(arch, str):
-        raise bad(f"arch must be a name, got {type(arch).__name__}")
-    try:
-        nets.canonical_arch(arch)
-    except ValueError as e:
-        raise bad(str(e)) from e
-
-
-def _check_hparams(hparams: object, bad: Callable[[str], CheckpointError]) -> None:
-    if not isinstance(hparams, dict):
-        raise bad(f"hparams must be a mapping, got {type(hparams).__name__}")
-    unknown = sorted(str(k) for k in hparams if k not in INT_HPARAMS and k not in FLOAT_HPARAMS)
-    if unknown:
-        raise bad(
-            f"unknown hyper-parameter(s) {', '.join(unknown)[:200]}; this tickcast knows "
-            f"{', '.join([*INT_HPARAMS, *FLOAT_HPARAMS])}"
-        )
-    for name, (low, high) in INT_HPARAMS.items():
-        if name in hparams:
-            _check_int(f"hparams.{name}", hparams[name], low, high, bad)
-    for name, (flow, fhigh) in FLOAT_HPARAMS.items():
-        v = hparams.get(name, flow)
-        if not (_is_real(v) and flow <= v < fhigh):
-            raise bad(f"hparams.{name} must be a number in [{flow}, {fhigh}), got {str(v)[:50]}")
-
-
-def _check_norm(norm: object, bad: Callable[[str], CheckpointError]) -> None:
-    if not isinstance(norm, dict):
-        raise bad(f"norm must be a mapping of mean and std, got {type(norm).__name__}")
-    n = len(features.FEATURES)
-    for key in ("mean", "std"):
-        v = norm.get(key)
-        if not isinstance(v, list | tuple) or len(v) != n or not all(_is_real(x) for x in v):
-            raise bad(f"norm.{key} must be {n} finite numbers, one per feature")
-    if not all(x > 0 for x in norm["std"]):
-        raise bad("norm.std must be positive")
-
-
-def _is_real(v: object) -> TypeGuard[int | float]:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_int(name: str, v: object, low: int, high: int, bad: Callable[[str], CheckpointError]) -> None:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise bad(f"{name} must be an integer, got {str(v)[:50]}")
-    if not low <= v <= high:
-        raise bad(
-            f"{name} {v} is outside {low}..{high}, the range this tickcast loads: "
-            "it is corrupt, or retrain with a value in range"
-        )
 
 
 def expected_state(meta: ModelMeta, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, NotRequired, TypedDict, get_args, get_origin, get_type_hints
 
-from app.ml import metrics, nets
+from app.ml import features, metrics, nets
 
 Number = int | float
 
@@ -58,6 +58,9 @@ class Hparams(TypedDict):
     hidden_size: int
     num_layers: int
     dropout: NotRequired[float]  # recurrent nets only: the CNN and PureRNN have no dropout
+    bins: NotRequired[int]  # TickNet only
+    recent: NotRequired[int]  # TickNet only
+    ramped: NotRequired[int]  # TickNet only: the leading input columns it ramps
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ class TrainConfig:
     """One training run's settings, checked when built: ValueError names the first bad one."""
 
     arch: str = param(
-        "CNN",
-        "the network: a 1-D CNN, an LSTM (RNNLinear is the same), a GRU or a plain RNN",
+        "TickNet",
+        "the network: TickNet (piecewise-linear inputs, a GRU and the last trades seen directly), "
+        "a 1-D CNN, an LSTM (RNNLinear is the same), a GRU or a plain RNN",
         choices=ARCH_NAMES,
         canonical=nets.canonical_arch,
         flag="ARCH",
@@ -78,29 +82,59 @@ class TrainConfig:
         le=512,
         flag="--sequence_length",
     )
-    horizon: int = param(1, "predict a rise this many ticks ahead", ge=1, le=100)
+    horizon: int = param(1, "predict a rise this many ticks (or events) ahead", ge=1, le=100)
+    target: Literal["tick", "event"] = param(
+        "tick",
+        "tick: does the next trade print higher? event: trades sharing a timestamp (one taker "
+        "order's fills) are merged first, so: does the next order print higher?",
+    )
     hidden_size: int = param(32, "width of each hidden layer (channels for the CNN)", ge=1, le=1024)
-    num_layers: int = param(2, "hidden layers", ge=1, le=16)
-    dropout: float = param(0.3, "dropout rate between layers, in [0, 1)", ge=0, lt=1)
+    num_layers: int = param(1, "hidden layers", ge=1, le=16)
+    dropout: float = param(
+        0.1, "dropout rate between layers (TickNet: before its output), in [0, 1)", ge=0, lt=1
+    )
+    bins: int = param(64, "TickNet: piecewise-linear ramps per input column", ge=1, le=256)
+    recent: int = param(2, "TickNet: the last rows of the window its head sees directly", ge=1, le=64)
     batch_size: int = param(256, "training windows per optimiser step", ge=2, le=65536)
     num_epochs: int = param(
         8, "passes over the training windows (fewer if early stopping ends it)", ge=1, le=1000
     )
-    optimizer: Literal["adam", "adamw", "sgd"] = param("adam", "the optimiser")
-    lr: float = param(2e-3, "learning rate", gt=0, le=10, finite=True, flag="--learning_rate")
-    weight_decay: float = param(0.0, "L2 penalty (decoupled for adamw)", ge=0, le=1, finite=True)
+    optimizer: Literal["adam", "adamw", "sgd"] = param("adamw", "the optimiser")
+    lr: float = param(
+        3e-3,
+        "learning rate (the peak, with the one-cycle schedule)",
+        gt=0,
+        le=10,
+        finite=True,
+        flag="--learning_rate",
+    )
+    weight_decay: float = param(0.01, "L2 penalty (decoupled for adamw)", ge=0, le=1, finite=True)
     momentum: float = param(0.9, "momentum of the sgd optimiser", ge=0, lt=1, api=False)
-    step_size: int = param(3, "epochs between learning-rate cuts", ge=1, le=1000)
-    gamma: float = param(0.5, "factor of each learning-rate cut", gt=0, le=1)
+    schedule: Literal["onecycle", "step"] = param(
+        "onecycle", "learning rate: one cycle over all epochs (warm up, then anneal), or step cuts"
+    )
+    step_size: int = param(3, "step schedule: epochs between learning-rate cuts", ge=1, le=1000)
+    gamma: float = param(0.5, "step schedule: factor of each learning-rate cut", gt=0, le=1)
     clip: float = param(1.0, "gradient-norm clipping; 0 turns it off", ge=0, le=1000, finite=True)
     patience: int = param(
         3,
-        "stop after this many epochs without a validation AUC gain; 0 never stops early",
+        "stop after this many epochs without a gain in the monitored validation metric; 0 never stops early",
         ge=0,
         le=1000,
     )
+    calibration: Literal["auto", "platt", "isotonic"] = param(
+        "auto",
+        "the calibrator fitted on the validation split: platt, isotonic, or auto (whichever "
+        "scores the lower log loss across two halves of the validation split)",
+    )
+    threshold_rule: str = param(
+        "f1",
+        "how the decision threshold is chosen on the validation split: f1 (the best F1 of the "
+        "rise calls), base_rate, ppv:X (the lowest threshold whose PPV reaches X) or fixed:X",
+        canonical=metrics.parse_threshold_rule,
+    )
     monitor: str = param(
-        "auc",
+        "log_loss",
         "the validation metric that picks the best epoch and stops early",
         choices=tuple(metrics.HIGHER_IS_BETTER),
         api=False,
@@ -154,9 +188,15 @@ class TrainConfig:
     def hparams(self) -> Hparams:
         """The keyword arguments of `nets.build` this config sets."""
         hp: Hparams = {"hidden_size": self.hidden_size, "num_layers": self.num_layers}
-        if self.arch in ("LSTM", "GRU"):
+        if self.arch in ("LSTM", "GRU", "TickNet"):
             hp["dropout"] = self.dropout
+        if self.arch == "TickNet":
+            hp["bins"], hp["recent"] = self.bins, self.recent
+            hp["ramped"] = features.default_ramped(self.target)
         return hp
+
+    def feature_names(self) -> tuple[str, ...]:
+        return features.default_features(self.target)
 
 
 def check_splits(train: float, val: float, prefix: str = "") -> None:

@@ -1,14 +1,14 @@
-"""Score a saved model on fresh data, beside the references it has to beat.
+"""Score saved models on data, beside the references they have to beat.
 
 Used by `scripts/evaluate.py` and by `train.py --num_epochs 0`; the service's
 `if_better` promotion compares models the same way, and training scores its epochs
-with `score`.
+through `logits_at`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,87 +25,128 @@ class Row:
     scores: dict[str, float]
 
 
-def model_probs(
-    model: checkpoint.Model, data: features.WindowedData, rng: tuple[int, int], batch_size: int = 4096
-) -> np.ndarray:
-    w = data.windows
-    parts = [model.proba(w[a : min(a + batch_size, rng[1])]) for a in range(rng[0], rng[1], batch_size)]
-    return np.concatenate(parts) if parts else np.empty(0)
+@dataclass
+class Evaluation:
+    """What `compare` found: a row per baseline and model, each model's reliability bins, and
+    notes a reader needs (a baseline that could not be fitted, and why)."""
+
+    rows: list[Row]
+    reliability: dict[str, list[metrics.Bin]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @torch.inference_mode()
-def predict_logits(
-    net: nn.Module, windows: torch.Tensor, lo: int, hi: int, batch_size: int = 4096
-) -> torch.Tensor:
-    """Logits of windows [lo, hi) in eval mode, batched to bound memory."""
+def logits_at(
+    net: nn.Module, data: features.WindowedData, idx: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """float64 logits of the windows starting at `idx`, in eval mode, batched to bound memory."""
     was_training = net.training
     net.eval()
-    out = [net(windows[a : min(a + batch_size, hi)]) for a in range(lo, hi, batch_size)]
+    w, at = data.windows, torch.from_numpy(idx).to(data.rows.device)
+    out = [net(w[at[a : a + batch_size]]) for a in range(0, len(idx), batch_size)]
     net.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, device=windows.device)
+    return torch.cat(out).double().cpu().numpy() if out else np.empty(0)
 
 
-def score(
-    net: nn.Module,
-    data: features.WindowedData,
-    rng: tuple[int, int],
-    logit_offset: float,
-    threshold: float,
-    batch_size: int = 4096,
-) -> dict[str, float]:
-    """Metrics of calibrated probabilities on one split."""
-    logits = predict_logits(net, data.windows, rng[0], rng[1], batch_size)
-    p = torch.sigmoid(logits + logit_offset).float().cpu().numpy()
-    y = data.targets[rng[0] : rng[1]].float().cpu().numpy()
-    return metrics.report(y, p, threshold)
+def model_probs(
+    model: checkpoint.Model, data: features.WindowedData, idx: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """The model's calibrated probabilities: exactly what it serves for these windows."""
+    return model.calibrator.apply(logits_at(model.net, data, idx, batch_size))
 
 
 def dataset_for(
-    model: checkpoint.Model, ticks: TickArrays, train: float, val: float
+    model: checkpoint.Model,
+    ticks: TickArrays,
+    train: float = DEFAULTS.train_split,
+    val: float = DEFAULTS.val_split,
+    *,
+    whole: bool = False,
 ) -> features.WindowedData:
-    """Windows of `ticks` standardised with the model's own (training-time) statistics."""
+    """Windows of `ticks` as the model sees them: its columns and target, standardised with its
+    own (training-time) statistics; `whole`: every window, no split."""
+    spec = model.spec
     return features.build_dataset(
-        ticks, model.seq_len, horizon=model.meta.horizon, train=train, val=val, norm=model.norm
+        ticks,
+        spec.seq_len,
+        horizon=model.meta.horizon,
+        train=train,
+        val=val,
+        norm=spec.norm,
+        names=spec.names,
+        target=spec.target,
+        whole=whole,
     )
 
 
-def eval_range(data: features.WindowedData, part: str) -> tuple[int, int]:
-    rng: tuple[int, int] | None = getattr(data.split, part)
-    if rng is None:
-        raise ValueError(f"the data has no {part} split; lower --split so that train + val < 1")
-    return rng
+def training_split(model: checkpoint.Model) -> tuple[float, float]:
+    """The split fractions the model was trained with (the defaults for a file that never said)."""
+    t = model.meta.train or {}
+    return float(t.get("train_split", DEFAULTS.train_split)), float(t.get("val_split", DEFAULTS.val_split))
 
 
 def compare(
     models: list[checkpoint.Model],
     ticks: TickArrays,
     *,
-    train: float = DEFAULTS.train_split,
-    val: float = DEFAULTS.val_split,
+    split: tuple[float, float] | None = None,
     part: str = "test",
-) -> list[Row]:
-    """Base rate, last-move heuristic, logistic regression, then each model, on one split.
+    reference: TickArrays | None = None,
+    with_baselines: bool = True,
+) -> Evaluation:
+    """The baselines, then each model, on the same windows of `ticks`.
 
-    The references are fitted on the split's training part with the first
-    model's normalisation, so every row sees the very same windows.
-    """
+    With no `split`, `ticks` are data the models never saw: every window is scored,
+    and the baselines are fitted on `reference` (the first model's training data, or
+    a file given for that) split as the model's training was, their thresholds chosen
+    on its validation part. With a `split`, `ticks` are divided as in training and
+    `part` is scored, the baselines fitted on its training part."""
     if not models:
         raise ValueError("no model to evaluate")
-    data = dataset_for(models[0], ticks, train, val)
-    rng = eval_range(data, part)
-    y = data.targets[rng[0] : rng[1]].cpu().numpy()
-    y_tr = data.targets[data.split.train[0] : data.split.train[1]].cpu().numpy()
-    thr = float(y_tr.mean())
-    rows = [Row(name, metrics.report(y, p, thr)) for name, p in baselines.probs(data, rng).items()]
-    for i, m in enumerate(models):
-        d = data if i == 0 else dataset_for(m, ticks, train, val)
-        r = eval_range(d, part)
-        p = model_probs(m, d, r)
-        rows.append(Row(m.id, metrics.report(d.targets[r[0] : r[1]].cpu().numpy(), p, m.threshold)))
-    return rows
+    first = models[0]
+    if split is None:
+        data = dataset_for(first, ticks, whole=True)
+        idx = data.split.part("test")
+        ref = None if reference is None else dataset_for(first, reference, *training_split(first))
+    else:
+        data = dataset_for(first, ticks, *split)
+        idx, ref = data.split.part(part), data
+    out = Evaluation([])
+    if with_baselines:
+        _baselines(out, first, data, idx, ref)
+    for m in models:
+        if m is first:
+            d = data
+        else:
+            d = dataset_for(m, ticks, whole=True) if split is None else dataset_for(m, ticks, *split)
+        i = d.split.part("test" if split is None else part)
+        p, y = model_probs(m, d, i), d.y(i)
+        out.rows.append(Row(m.id, metrics.report(y, p, m.threshold)))
+        out.reliability[m.id] = metrics.reliability(y, p)
+    return out
 
 
-COLUMNS = ("auc", "brier", "log_loss", "accuracy", "ppv", "npv", "base_rate", "n")
+def _baselines(
+    out: Evaluation,
+    model: checkpoint.Model,
+    data: features.WindowedData,
+    idx: np.ndarray,
+    ref: features.WindowedData | None,
+) -> None:
+    if ref is None:
+        out.notes.append(
+            "no baselines: they are fitted on the model's training data, which is not available "
+            "here; give a file of it (--baselines-from) to compare"
+        )
+        return
+    rule = model.meta.threshold_rule or "base_rate"
+    fit, choose = baselines.Windows(ref, ref.split.train), baselines.Windows(ref, ref.split.val)
+    scores, note = baselines.reports(fit, choose, {"scored": baselines.Windows(data, idx)}, rule)
+    out.rows += [Row(name, s) for name, s in scores["scored"].items()]
+    out.notes += [note] if note else []
+
+
+COLUMNS = ("auc", "brier", "log_loss", "ece", "ppv", "npv", "coverage", "base_rate", "n")
 UNDEFINED = "n/a"
 FOOTNOTE = (
     f"{UNDEFINED}: undefined. PPV scores a row's rise calls and NPV its no-rise calls; a row "

@@ -12,6 +12,10 @@ Versions (`meta_version` in the file):
   `versions`, `job_id`, ... may be missing, and a size left out of `hparams` meant what
   `nets.build` assumed then (`V1_SIZES`).
 - 2: `meta_version` recorded; `hparams` always holds both sizes.
+- 3: named feature columns (any of `app.ml.rows`, not only the ancestor's six), a `target`
+  (tick or event), a `calibrator` fitted on the validation split (`logit_offset` is then 0),
+  and the `threshold_rule` that chose `threshold`. A version 1 or 2 file is calibrated by its
+  `logit_offset` and has the tick target.
 
 `checkpoint.check_meta` judges a file's metadata, with the reasons a person reads, before
 `from_dict` types it; `MetaSummary` is the forgiving view a models listing takes of any file,
@@ -27,7 +31,7 @@ from typing import Any, TypeGuard
 
 from app.ml.config import Hparams
 
-META_VERSION = 2
+META_VERSION = 3
 V1_SIZES = {"hidden_size": 64, "num_layers": 4}  # nets.build's defaults while files had no version
 
 
@@ -46,13 +50,18 @@ class ModelMeta:
     horizon: int = 1
     features: list[str]
     norm: dict[str, list[float]]  # the training split's per-feature mean and std
-    logit_offset: float  # added to the net's logit: calibrated probabilities (see training)
-    threshold: float  # decide "rise" at p >= threshold: the training base rate
+    logit_offset: float  # versions 1-2: added to the net's logit to undo the class weighting
+    threshold: float  # decide "rise" at p >= threshold
+    target: str = "tick"  # tick, or event (trades sharing a timestamp merged)
+    calibrator: dict[str, Any] | None = None  # Calibrator.to_dict(); None: logit_offset calibrates
+    threshold_rule: str | None = None  # how `threshold` was chosen on validation (None: base rate)
     train: dict[str, Any] | None = None  # the TrainConfig, as TrainConfig.to_dict() wrote it
     data: dict[str, Any] = field(default_factory=dict)  # where the ticks came from, the split
     created_at: str | None = None  # ISO 8601, UTC
     versions: dict[str, str] | None = None  # tickcast, torch, python
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # per split: the scores
+    # per split, per reference baseline (tree, logistic, last move, base rate): its scores there
+    baselines: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     best_epoch: int | None = None
     epochs: int | None = None
     train_seconds: float | None = None
@@ -89,11 +98,15 @@ class ModelMeta:
             norm=_norm(_req(d, "norm", dict)),
             logit_offset=_req_real(d, "logit_offset"),
             threshold=_req_real(d, "threshold"),
+            target=_opt(d, "target", str) or "tick",
+            calibrator=_opt(d, "calibrator", dict),
+            threshold_rule=_opt(d, "threshold_rule", str),
             train=_opt(d, "train", dict),
             data=_opt(d, "data", dict) or {},
             created_at=_opt(d, "created_at", str),
             versions=_opt(d, "versions", dict),
             metrics=_opt(d, "metrics", dict) or {},
+            baselines=_opt(d, "baselines", dict) or {},
             best_epoch=_opt_int(d, "best_epoch"),
             epochs=_opt_int(d, "epochs"),
             train_seconds=_opt_real(d, "train_seconds"),
@@ -197,4 +210,7 @@ def _hparams(raw: Mapping[str, Any], version: int) -> Hparams:
     hp: Hparams = {"hidden_size": _req_int(sizes, "hidden_size"), "num_layers": _req_int(sizes, "num_layers")}
     if "dropout" in sizes:
         hp["dropout"] = _req_real(sizes, "dropout")
+    for key in ("bins", "recent", "ramped"):
+        if key in sizes:
+            hp[key] = _req_int(sizes, key)  # TickNet's sizes
     return hp

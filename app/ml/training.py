@@ -5,11 +5,10 @@ strided view on the device, gather one batch of window indices at a time, and
 keep every per-batch cost other than forward/backward/step negligible, so an
 epoch stays close to the compute floor.
 
-Class imbalance (about a third of ticks rise) is handled with BCE's
-pos_weight = neg/pos. That shifts the learned log-odds by log(pos_weight), so
-the model adds `logit_offset = -log(pos_weight)` at inference to report
-calibrated probabilities; the decision threshold is then the training base
-rate, which is exactly where the weighted model would have said 0.5.
+The loss is plain log loss: a class-weighted one would only bend the
+probabilities for a calibrator to unbend. The best epoch's validation logits fit
+a calibrator (`app.ml.calibration`) and choose the threshold (`threshold_rule`);
+the test split is scored once, after both, beside the baselines.
 """
 
 from __future__ import annotations
@@ -17,75 +16,30 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from app.market.ticks import TickArrays
-from app.ml import checkpoint, evaluation, features, metrics, nets
+from app.ml import baselines, calibration, checkpoint, evaluation, features, metrics, nets
 from app.ml.config import TrainConfig
+from app.ml.enough import FEW_WINDOWS as FEW_WINDOWS
+from app.ml.enough import MIN_WINDOWS as MIN_WINDOWS
+from app.ml.enough import TooFewTicks as TooFewTicks
+from app.ml.enough import check_enough_ticks as check_enough_ticks
+from app.ml.enough import few_ticks_warning
+from app.ml.enough import history_of as history_of
+from app.ml.enough import ticks_needed as ticks_needed
 from app.ml.meta import ModelMeta
-
-# Training needs at least MIN_WINDOWS windows (a window: seq_len ticks, scored on the tick `horizon`
-# after them), and below FEW_WINDOWS its result carries a warning. Below 1,000 windows the validation
-# split holds under 200, whose AUC is uncertain by +-0.09 (95%): most of the 0.13 between chance and
-# the best model on real trades (0.63), so the metrics cannot tell a useful model from a useless one
-# (the job on 904 ticks that scored 0.511 and said nothing). Above it they can, but the model learns
-# little: the default CNN on the synthetic market, test AUC over 6 seeds (mean +- sd): 1,000 windows
-# 0.51 +- 0.05, 2,000 0.51 +- 0.04, 5,000 0.57 +- 0.03, 10,000 0.58 +- 0.01, 30,000 0.59 +- 0.01.
-MIN_WINDOWS = 1_000
-FEW_WINDOWS = 10_000
 
 
 class TrainingCancelled(Exception):
     """Raised between batches when `should_stop()` says so; nothing is written after it."""
-
-
-class TooFewTicks(ValueError):
-    """Fewer than MIN_WINDOWS training windows: the model's metrics would be noise. The message
-    says how many ticks are needed for the configured sequence length (`shortfall`), then what
-    gets more (`todo`), so a caller with other means may say its own `todo`."""
-
-    def __init__(self, what: str, n_ticks: int, seq_len: int, horizon: int, todo: str) -> None:
-        self.n_ticks, self.needed = n_ticks, ticks_needed(seq_len, horizon)
-        self.shortfall = (
-            f"{what} has {n_ticks:,} ticks; training needs at least {MIN_WINDOWS:,} windows, i.e. "
-            f"{self.needed:,} ticks at seq_len {seq_len} and horizon {horizon}"
-        )
-        super().__init__(f"{self.shortfall}: {todo}")
-
-
-def ticks_needed(seq_len: int, horizon: int = 1) -> int:
-    """Ticks that make MIN_WINDOWS windows (each window's target is `horizon` ticks past it)."""
-    return MIN_WINDOWS + seq_len + horizon
-
-
-def check_enough_ticks(
-    n_ticks: int,
-    cfg: TrainConfig,
-    what: str = "the data",
-    todo: str = "use more ticks (a longer time range, or a bigger file)",
-) -> None:
-    """TooFewTicks unless `n_ticks` make MIN_WINDOWS windows for `cfg`."""
-    if n_ticks < ticks_needed(cfg.seq_len, cfg.horizon):
-        raise TooFewTicks(what, n_ticks, cfg.seq_len, cfg.horizon, todo)
-
-
-def few_ticks_warning(n_windows: int, n_val_pos: int, n_val_neg: int) -> str | None:
-    """Below FEW_WINDOWS: how noisy the validation AUC is (the 95% half-width of a chance-level
-    AUC on this many rises and non-rises, Hanley and McNeil), and what would help."""
-    if n_windows >= FEW_WINDOWS:
-        return None
-    p, n = max(n_val_pos, 1), max(n_val_neg, 1)
-    half = 1.96 * math.sqrt((p + n + 1) / (12 * p * n))
-    return (
-        f"few ticks: {n_windows:,} windows ({n_val_pos + n_val_neg:,} to validate), so metrics are "
-        f"noisy (validation AUC +-{half:.2f}); train on {FEW_WINDOWS:,} windows or more to trust them"
-    )
 
 
 @dataclass(frozen=True)
@@ -134,19 +88,20 @@ class _Run:
     data: features.WindowedData
     net: nn.Module
     opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.StepLR
+    sched: torch.optim.lr_scheduler.LRScheduler
     crit: nn.BCEWithLogitsLoss
     meta: ModelMeta
-    logit_offset: float
-    threshold: float
+    base_rate: float  # of the training windows: where an epoch's raw probabilities decide
     warnings: list[str]
     t0: float
 
-    def score(self, rng: tuple[int, int]) -> dict[str, float]:
-        cfg = self.cfg
-        return evaluation.score(
-            self.net, self.data, rng, self.logit_offset, self.threshold, cfg.eval_batch_size
-        )
+    def logits(self, idx: np.ndarray) -> np.ndarray:
+        return evaluation.logits_at(self.net, self.data, idx, self.cfg.eval_batch_size)
+
+    def score(self, idx: np.ndarray) -> dict[str, float]:
+        """An epoch's validation scores, on its raw (uncalibrated) probabilities."""
+        p = 1.0 / (1.0 + np.exp(-self.logits(idx)))
+        return metrics.report(self.data.y(idx), p, self.base_rate)
 
 
 @dataclass
@@ -162,7 +117,7 @@ class _Progress:
 
 
 def fit(
-    ticks: TickArrays,
+    ticks: TickArrays | Sequence[TickArrays],
     cfg: TrainConfig,
     *,
     data_info: dict[str, Any] | None = None,
@@ -171,7 +126,8 @@ def fit(
     state_path: str | Path | None = None,
     resume: str | Path | None = None,
 ) -> FitResult:
-    """Train on `ticks` and return the best epoch's model, scored on validation (and test).
+    """Train on `ticks` (one series, or several markets' at once: each is split in time order on
+    its own) and return the best epoch's model, calibrated and scored on validation (and test).
 
     `state_path` receives a resumable checkpoint every `save_every` epochs and
     at each new best epoch; `resume` continues from such a file (same
@@ -214,51 +170,86 @@ def _resumable(resume: str | Path | None, cfg: TrainConfig) -> tuple[dict[str, A
 
 
 def _setup(
-    ticks: TickArrays,
+    ticks: TickArrays | Sequence[TickArrays],
     cfg: TrainConfig,
     device: torch.device,
     data_info: dict[str, Any] | None,
     previous: ModelMeta | None,
     t0: float,
 ) -> _Run:
-    """Windows, class balance and calibration, the net and its optimiser, and the metadata."""
+    """Windows, the net (its inputs fitted to the training rows) and its optimiser, and the metadata."""
+    series = [ticks] if isinstance(ticks, TickArrays) else list(ticks)
     norm = features.Normalizer.from_dict(previous.norm) if previous else None
     data = features.build_dataset(
-        ticks, cfg.seq_len, horizon=cfg.horizon, train=cfg.train_split, val=cfg.val_split, norm=norm
+        series,
+        cfg.seq_len,
+        horizon=cfg.horizon,
+        train=cfg.train_split,
+        val=cfg.val_split,
+        norm=norm,
+        names=cfg.feature_names(),
+        target=cfg.target,
     ).to(device)
     split = data.split
-    y_train = data.targets[split.train[0] : split.train[1]]
-    n_pos = float(y_train.sum())
-    n_neg = float(len(y_train) - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    y_train = data.y(split.train)
+    if y_train.min() == y_train.max():
         raise ValueError("the training split has only one class (no rises or no non-rises); use more ticks")
-    check_enough_ticks(len(ticks), cfg, what=_where(data_info or {}))
-    y_val = data.targets[split.val[0] : split.val[1]]
+    check_enough_ticks(sum(len(t) for t in series), cfg, what=_where(data_info or {}))
+    n_windows = _check_windows(data.n_windows, cfg, data_info)
+    y_val = data.y(split.val)
     val_pos = int(y_val.sum())
-    warnings = [w for w in [few_ticks_warning(len(data.targets), val_pos, len(y_val) - val_pos)] if w]
-    pos_weight = n_neg / n_pos
-    net = nets.build(cfg.arch, n_features=len(features.FEATURES), seq_len=cfg.seq_len, **cfg.hparams())
-    net = net.to(device)
+    warnings = [w for w in [few_ticks_warning(n_windows, val_pos, len(y_val) - val_pos)] if w]
+    net = nets.build(cfg.arch, n_features=len(data.names), seq_len=cfg.seq_len, **cfg.hparams()).to(device)
+    if previous is None and isinstance(net, nets.TickNet):
+        net.fit_inputs(data.windows[torch.from_numpy(split.train).to(device)][:, -1])
     opt = _make_optimizer(cfg, net.parameters())
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    crit = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
-    logit_offset, threshold = -math.log(pos_weight), n_pos / (n_pos + n_neg)
     meta = ModelMeta(
         id=(previous.id if previous else None) or checkpoint.new_model_id(cfg.arch),
         arch=cfg.arch,
         hparams=cfg.hparams(),
         seq_len=cfg.seq_len,
         horizon=cfg.horizon,
-        features=list(features.FEATURES),
+        features=list(data.names),
         norm=data.norm.to_dict(),
-        logit_offset=logit_offset,
-        threshold=threshold,
+        logit_offset=0.0,
+        threshold=float(y_train.mean()),
+        target=cfg.target,
         train=cfg.to_dict(),
-        data=_data_info(ticks, data.split, data_info),
+        data=_data_info(series, data.split, data_info),
         created_at=checkpoint.utc_now_iso(),
         versions=checkpoint.versions(),
     )
-    return _Run(cfg, device, data, net, opt, sched, crit, meta, logit_offset, threshold, warnings, t0)
+    sched = _make_schedule(cfg, opt, _total_steps(cfg, len(split.train)))
+    crit = nn.BCEWithLogitsLoss()
+    return _Run(cfg, device, data, net, opt, sched, crit, meta, float(y_train.mean()), warnings, t0)
+
+
+def _check_windows(n_windows: int, cfg: TrainConfig, data_info: dict[str, Any] | None) -> int:
+    """The windows in all; TooFewTicks below MIN_WINDOWS (the event target merges ticks, so
+    enough ticks may still be too few events)."""
+    if cfg.target == "event" and n_windows < MIN_WINDOWS:
+        what, todo = f"{_where(data_info or {})} (merged into events)", "use more ticks (a longer time range)"
+        h = history_of(cfg)
+        raise TooFewTicks(what, n_windows + cfg.seq_len + cfg.horizon + h, cfg.seq_len, cfg.horizon, todo, h)
+    return n_windows
+
+
+def _total_steps(cfg: TrainConfig, n_train: int) -> int:
+    # at least 16: torch's one-cycle divides by zero when its warm-up ends on step 0 (4 steps)
+    return max(cfg.num_epochs * _batches(n_train, cfg.batch_size) + 1, 16)
+
+
+def _batches(n_train: int, bs: int) -> int:
+    return n_train // bs + (1 if n_train % bs > 1 else 0)  # a lone sample breaks BatchNorm
+
+
+def _make_schedule(
+    cfg: TrainConfig, opt: torch.optim.Optimizer, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One cycle over the whole run (stepped per batch), or the ancestor's step cuts (per epoch)."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
 
 
 def _where(info: dict[str, Any]) -> str:
@@ -267,18 +258,18 @@ def _where(info: dict[str, Any]) -> str:
     return str(info.get("source") or "the data")
 
 
-def _data_info(ticks: TickArrays, split: features.Split, data_info: dict[str, Any] | None) -> dict[str, Any]:
-    """The checkpoint's `data`: the caller's description of the ticks, their span and the split."""
+def _data_info(
+    series: list[TickArrays], split: features.Split, data_info: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The checkpoint's `data`: the caller's description of the ticks, their span and the split's
+    window counts (several series: the span from the earliest tick to the latest)."""
     return {
         **(data_info or {}),
-        "start_time": float(ticks.time[0]),
-        "end_time": float(ticks.time[-1]),
-        "n_ticks": len(ticks),
-        "split": {
-            "train": list(split.train),
-            "val": list(split.val),
-            "test": list(split.test) if split.test else None,
-        },
+        "start_time": float(min(t.time[0] for t in series)),
+        "end_time": float(max(t.time[-1] for t in series)),
+        "n_ticks": sum(len(t) for t in series),
+        "n_series": len(series),
+        "split": {k: None if v is None else len(v) for k, v in vars(split).items()},
     }
 
 
@@ -290,6 +281,8 @@ def _restore(run: _Run, payload: dict[str, Any] | None, previous: ModelMeta | No
     run.net.load_state_dict(ts["model"])
     run.opt.load_state_dict(ts["optimizer"])
     run.sched.load_state_dict(ts["scheduler"])
+    if isinstance(run.sched, torch.optim.lr_scheduler.OneCycleLR):  # more epochs asked: stretch the cycle
+        run.sched.total_steps = max(run.sched.total_steps, _total_steps(run.cfg, len(run.data.split.train)))
     best_state = {k: v.to(run.device) for k, v in payload["state_dict"].items()}
     return _Progress(
         best_state, ts["epoch"], ts["best"], ts["best_epoch"], ts["bad_epochs"], list(ts["history"])
@@ -338,12 +331,13 @@ def _train_epoch(
 ) -> tuple[float, int]:
     """One pass over the training windows in this epoch's seeded order: (mean loss, batches)."""
     cfg, net, windows, targets = run.cfg, run.net, run.data.windows, run.data.targets
-    lo, hi = run.data.split.train
-    n_train, bs = hi - lo, cfg.batch_size
-    n_batches = n_train // bs + (1 if n_train % bs > 1 else 0)  # a lone sample breaks BatchNorm
+    train = torch.from_numpy(run.data.split.train)
+    n_train, bs = len(train), cfg.batch_size
+    n_batches = _batches(n_train, bs)
     net.train()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    perm = (torch.randperm(n_train, generator=gen) + lo).to(run.device)
+    perm = train[torch.randperm(n_train, generator=gen)].to(run.device)
+    per_batch = cfg.schedule == "onecycle"
     running = torch.zeros((), device=run.device)
     for b in range(n_batches):
         if should_stop is not None and should_stop():
@@ -355,11 +349,14 @@ def _train_epoch(
         if cfg.clip > 0:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
         run.opt.step()
+        if per_batch:
+            run.sched.step()
         running += loss.detach()
         if progress is not None and ((b + 1) % cfg.progress_every == 0):
             mean, elapsed = float(running) / (b + 1), time.perf_counter() - run.t0
             progress(Progress("batch", epoch, cfg.num_epochs, b + 1, n_batches, mean, elapsed))
-    run.sched.step()
+    if not per_batch:
+        run.sched.step()
     return float(running) / max(n_batches, 1), n_batches
 
 
@@ -381,15 +378,22 @@ def _save_state(run: _Run, state: _Progress, path: str | Path) -> None:
 
 
 def _finish(run: _Run, state: _Progress, stop_reason: str) -> FitResult:
-    """The best epoch's weights, scored on validation and test, as a model."""
+    """The best epoch's weights, calibrated and thresholded on validation, then scored on
+    validation and test beside the baselines, as a model."""
     run.net.load_state_dict(state.net_best)
     run.net.eval()
-    split = run.data.split
-    scores = {"val": run.score(split.val)}
-    if split.test is not None:
-        scores["test"] = run.score(split.test)
-    meta = run.meta
-    meta.metrics, meta.best_epoch, meta.epochs = scores, state.best_epoch, len(state.history)
+    cfg, data, meta = run.cfg, run.data, run.meta
+    parts = {"val": data.split.val} | ({"test": data.split.test} if data.split.test is not None else {})
+    logits = {k: run.logits(idx) for k, idx in parts.items()}
+    y = {k: data.y(idx) for k, idx in parts.items()}
+    cal = calibration.fit(cfg.calibration, logits["val"], y["val"])
+    p = {k: cal.apply(v) for k, v in logits.items()}
+    threshold = metrics.choose_threshold(y["val"], p["val"], cfg.threshold_rule)
+    meta.metrics = {k: metrics.report(y[k], p[k], threshold) for k in parts}
+    meta.calibrator, meta.threshold, meta.threshold_rule = cal.to_dict(), threshold, cfg.threshold_rule
+    meta.baselines, note = baselines.of_training(data, parts, cfg.threshold_rule)
+    meta.best_epoch, meta.epochs = state.best_epoch, len(state.history)
     meta.train_seconds = time.perf_counter() - run.t0
-    model = checkpoint.Model(meta.id or "", run.net, meta, run.data.norm, run.device)
-    return FitResult(model, meta, state.history, stop_reason, run.warnings)
+    spec = features.WindowSpec(cfg.seq_len, data.norm, data.names, cfg.target)
+    model = checkpoint.Model(meta.id or "", run.net, meta, data.norm, run.device, spec, cal)
+    return FitResult(model, meta, state.history, stop_reason, run.warnings + ([note] if note else []))

@@ -37,6 +37,7 @@ from app.services.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
+EVENT_CONTEXT_FACTOR = 16
 CONTEXT = 512  # ticks kept before the newest, enough for any model up to seq_len 511
 
 
@@ -238,7 +239,7 @@ class MarketFeed:
 
     async def _update(self) -> None:
         model = self.predictor.model
-        keep = CONTEXT if model is None else max(CONTEXT, features.min_ticks(model.seq_len) - 1)
+        keep = CONTEXT if model is None else max(CONTEXT, _context(model.spec) - 1)
         ring = self.ring.maxlen or 0
         new, seqs = self.store.after(self.exchange, self.symbol, self._position, ring + keep)
         if len(new) == 0:
@@ -261,7 +262,7 @@ class MarketFeed:
         preds: list[Prediction | None] = [None] * n
         model = self.predictor.model
         if model is not None:
-            first = max(start, model.seq_len)  # the first tick with a full window before it
+            first = max(start, model.spec.first_full(ticks))  # the first tick with a full window before it
             try:
                 scored = await self.predictor.predict_each(ticks, first, model.id)
             except (NoModel, ValueError, RegistryError) as e:  # swapped or deleted meanwhile
@@ -379,3 +380,9 @@ class Feeds:
         feeds, self.feeds = list(self.feeds.values()), {}
         for feed in feeds:
             feed.stop()
+
+
+def _context(spec: features.WindowSpec) -> int:
+    """Ticks a stream keeps before the new ones: one window, or for an event model (whose
+    windows count distinct timestamps) enough for one at many fills per order."""
+    return spec.min_ticks * (1 if spec.target == "tick" else EVENT_CONTEXT_FACTOR)

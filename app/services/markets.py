@@ -18,6 +18,10 @@ from app.market.storage import TickStorage
 from app.market.ticks import TickArrays, TickError, read_csv
 from app.services.predictor import Prediction, Predictor
 
+# An event model reads back up to this many times its window in ticks to find min_ticks
+# distinct timestamps (Binance sends dozens of fills per taker order at times).
+MAX_EVENT_READ = 64
+
 
 class NotAMarket(LookupError):
     """Neither configured nor with stored ticks: nothing to show or stream. Configuring it, or
@@ -91,8 +95,12 @@ class Markets:
     async def predict_latest(self, market: Market, model_id: str | None = None) -> Prediction:
         """The prediction from the market's newest stored ticks, as many as the model needs
         (NotEnoughTicks with fewer, NoTicks with none)."""
-        seq_len = await self.predictor.seq_len(model_id)
-        ticks = self.store.latest(market.exchange, market.symbol, seq_len + 1, ids=False)
-        if len(ticks) == 0:
-            raise NoTicks(market)
-        return await self.predictor.predict(ticks, model_id)
+        spec = await self.predictor.spec(model_id)
+        n = spec.min_ticks
+        while True:  # an event model needs min_ticks distinct times: read back until it has them
+            ticks = self.store.latest(market.exchange, market.symbol, n, ids=False)
+            if len(ticks) == 0:
+                raise NoTicks(market)
+            if len(ticks) < n or n >= MAX_EVENT_READ * spec.min_ticks or spec.first_full(ticks) < len(ticks):
+                return await self.predictor.predict(ticks, model_id)
+            n *= 4

@@ -47,13 +47,14 @@ log = logging.getLogger(__name__)
 
 
 class NotEnoughTicks(ValueError):
-    """Fewer ticks than the model's sequence length + 1."""
+    """Fewer ticks than the model needs: its sequence length + 1 and the history its columns read."""
 
-    def __init__(self, needed: int, got: int, index: int | None = None) -> None:
+    def __init__(self, needed: int, got: int, index: int | None = None, *, events: bool = False) -> None:
         self.needed, self.got, self.index = needed, got, index
         where = "" if index is None else f"window {index}: "
+        what = "ticks at distinct times (it merges trades sharing a timestamp)" if events else "ticks"
         super().__init__(
-            f"{where}need at least {needed} ticks for this model (its sequence length + 1), got {got}"
+            f"{where}need at least {needed} {what} for this model (its window + 1 and history), got {got}"
         )
 
 
@@ -190,6 +191,10 @@ class Predictor:
         """The sequence length of the model a request would use (NoModel/UnknownModel if none)."""
         return (await self._resolve(model_id)).seq_len
 
+    async def spec(self, model_id: str | None = None) -> features.WindowSpec:
+        """How the model a request would use reads ticks (NoModel/UnknownModel if none)."""
+        return (await self._resolve(model_id)).spec
+
     def forget(self, model_id: str) -> None:
         """Drop a cached explicitly-requested model (call after deleting it)."""
         with self._lock:
@@ -228,10 +233,12 @@ class Predictor:
     def _window(model: checkpoint.Model, ticks: TickArrays, index: int | None = None) -> np.ndarray:
         if not _plainly_valid(ticks):
             validate(ticks)  # raises TickError naming the first bad row
-        need = features.min_ticks(model.seq_len)
+        need = model.spec.min_ticks
         if len(ticks) < need:
             raise NotEnoughTicks(need, len(ticks), index)
-        return features.last_window(ticks, model.seq_len, model.norm)
+        if model.spec.first_full(ticks) >= len(ticks):  # an event model: too few distinct times
+            raise NotEnoughTicks(need, 1 + int(np.count_nonzero(np.diff(ticks.time))), index, events=True)
+        return model.spec.last_window(ticks)
 
     # ------------------------------------------------------------ requests
 
@@ -262,10 +269,10 @@ class Predictor:
         model = await self._resolve(model_id)
         if not _plainly_valid(ticks):
             validate(ticks)
-        first = max(first, model.seq_len)
+        first = max(first, model.spec.first_full(ticks))
         if first >= len(ticks):
             return []
-        x = features.windows_ending_at(ticks, model.seq_len, model.norm, first)
+        x = model.spec.windows_ending_at(ticks, first)
         parts = [self._submit(model, x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         p = np.concatenate(await asyncio.gather(*parts))
         self.stats.requests += 1

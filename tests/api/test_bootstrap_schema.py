@@ -35,8 +35,8 @@ def test_first_start_bootstraps_a_model(
         r = c.get("/ready")
         assert r.status_code == 503 and "training" in r.json()["reason"]
         assert retry_in(r.json()["reason"]) == int(r.headers["Retry-After"])  # the text agrees
-        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 40)
-        assert len(ticks) == 40 and abs(ticks.time[-1] - time.time()) < 120
+        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 64)  # 49 for the default TickNet
+        assert len(ticks) == 64 and abs(ticks.time[-1] - time.time()) < 120
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 503 and "training" in p.json()["detail"]
         assert retry_in(p.json()["detail"]) == int(p.headers["Retry-After"])

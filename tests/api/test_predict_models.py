@@ -136,7 +136,7 @@ def test_too_few_ticks_says_how_many(client: TestClient, ticks) -> None:
     r = client.post("/predict", json={"ticks": body(ticks)["ticks"][:5]})
     assert r.status_code == 422
     [err] = r.json()["detail"]  # FastAPI's list shape, as for every 422
-    assert err["loc"] == ["body", "ticks"] and "17" in err["msg"]  # seq_len 16 + 1
+    assert err["loc"] == ["body", "ticks"] and "33" in err["msg"]  # seq_len 16 + 1 + 16 of history
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
@@ -205,7 +205,7 @@ def test_predict_from_the_store(client: TestClient, ticks, trained) -> None:
     store.insert("synthetic", "BTC-USD", ticks)
     r = client.get("/predict/synthetic/BTC-USD")
     assert r.status_code == 200, r.text
-    direct = client.post("/predict", json=body(ticks, n=17)).json()
+    direct = client.post("/predict", json=body(ticks, n=33)).json()  # what the model needs, no more
     assert r.json()["probability"] == pytest.approx(direct["probability"], abs=1e-6)
     assert r.json()["as_of"] == float(ticks.time[-1])
     assert client.get("/predict/nowhere/BTC-USD").status_code == 404

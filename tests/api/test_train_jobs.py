@@ -29,12 +29,12 @@ def test_train_job_registers_activates_and_serves(tmp_path: Path) -> None:
         mid = done["result"]["model_id"]
         assert done["result"]["activated"] is True
         # 4,000 ticks train, but the job says how little that is
-        assert done["result"]["warnings"][0].startswith("few ticks: 3,983 windows")
+        assert done["result"]["warnings"][0].startswith("few ticks: 3,967 windows")
         assert [m["id"] for m in c.get("/models").json()] == [mid]
         deadline = time.monotonic() + 10
         while c.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 40)
+        ticks = c.app.state.services.store.latest("synthetic", "BTC-USD", 64)
         p = c.post("/predict", json=body(ticks))
         assert p.status_code == 200 and p.json()["model_id"] == mid
         assert job["id"] in [j["id"] for j in c.get("/jobs").json()]
@@ -122,7 +122,7 @@ def test_a_market_without_enough_ticks_is_refused_before_anything_is_queued(tmp_
             assert r.status_code == 422, r.text
             (problem,) = r.json()["detail"]
             assert problem["loc"] == ["body", "symbol"] and problem["msg"].startswith(words)
-            assert "at least 1,000 windows, i.e. 1,017 ticks at seq_len 16" in problem["msg"]
+            assert "at least 1,000 windows, i.e. 1,033 ticks at seq_len 16" in problem["msg"]
             assert f"POST /markets/{market}/BTC-USD/pull" in problem["msg"]
         # a range counts the ticks inside it
         r = c.post("/train", json={"exchange": "bitstamp", "symbol": "BTC-USD", "start": 0, "end": 1})

@@ -159,7 +159,7 @@ def test_train_then_evaluate_through_tickcast(tmp_path, capsys) -> None:
 
     assert app.cli.main(["evaluate", str(model_file), str(data)]) == 0
     printed = capsys.readouterr().out
-    assert "test split of 1,200 ticks" in printed and f"| {model_file.stem}" in printed
+    assert "every window of 1,200 ticks" in printed and f"| {model_file.stem}" in printed
     # the base rate calls every window a rise: its NPV is undefined, shown as n/a and explained
     base = next(line for line in printed.splitlines() if line.startswith("| base_rate"))
     assert "n/a" in base and "nan" not in printed
@@ -251,11 +251,13 @@ def test_train_help_explains_the_flags_the_issue_named(capsys, monkeypatch) -> N
     out = capsys.readouterr().out
     for flag, default in (
         ("--batch_size", "256"),
-        ("--num_layers", "2"),
+        ("--num_layers", "1"),
         ("--hidden_size", "32"),
-        ("--optimizer", "adam"),
-        ("--learning_rate", "0.002"),
-        ("--weight_decay", "0.0"),
+        ("--optimizer", "adamw"),
+        ("--learning_rate", "0.003"),
+        ("--weight_decay", "0.01"),
+        ("--threshold_rule", "f1"),
+        ("--calibration", "auto"),
         ("--seed", "0"),
         ("--split", "0.6,0.2"),
     ):

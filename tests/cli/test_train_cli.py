@@ -189,7 +189,7 @@ evaluate_present = pytest.mark.skipif(
 def test_evaluate_script(trained, ticks_csv):
     _, out = trained
     model_file = next(out.glob("*.pt"))
-    r = run("evaluate.py", model_file, ticks_csv)
+    r = run("evaluate.py", model_file, ticks_csv, "--split", "0.6,0.2")
     assert r.returncode == 0, r.stderr
     assert "test split" in r.stdout
     table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
@@ -202,6 +202,31 @@ def test_evaluate_script(trained, ticks_csv):
     row = next(line for line in table if line.split("|")[1].strip() == model_file.stem)
     cells = dict(zip(header, (c.strip() for c in row.split("|")[1:-1]), strict=True))
     assert float(cells["auc"]) == pytest.approx(model.meta.metrics["test"]["auc"], abs=1e-4)
+
+
+@evaluate_present
+def test_evaluate_scores_every_window_of_new_data_beside_references_from_the_training_data(
+    trained, ticks_csv, tmp_path
+):
+    """New data by default: every window scored; the references fitted on the model's own training
+    data (found from its metadata), or on a file given for that; a reliability table per model."""
+    _, out = trained
+    model_file = next(out.glob("*.pt"))
+    model = checkpoint.load(model_file)
+    r = run("evaluate.py", model_file, ticks_csv)
+    assert r.returncode == 0, r.stderr
+    assert "every window of 2,000 ticks" in r.stdout and "references fitted on" in r.stdout
+    table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    names = {line.split("|")[1].strip() for line in table}
+    assert {"base_rate", "last_move", "logistic", "tree", model_file.stem} <= names
+    row = next(line for line in table if line.split("|")[1].strip() == model_file.stem)
+    n_windows = 2000 - model.spec.min_ticks + 1 - model.meta.horizon
+    assert row.split("|")[-2].strip() == str(n_windows)  # every window, not a split's part
+    assert f"reliability of {model_file.stem} (ECE" in r.stdout and "mean predicted" in r.stdout
+    # where the training data cannot be found, a file given for the references does it
+    meta_free = run("evaluate.py", model_file, ticks_csv, "--baselines-from", ticks_csv)
+    assert meta_free.returncode == 0, meta_free.stderr
+    assert f"references fitted on 2,000 ticks of {ticks_csv}" in meta_free.stdout
 
 
 @evaluate_present

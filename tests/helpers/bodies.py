@@ -8,8 +8,9 @@ from typing import Any
 from app.market.ticks import TickArrays, write_csv_to
 
 
-def body(ticks: TickArrays, n: int = 40, **extra: object) -> dict[str, Any]:
-    """A /predict body: the last `n` ticks, plus any extra fields."""
+def body(ticks: TickArrays, n: int = 64, **extra: object) -> dict[str, Any]:
+    """A /predict body: the last `n` ticks (enough for the default TickNet's 49), plus any extra
+    fields."""
     t = ticks[len(ticks) - n :]
     return {
         "ticks": [

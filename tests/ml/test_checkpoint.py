@@ -18,6 +18,8 @@ from app.ml.meta import META_VERSION, ModelMeta
 
 SEQ_LEN = 10
 F = len(features.FEATURES)
+F_LEGACY = len(features.LEGACY_FEATURES)  # what files from before named columns carry
+TICKNET_SIZES = {"bins": 4, "recent": 2, "ramped": len(features.RAMPED)}
 
 
 def make_meta(arch: str = "GRU", hidden_size: int = 8, num_layers: int = 1, **extra) -> dict:
@@ -28,7 +30,8 @@ def make_meta(arch: str = "GRU", hidden_size: int = 8, num_layers: int = 1, **ex
     meta = {
         "id": f"test-{arch.lower()}",
         "arch": arch,
-        "hparams": {"hidden_size": hidden_size, "num_layers": num_layers},
+        "hparams": {"hidden_size": hidden_size, "num_layers": num_layers}
+        | (TICKNET_SIZES if arch == "TickNet" else {}),
         "seq_len": SEQ_LEN,
         "horizon": 1,
         "features": list(features.FEATURES),
@@ -56,7 +59,7 @@ def saved(tmp_path: Path, arch: str = "GRU", name: str = "m.pt", **kw) -> tuple[
     return path, net, meta
 
 
-@pytest.mark.parametrize("arch", ["CNN", "LSTM", "GRU", "PureRNN"])
+@pytest.mark.parametrize("arch", ["TickNet", "CNN", "LSTM", "GRU", "PureRNN"])
 def test_round_trip_gives_identical_outputs(tmp_path, arch):
     path, net, meta = saved(tmp_path, arch, num_layers=2)
     if arch == "CNN":  # give the batch norms non-trivial running statistics to carry over
@@ -64,17 +67,26 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch):
         with torch.no_grad():
             net(torch.randn(64, SEQ_LEN, F) * 3 + 1)
         path = checkpoint.save(path, net.state_dict(), meta)
+    if arch == "TickNet":  # fitted input edges, not the placeholder grid, must carry over
+        net.fit_inputs(torch.randn(500, F) * 2 + 0.5)
+        path = checkpoint.save(path, net.state_dict(), meta)
     model = checkpoint.load(path)
     assert model.id == meta["id"]
     assert model.seq_len == SEQ_LEN and model.threshold == pytest.approx(0.33)
     assert model.meta == ModelMeta.from_dict(meta)
     assert not model.net.training
     np.testing.assert_array_equal(model.norm.mean, np.asarray(meta["norm"]["mean"], np.float32))
+    if arch == "TickNet":
+        torch.testing.assert_close(model.net.encode.edges, net.encode.edges, rtol=0, atol=0)
     x = torch.randn(7, SEQ_LEN, F)
     net.eval()
     with torch.no_grad():
-        expected = torch.sigmoid(net(x) + meta["logit_offset"]).numpy()
-    np.testing.assert_array_equal(model.proba(x), expected)
+        logits = net(x).double().numpy()
+    np.testing.assert_array_equal(model.logits(x), logits)  # the same net, bit for bit
+    # a file without a calibrator is calibrated by its logit offset, in float64
+    expected = 1.0 / (1.0 + np.exp(-(logits + meta["logit_offset"])))
+    assert model.proba(x).dtype == np.float64
+    np.testing.assert_allclose(model.proba(x), expected, rtol=1e-12, atol=0)
 
 
 def test_predict_from_ticks_uses_the_saved_normalisation(tmp_path, make_ticks):
@@ -82,12 +94,21 @@ def test_predict_from_ticks_uses_the_saved_normalisation(tmp_path, make_ticks):
     model = checkpoint.load(path)
     ticks = make_ticks(40)
     norm = features.Normalizer.from_dict(meta["norm"])
-    w = torch.from_numpy(features.last_window(ticks, SEQ_LEN, norm))[None]
+    spec = features.WindowSpec(SEQ_LEN, norm, tuple(meta["features"]))
+    assert (model.spec.seq_len, model.spec.names, model.spec.target) == (SEQ_LEN, features.FEATURES, "tick")
+    np.testing.assert_array_equal(model.spec.norm.std, norm.std)
+    w = torch.from_numpy(spec.last_window(ticks))[None]
     with torch.no_grad():
-        expected = float(torch.sigmoid(net.eval()(w) + meta["logit_offset"])[0])
-    assert model.predict(ticks) == pytest.approx(expected, abs=1e-7)
-    with pytest.raises(ValueError, match="need at least 11 ticks"):
-        model.predict(ticks[:SEQ_LEN])
+        expected = float(torch.sigmoid(net.eval()(w).double() + meta["logit_offset"])[0])
+    assert model.predict(ticks) == pytest.approx(expected, rel=1e-12)
+    identity = features.Normalizer(np.zeros(F, np.float32), np.ones(F, np.float32))
+    unnormalised = torch.from_numpy(features.WindowSpec(SEQ_LEN, identity, spec.names).last_window(ticks))[
+        None
+    ]
+    with torch.no_grad():
+        assert float(torch.sigmoid(net(unnormalised) + meta["logit_offset"])[0]) != pytest.approx(expected)
+    with pytest.raises(ValueError, match=f"need at least {spec.min_ticks} ticks"):
+        model.predict(ticks[: spec.min_ticks - 1])
 
 
 def test_saved_file_loads_with_weights_only(tmp_path):
@@ -635,7 +656,7 @@ def _v1_file(path: Path, meta: dict, net: torch.nn.Module) -> Path:
 
 
 def test_a_file_written_before_the_metadata_had_a_version_loads(tmp_path):
-    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    net = nets.build("GRU", n_features=F_LEGACY, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
     model = checkpoint.load(_v1_file(tmp_path / "old.pt", V1_META, net))
     m = model.meta
     assert m.meta_version == 1 and m.id == model.id == "gru-20250101-000000-abcdef"
@@ -643,7 +664,13 @@ def test_a_file_written_before_the_metadata_had_a_version_loads(tmp_path):
     assert (m.job_id, m.best_epoch, m.epochs, m.train_seconds) == ("3f9c2a7d41b0", 2, 3, 12.5)
     assert m.metrics["val"]["auc"] == 0.55 and m.data["n_ticks"] == 4000 and m.extra == {}
     assert m.train is not None and TrainConfig.from_dict(m.train).arch == "GRU"
-    assert {k: v for k, v in m.to_dict().items() if k != "meta_version"} == V1_META  # nothing lost
+    # nothing lost; what is added is the typed defaults of keys later versions have
+    assert {k: v for k, v in m.to_dict().items() if k != "meta_version"} == V1_META | {
+        "target": "tick",
+        "baselines": {},
+    }
+    assert (m.calibrator, m.threshold_rule) == (None, None)
+    assert model.spec.names == features.LEGACY_FEATURES and model.spec.target == "tick"
     assert 0 < model.predict(synthetic_ticks(40)) < 1
 
 
@@ -658,7 +685,7 @@ def test_an_early_file_without_the_descriptive_keys_loads(tmp_path):
     nets.build's default of the time (hidden 64, 4 layers)."""
     keep = ("arch", "hparams", "seq_len", "features", "norm", "logit_offset", "threshold")
     meta = {k: V1_META[k] for k in keep} | {"arch": "CNN", "hparams": {}}
-    net = nets.build("CNN", n_features=F, seq_len=10, hidden_size=64, num_layers=4)
+    net = nets.build("CNN", n_features=F_LEGACY, seq_len=10, hidden_size=64, num_layers=4)
     model = checkpoint.load(_v1_file(tmp_path / "cnn-early.pt", meta, net))
     m = model.meta
     assert model.id == "cnn-early" and m.id is None and m.horizon == 1
@@ -675,15 +702,16 @@ def test_an_early_file_without_the_descriptive_keys_loads(tmp_path):
 
 def test_new_files_record_their_metadata_version(tmp_path):
     meta = ModelMeta.from_dict({**V1_META, "meta_version": META_VERSION})
-    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    net = nets.build("GRU", n_features=F_LEGACY, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
     path = checkpoint.save(tmp_path / "new.pt", net.state_dict(), meta)
     written = torch.load(path, weights_only=True)["meta"]
-    assert written["meta_version"] == META_VERSION == 2
+    assert written["meta_version"] == META_VERSION == 3
     assert ModelMeta.from_dict(written) == meta == checkpoint.load(path).meta
 
 
 def test_a_newer_metadata_version_is_refused_with_what_to_do(tmp_path):
-    net = nets.build("GRU", n_features=F, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
+    net = nets.build("GRU", n_features=F_LEGACY, seq_len=10, hidden_size=8, num_layers=1, dropout=0.3)
     path = _v1_file(tmp_path / "future.pt", {**V1_META, "meta_version": META_VERSION + 1}, net)
-    with pytest.raises(CheckpointError, match="has metadata version 3; this tickcast reads versions 1 to 2"):
+    words = f"has metadata version {META_VERSION + 1}; this tickcast reads versions 1 to {META_VERSION}"
+    with pytest.raises(CheckpointError, match=words):
         checkpoint.load(path)

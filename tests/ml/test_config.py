@@ -25,6 +25,7 @@ from app.ml.config import (
     Setting,
     TrainConfig,
 )
+from app.services.jobs.spec import InvalidJobSpec, JobSpec, validate_spec
 
 # Every setting away from its default, each within its bounds: what a run records is then
 # visibly this config and not the defaults.
@@ -32,19 +33,25 @@ CUSTOM = TrainConfig(
     arch="GRU",
     seq_len=16,
     horizon=2,
+    target="event",
     hidden_size=8,
     num_layers=3,
-    dropout=0.1,
+    dropout=0.2,
+    bins=16,
+    recent=3,
     batch_size=128,
     num_epochs=1,
-    optimizer="adamw",
-    lr=0.003,
-    weight_decay=0.01,
+    optimizer="adam",
+    lr=0.002,
+    weight_decay=0.02,
     momentum=0.8,
+    schedule="step",
     step_size=2,
     gamma=0.7,
     clip=2.0,
     patience=1,
+    calibration="platt",
+    threshold_rule="ppv:0.4",
     monitor="brier",
     train_split=0.5,
     val_split=0.3,
@@ -79,16 +86,30 @@ def test_the_api_the_cli_and_the_checkpoint_carry_the_config_s_settings() -> Non
     assert list(TrainConfigIn.model_fields) == [s.name for s in API_SETTINGS]  # the config's order
     actions = parser_actions()
     assert {s.name for s in CLI_SETTINGS} <= set(actions)
-    not_settings = {"help", "data", "source", "store", "start", "end", "split", "state_file", "use_cuda"}
+    not_settings = {
+        "help",
+        "data",
+        "source",
+        "also",
+        "store",
+        "start",
+        "end",
+        "split",
+        "state_file",
+        "use_cuda",
+    }
     assert set(actions) - {s.name for s in CLI_SETTINGS} == not_settings | {"out", "quiet"}
     assert set(DEFAULTS.to_dict()) == {s.name for s in SETTINGS}
 
 
 def test_the_api_exposes_what_it_exposed_before() -> None:
+    """A snapshot, changed on purpose only: issue 13 added the target, TickNet's sizes, the
+    schedule, the calibration and the threshold rule; nothing was taken away."""
     assert [s.name for s in API_SETTINGS] == [
-        "arch", "seq_len", "horizon", "hidden_size", "num_layers", "dropout", "batch_size",
-        "num_epochs", "optimizer", "lr", "weight_decay", "step_size", "gamma", "clip", "patience",
-        "train_split", "val_split", "seed",
+        "arch", "seq_len", "horizon", "target", "hidden_size", "num_layers", "dropout", "bins",
+        "recent", "batch_size", "num_epochs", "optimizer", "lr", "weight_decay", "schedule",
+        "step_size", "gamma", "clip", "patience", "calibration", "threshold_rule", "train_split",
+        "val_split", "seed",
     ]  # fmt: skip
 
 
@@ -135,7 +156,12 @@ def accepted_by_api(name: str, value: object) -> bool:
     return True
 
 
-@pytest.mark.parametrize("s", API_SETTINGS, ids=lambda s: s.name)
+# Spellings of threshold rules: a grammar (metrics.parse_threshold_rule), not a list of choices.
+RULES = ["f1", "F1", " base_rate ", "ppv:0.6", "PPV:.6", "fixed:0.5", "ppv:1", "fixed:0", "ppv:x", "f2", ""]
+GRAMMARS = {"threshold_rule"}  # settings whose values a `canonical` function parses
+
+
+@pytest.mark.parametrize("s", [s for s in API_SETTINGS if s.name not in GRAMMARS], ids=lambda s: s.name)
 def test_the_api_and_the_config_accept_the_same_values(s: Setting) -> None:
     """The bounds are the config's for every entry point; only an architecture's other
     spellings ('gru', the command line's) are the config's alone."""
@@ -145,6 +171,45 @@ def test_the_api_and_the_config_accept_the_same_values(s: Setting) -> None:
         assert accepted_by_api(s.name, value) == (expected and not (spelled and value not in ARCH_NAMES)), (
             value
         )
+
+
+def refused_before_queueing(name: str, value: object) -> bool:
+    """What the API does with a request its schema passed: the job's check, before any queue."""
+    spec = JobSpec(exchange="synthetic", symbol="BTC-USD", start=None, end=None, config={name: value})
+    try:
+        validate_spec(spec)
+    except InvalidJobSpec:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("s", [s for s in API_SETTINGS if s.name in GRAMMARS], ids=lambda s: s.name)
+def test_a_rule_the_config_refuses_is_refused_before_a_job_is_queued(s: Setting) -> None:
+    """The schema takes a rule as a string and the config parses it: every rule the config
+    takes passes the API, and every one it refuses is refused before anything is queued."""
+    for value in edges(s) + RULES:
+        if accepted_by_config(s.name, value):
+            assert accepted_by_api(s.name, value), value
+        else:
+            assert not accepted_by_api(s.name, value) or refused_before_queueing(s.name, value), value
+
+
+def test_threshold_rules_are_kept_in_their_canonical_spelling() -> None:
+    spelled = {
+        r: TrainConfig(threshold_rule=r).threshold_rule
+        for r in RULES
+        if accepted_by_config("threshold_rule", r)
+    }
+    assert spelled == {
+        "f1": "f1",
+        "F1": "f1",
+        " base_rate ": "base_rate",
+        "ppv:0.6": "ppv:0.6",
+        "PPV:.6": "ppv:0.6",
+        "fixed:0.5": "fixed:0.5",
+    }
+    with pytest.raises(ValueError, match="threshold rule 'ppv:1' not understood"):
+        TrainConfig(threshold_rule="ppv:1")
 
 
 def test_the_splits_are_checked_together_once_with_the_api_s_words() -> None:
@@ -213,7 +278,10 @@ def test_every_flag_has_the_config_s_default_and_help(s: Setting) -> None:
 
 def test_the_split_flag_holds_both_split_defaults() -> None:
     assert parser_actions()["split"].default == (DEFAULTS.train_split, DEFAULTS.val_split)
-    assert cli.config_from(cli.build_parser().parse_args(["CNN"])) == TrainConfig()
+    assert cli.config_from(cli.build_parser().parse_args([DEFAULTS.arch])) == TrainConfig()
+    assert cli.config_from(cli.build_parser().parse_args(["CNN"])) == replace(DEFAULTS, arch="CNN")
+    whole = cli.config_from(cli.build_parser().parse_args(["CNN", "--split", "0.8"]))
+    assert (whole.train_split, whole.val_split) == (0.8, pytest.approx(0.2))  # no test part
 
 
 def argv_for(cfg: TrainConfig) -> list[str]:
@@ -278,6 +346,9 @@ def test_a_checkpoint_records_every_setting_and_reads_back_the_same_config(writt
     assert TrainConfig.from_dict(recorded) == CUSTOM
     assert written.meta.hparams == CUSTOM.hparams()
     assert (written.meta.arch, written.meta.seq_len, written.meta.horizon) == ("GRU", 16, 2)
+    assert written.meta.target == written.spec.target == "event"
+    assert tuple(written.meta.features) == written.spec.names == CUSTOM.feature_names()
+    assert (written.meta.threshold_rule, written.calibrator.kind) == ("ppv:0.4", "platt")
 
 
 def test_the_api_the_cli_and_the_checkpoint_agree_on_every_setting(written) -> None:

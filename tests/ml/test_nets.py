@@ -8,12 +8,19 @@ from torch import nn
 
 from app.ml import features, nets
 
-ARCHS = ["CNN", "LSTM", "RNNLinear", "GRU", "PureRNN"]
+ARCHS = ["TickNet", "CNN", "LSTM", "RNNLinear", "GRU", "PureRNN"]
 F = len(features.FEATURES)
+RAMPED = len(features.RAMPED)
+
+
+def sizes(arch: str, **kw) -> dict:
+    """nets.build's sizes for `arch`: TickNet's input ramps besides the common ones."""
+    extra = {"bins": 4, "recent": 2, "ramped": RAMPED} if nets.canonical_arch(arch) == "TickNet" else {}
+    return {**extra, **kw}
 
 
 def small(arch: str, seq_len: int = 12, **kw) -> nn.Module:
-    kw = {"hidden_size": 8, "num_layers": 2, "dropout": 0.3, **kw}
+    kw = sizes(arch, **{"hidden_size": 8, "num_layers": 2, "dropout": 0.3, **kw})
     return nets.build(arch, n_features=F, seq_len=seq_len, **kw)
 
 
@@ -46,6 +53,7 @@ def test_arch_names_and_alias():
     assert nets.canonical_arch("RNNLinear") == "LSTM"
     assert nets.canonical_arch("cnn") == "CNN"
     assert nets.canonical_arch("purernn") == "PureRNN"
+    assert nets.canonical_arch("ticknet") == "TickNet"
     assert isinstance(small("RNNLinear").rnn, nn.LSTM)
     assert isinstance(small("LSTM").rnn, nn.LSTM)
     assert isinstance(small("GRU").rnn, nn.GRU)
@@ -108,18 +116,69 @@ def test_unknown_arch_lists_the_choices():
         assert name in str(e.value)
 
 
+def test_ticknet_edges_are_fitted_on_the_ramped_columns_only():
+    torch.manual_seed(0)
+    net = small("TickNet", num_layers=1)
+    placeholder = net.encode.edges.clone()
+    assert placeholder.shape == (RAMPED, 5)
+    torch.testing.assert_close(placeholder[0], torch.linspace(-3.0, 3.0, 5))
+    rows = torch.randn(400, F) * torch.arange(1, F + 1)  # each column its own scale
+    x = torch.randn(3, 12, F)
+    before = net.eval()(x)
+    net.fit_inputs(rows)
+    q = torch.quantile(rows[:, :RAMPED], torch.linspace(0, 1, 5), dim=0).T
+    torch.testing.assert_close(net.encode.edges, q)
+    assert "encode.edges" in net.state_dict()  # a buffer: it travels in the checkpoint
+    assert not torch.allclose(net(x), before)  # the edges shape what the net sees
+
+
+def test_ticknet_ramps_are_clamped_between_neighbouring_edges():
+    enc = nets.PiecewiseLinear(1, 2)  # edges -3, 0, 3
+    out = enc(torch.tensor([[-5.0], [-1.5], [1.5], [9.0]]))
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.5], [1.0, 1.0]]))
+
+
+def test_ticknet_sizes_are_checked():
+    args = {"n_features": F, "seq_len": 12, "hidden_size": 8, "num_layers": 1, **sizes("TickNet")}
+    for name in ("bins", "recent", "ramped"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            nets.build("TickNet", **{**args, name: 0})
+    with pytest.raises(ValueError, match=r"ramped \(10\) cannot exceed the 9 input columns"):
+        nets.build("TickNet", **{**args, "ramped": F + 1})
+    assert small("TickNet", num_layers=3).rnn.num_layers == 3
+
+
+def test_ticknet_sees_more_recent_rows_than_a_short_window_has():
+    torch.manual_seed(0)
+    net = small("TickNet", seq_len=3, recent=5).eval()
+    out = net(torch.randn(4, 3, F))
+    assert out.shape == (4,) and torch.isfinite(out).all()
+
+
+def test_ticknet_scores_a_large_batch_in_chunks_to_the_same_logits():
+    torch.manual_seed(0)
+    net = small("TickNet", num_layers=1).eval()
+    x = torch.randn(1030, 12, F)
+    with torch.no_grad():
+        whole = net(x)  # more than 1024 windows: scored in chunks
+        parts = torch.cat([net(x[:500]), net(x[500:])])
+    torch.testing.assert_close(whole, parts, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def synth_batches(synth_ticks):
     data = features.build_dataset(synth_ticks[:3000], 16)
-    lo, hi = data.split.train
-    return data.windows[lo:hi].contiguous(), data.targets[lo:hi].contiguous()
+    train = torch.from_numpy(data.split.train)
+    return data.windows[train].contiguous(), data.targets[train].contiguous()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_few_steps_lower_the_training_loss(arch, synth_batches):
     x, y = synth_batches
     torch.manual_seed(0)
-    net = nets.build(arch, n_features=F, seq_len=16, hidden_size=16, num_layers=1)
+    net = nets.build(arch, n_features=F, seq_len=16, **sizes(arch, hidden_size=16, num_layers=1))
+    if isinstance(net, nets.TickNet):
+        net.fit_inputs(x[:, -1])  # as training does: edges at the training rows' quantiles
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     crit = nn.BCEWithLogitsLoss()
 

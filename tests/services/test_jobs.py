@@ -157,7 +157,7 @@ def test_too_few_ticks_are_refused_at_submission_with_what_to_do(parts) -> None:
         assert msg.startswith(words) and f"at least {MIN_WINDOWS:,} windows" in msg
         # what to do in domain words; the API's routes and the CLI's command are the HTTP
         # answer's to add (tests/api/test_error_answers.py)
-        assert "1,017 ticks at seq_len 16" in msg and msg.endswith(": pull or import more of its ticks")
+        assert "1,033 ticks at seq_len 16" in msg and msg.endswith(": pull or import more of its ticks")
         assert isinstance(e.value, InvalidJobSpec)  # POST /train answers it with 422
         assert e.value.loc == ("body", "symbol")
     # a time range counts only the ticks inside it, and says so
@@ -181,7 +181,7 @@ def test_the_worker_refuses_too_few_ticks_too(parts, tmp_path: Path) -> None:
             sent.append(item)
 
     spec_dict = validate_spec(spec(exchange="bitstamp"))
-    with pytest.raises(TooFewTicks, match="bitstamp:BTC-USD has 900 ticks.*1,017 ticks"):
+    with pytest.raises(TooFewTicks, match="bitstamp:BTC-USD has 900 ticks.*1,033 ticks"):
         job_worker._train(spec_dict, store.path, str(registry.folder), 1, Q(), lambda: False)
     assert [k for k, _ in sent] == ["progress"]  # "loading data" only: nothing trained or saved
     assert models(registry) == []
@@ -197,7 +197,7 @@ def test_a_job_on_few_ticks_says_its_metrics_are_noisy(parts) -> None:
         await m.stop()
         assert rec.status == "succeeded", rec.error
         (warning,) = rec.result["warnings"]
-        assert warning.startswith("few ticks: 2,983 windows (59") and "validation AUC +-0.0" in warning
+        assert warning.startswith("few ticks: 2,967 windows (59") and "validation AUC +-0.0" in warning
         assert f"{FEW_WINDOWS:,} windows or more" in warning
 
     asyncio.run(main())

@@ -65,7 +65,7 @@ def test_predict_each_answers_what_predict_would_for_each_prefix(setup) -> None:
         try:
             each = await pred.predict_each(ticks[:300], 250)
             singles = [await pred.predict(ticks[: i + 1]) for i in range(250, 300)]
-            early = await pred.predict_each(ticks[:40], 0)  # from the first full window on
+            early = await pred.predict_each(ticks[:60], 0)  # from the first full window on
             return each, singles, early
         finally:
             await pred.stop()
@@ -75,7 +75,7 @@ def test_predict_each_answers_what_predict_would_for_each_prefix(setup) -> None:
     for e, s in zip(each, singles, strict=True):
         assert e.as_of == s.as_of and e.model_id == s.model_id == a
         assert e.probability == pytest.approx(s.probability, abs=1e-6)
-    assert [p.as_of for p in early] == ticks.time[32:40].tolist()  # model a: L=32
+    assert [p.as_of for p in early] == ticks.time[48:60].tolist()  # model a: L=32, 16 of history
 
 
 def test_matches_model_predict(setup) -> None:
@@ -209,12 +209,12 @@ def test_not_enough_ticks_is_per_model(setup) -> None:
     pred = make(reg)
 
     async def go() -> None:
-        with pytest.raises(NotEnoughTicks, match="33"):
-            await pred.predict(ticks[:32])
-        r = await pred.predict(ticks[:17], model_id=b)  # L=16 needs only 17
+        with pytest.raises(NotEnoughTicks, match="49"):  # L=32, + 1, + 16 of history
+            await pred.predict(ticks[:48])
+        r = await pred.predict(ticks[:33], model_id=b)  # L=16 needs only 33
         assert r.model_id == b
         with pytest.raises(NotEnoughTicks, match="window 1"):
-            await pred.predict_many([ticks[:40], ticks[:10]])
+            await pred.predict_many([ticks[:60], ticks[:10]])
         await pred.stop()
 
     asyncio.run(go())

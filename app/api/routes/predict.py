@@ -81,10 +81,11 @@ async def parse_predict(request: Request) -> PredictRequest:
 async def predict(request: Request) -> Response:
     """Probability that the price rises on the tick after the last one sent.
 
-    Send `ticks` (oldest first, at least the model's sequence length + 1) for one
-    prediction, or `windows` for several in one call (`{"predictions": [...]}`). The
-    active model answers unless `model_id` names another. The JSON of
-    `GET /markets/{exchange}/{symbol}/ticks?latest=N` is a valid body as it is.
+    Send `ticks` (oldest first, at least the model's sequence length + 1, plus 16 of
+    history for a model with the tick-rule columns) for one prediction, or `windows` for
+    several in one call (`{"predictions": [...]}`). The active model answers unless
+    `model_id` names another. The JSON of `GET /markets/{exchange}/{symbol}/ticks?latest=N`
+    is a valid body as it is.
     """
     # The hot path: no Depends (resolving two of them cost ~10% of a request's CPU) and the
     # answer serialised by hand (the shape is PredictionOut / PredictBatchOut).

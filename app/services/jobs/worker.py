@@ -26,6 +26,7 @@ process however that dies (`lifeline.arm`), so no worker outlives it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -175,7 +176,7 @@ def _train(
     meta = fitted.meta
     return {
         "model_id": fitted.model.id,
-        "metrics": meta.metrics,
+        "metrics": {part: {k: _num(v) for k, v in s.items()} for part, s in meta.metrics.items()},
         **comparison,  # challenger_val_auc, incumbent_id, incumbent_val_auc, incumbent_note, baselines
         "best_epoch": meta.best_epoch,
         "epochs": meta.epochs,
@@ -223,7 +224,7 @@ def _progress_sender(queue: Any, t0: float) -> Callable[[Progress], None]:
 
 
 def _compare(fitted: FitResult, ticks: TickArrays, cfg: TrainConfig, models_dir: str) -> dict[str, Any]:
-    """The new model's validation AUC beside the active model's and the baselines', all on the
+    """The new model's validation AUC beside the active model's, and the baselines' scores, all on the
     same windows; an active model that cannot be loaded is noted, not fatal."""
     from app.ml import evaluation
     from app.services.registry import Registry
@@ -236,14 +237,20 @@ def _compare(fitted: FitResult, ticks: TickArrays, cfg: TrainConfig, models_dir:
             models.append(registry.load(incumbent_id, fitted.model.device))
         except Exception as e:  # an unusable incumbent is no reason to lose the new model
             note = f"the active model {incumbent_id} could not be loaded: {e}"
-    rows = evaluation.compare(models, ticks, train=cfg.train_split, val=cfg.val_split, part="val")
+    split = (cfg.train_split, cfg.val_split)
+    # the baselines were fitted on these very windows when the model was: no second tree
+    rows = evaluation.compare(models, ticks, split=split, part="val", with_baselines=False).rows
     by_name = {r.name: r.scores for r in rows}
     return {
         "challenger_val_auc": _num(by_name[fitted.model.id]["auc"]),
         "incumbent_id": incumbent_id,
         "incumbent_val_auc": _num(by_name[models[1].id]["auc"]) if len(models) > 1 else None,
         "incumbent_note": note,
-        "baselines": {r.name: _num(r.scores.get("auc")) for r in rows[: len(rows) - len(models)]},
+        # per split, every reference's scores (the tree's among them), on the model's own windows
+        "baselines": {
+            part: {name: {k: _num(v) for k, v in s.items()} for name, s in rows.items()}
+            for part, rows in fitted.meta.baselines.items()
+        },
     }
 
 
@@ -274,7 +281,8 @@ def _read_store(
 
 
 def _num(v: Any) -> float | None:
-    return None if v is None else float(v)
+    """A score as strict JSON: undefined (None, NaN: the base rate's NPV) is null."""
+    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def _load_ticks(

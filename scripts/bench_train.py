@@ -183,7 +183,7 @@ class Trees:
         """quality.py's tree: fitted on every learning window, scored on every test window."""
         key = (cfg.seq_len, cfg.horizon, cfg.target)
         if key not in self.test:
-            first, _ = quality.test_start(self.ticks, cfg.seq_len, cfg.target)
+            first, _ = quality.test_start(self.ticks, model.spec.min_ticks - 1, cfg.target)
             test = evaluation.dataset_for(model, self.ticks[first:], whole=True)
             idx = test.split.part("test")
             native = evaluation.dataset_for(
@@ -221,7 +221,7 @@ def time_to_quality(ticks: TickArrays, arch: str, trees: Trees, epochs: int | No
     fitted = training.fit(learn, cfg, progress=watch)
     train_s = time.perf_counter() - t0
     model = fitted.model
-    first, _ = quality.test_start(ticks, cfg.seq_len, cfg.target)
+    first, _ = quality.test_start(ticks, model.spec.min_ticks - 1, cfg.target)
     test = evaluation.dataset_for(model, ticks[first:], whole=True)
     idx = test.split.part("test")
     net = quality.scores(test.y(idx), evaluation.model_probs(model, test, idx))

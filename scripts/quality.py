@@ -46,14 +46,15 @@ LEARN = 0.8
 
 def test_start(ticks: TickArrays, seq_len: int, target: str) -> tuple[int, int]:
     """(first tick of the test slice, index of the first learning-free tick): the slice starts
-    early enough that its first window ends at the first tick (or event) of the last 20%."""
+    early enough that its first window ends at the first tick (or event) of the last 20%.
+    `seq_len`: the ticks a window reads before its last one (WindowSpec.min_ticks - 1)."""
     n80 = int(LEARN * len(ticks))
     if target == "tick":
-        return n80 - seq_len - 1, n80
+        return n80 - seq_len, n80
     starts = np.concatenate(([0], np.flatnonzero(np.diff(ticks.time) != 0) + 1))  # first tick of each event
     e80 = int(np.searchsorted(starts, n80, side="right")) - 1  # the event holding tick n80
     e80 += starts[e80] < n80  # an event begun in the learning range is not a test event
-    return int(starts[max(0, e80 - seq_len - 1)]), n80
+    return int(starts[max(0, e80 - seq_len)]), n80
 
 
 def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -78,7 +79,7 @@ def run(data: str, test_on: str | None, cfg: TrainConfig) -> dict[str, Any]:
     fitted = training.fit(learn, cfg, progress=_progress)
     train_s = time.perf_counter() - t0
     model = fitted.model
-    first, _ = test_start(other, cfg.seq_len, cfg.target)
+    first, _ = test_start(other, model.spec.min_ticks - 1, cfg.target)
     test = evaluation.dataset_for(model, other[first:], whole=True)
     idx = test.split.part("test")
     y, p_net = test.y(idx), evaluation.model_probs(model, test, idx)
@@ -104,6 +105,10 @@ def run(data: str, test_on: str | None, cfg: TrainConfig) -> dict[str, Any]:
         "calibrator": (fitted.meta.calibrator or {}).get("kind"),
         "threshold": fitted.meta.threshold,
         "threshold_rule": fitted.meta.threshold_rule,
+        "reliability": [  # empty bins' means are null: strict JSON has no NaN
+            {k: None if isinstance(v, float) and v != v else v for k, v in vars(b).items()}
+            for b in metrics.reliability(y, p_net)
+        ],
         "test_threshold_scores": {
             k: v
             for k, v in metrics.report(y, p_net, fitted.meta.threshold).items()
@@ -144,8 +149,15 @@ def report(r: dict[str, Any]) -> str:
         f"calibrator {r['calibrator']}; threshold {r['threshold']:.4f} "
         f"({r['threshold_rule']} on validation): "
         + ", ".join(f"{k} {v:.3f}" for k, v in r["test_threshold_scores"].items()),
+        "",
+        "reliability of tickcast's test probabilities:",
+        metrics.format_reliability([_bin(b) for b in r["reliability"]]),
     ]
     return "\n".join(lines)
+
+
+def _bin(b: dict[str, Any]) -> metrics.Bin:
+    return metrics.Bin(**{k: float("nan") if v is None else v for k, v in b.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ class Hparams(TypedDict):
     bins: NotRequired[int]  # TickNet only
     recent: NotRequired[int]  # TickNet only
     ramped: NotRequired[int]  # TickNet only: the leading input columns it ramps
+    members: NotRequired[int]  # TickNet only: an ensemble of this many (absent: one)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,13 @@ class TrainConfig:
     )
     bins: int = param(64, "TickNet: piecewise-linear ramps per input column", ge=1, le=256)
     recent: int = param(2, "TickNet: the last rows of the window its head sees directly", ge=1, le=64)
+    members: int = param(
+        1,
+        "TickNet: nets initialised apart and trained side by side, their logits averaged (a deep "
+        "ensemble; this many times the training and scoring cost)",
+        ge=1,
+        le=16,
+    )
     batch_size: int = param(256, "training windows per optimiser step", ge=2, le=65536)
     num_epochs: int = param(
         8, "passes over the training windows (fewer if early stopping ends it)", ge=1, le=1000
@@ -193,6 +201,8 @@ class TrainConfig:
         if self.arch == "TickNet":
             hp["bins"], hp["recent"] = self.bins, self.recent
             hp["ramped"] = features.default_ramped(self.target)
+            if self.members > 1:
+                hp["members"] = self.members
         return hp
 
     def feature_names(self) -> tuple[str, ...]:

@@ -210,7 +210,7 @@ def _hparams(raw: Mapping[str, Any], version: int) -> Hparams:
     hp: Hparams = {"hidden_size": _req_int(sizes, "hidden_size"), "num_layers": _req_int(sizes, "num_layers")}
     if "dropout" in sizes:
         hp["dropout"] = _req_real(sizes, "dropout")
-    for key in ("bins", "recent", "ramped"):
+    for key in ("bins", "recent", "ramped", "members"):
         if key in sizes:
             hp[key] = _req_int(sizes, key)  # TickNet's sizes
     return hp

@@ -34,6 +34,7 @@ INT_HPARAMS: dict[str, tuple[int, int]] = {
     "bins": (1, 1024),
     "recent": (1, 1024),
     "ramped": (1, 1024),
+    "members": (1, 64),
 }
 FLOAT_HPARAMS: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}  # [low, high)
 

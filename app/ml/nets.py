@@ -186,6 +186,24 @@ class TickNet(nn.Module):
         return logits.squeeze(-1)
 
 
+class Ensemble(nn.Module):
+    """Several TickNets, initialised apart and trained side by side on the same batches, whose
+    logits are averaged when scoring (a deep ensemble). Training returns every member's logit,
+    (B, K), so each learns on its own loss; scoring returns their mean, (B,)."""
+
+    def __init__(self, members: list[TickNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def fit_inputs(self, rows: torch.Tensor) -> None:
+        for m in self.members:
+            m.fit_inputs(rows)  # type: ignore[operator]  # ModuleList items are TickNets
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.stack([m(x) for m in self.members], dim=-1)
+        return out if self.training else out.mean(dim=-1)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -203,6 +221,7 @@ def build(
     bins: int = 0,
     recent: int = 0,
     ramped: int = 0,
+    members: int = 1,
 ) -> nn.Module:
     """The one constructor: training, checkpoint loading and benchmarks all come through here.
 
@@ -216,15 +235,12 @@ def build(
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if arch == "TickNet":
-        return TickNet(
-            n_features,
-            hidden_size,
-            num_layers,
-            dropout,
-            _positive_int("bins", bins),
-            _positive_int("recent", recent),
-            _positive_int("ramped", ramped),
+        b, r, ramp = (
+            _positive_int(k, v) for k, v in (("bins", bins), ("recent", recent), ("ramped", ramped))
         )
+        k = _positive_int("members", members)
+        made = [TickNet(n_features, hidden_size, num_layers, dropout, b, r, ramp) for _ in range(k)]
+        return made[0] if k == 1 else Ensemble(made)
     if arch == "CNN":
         return CNN(n_features, seq_len, hidden_size, num_layers)
     if arch == "LSTM":

@@ -200,7 +200,7 @@ def _setup(
     val_pos = int(y_val.sum())
     warnings = [w for w in [few_ticks_warning(n_windows, val_pos, len(y_val) - val_pos)] if w]
     net = nets.build(cfg.arch, n_features=len(data.names), seq_len=cfg.seq_len, **cfg.hparams()).to(device)
-    if previous is None and isinstance(net, nets.TickNet):
+    if previous is None and isinstance(net, nets.TickNet | nets.Ensemble):
         net.fit_inputs(data.windows[torch.from_numpy(split.train).to(device)][:, -1])
     opt = _make_optimizer(cfg, net.parameters())
     meta = ModelMeta(
@@ -343,7 +343,8 @@ def _train_epoch(
         if should_stop is not None and should_stop():
             raise TrainingCancelled(f"cancelled in epoch {epoch}, batch {b}")
         idx = perm[b * bs : (b + 1) * bs]
-        loss = run.crit(net(windows[idx]), targets[idx])
+        out, y = net(windows[idx]), targets[idx]
+        loss = run.crit(out, y if out.dim() == 1 else y.unsqueeze(-1).expand_as(out))  # an ensemble: (B, K)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip > 0:

@@ -3,7 +3,8 @@
 A fresh machine with no network and no configuration should serve real
 predictions within a minute: the store is filled with the live synthetic
 market's history up to now (by the ingestor, so later pulls continue the
-same path) and a small CNN job is queued that activates its result.
+same path) and a job training the default model is queued that activates its
+result: the first start serves what `/train` with no settings would make.
 
 That minute must not be silent: `follow` logs the job's progress (epoch,
 batch, validation AUC) every few seconds, and keeps the reason /ready and
@@ -19,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from app.ml.config import DEFAULTS
 from app.services.jobs.manager import JobManager, JobRecord, JobSpec
 from app.services.jobs.states import FINISHED, Activation, JobStatus
 from app.services.no_model import NoModel, NoModelReason, Remedy
@@ -30,14 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_CONFIG = {
-    "arch": "CNN",
-    "num_epochs": 3,
-    "patience": 2,
-    "hidden_size": 32,
-    "num_layers": 2,
-    "seq_len": 32,
-}
+BOOTSTRAP_CONFIG: dict[str, Any] = {}  # the defaults: the model /train makes unless told otherwise
 SYNTHETIC_SECONDS_PER_TICK = 4.66  # the synthetic market's mean gap, as on the Bitstamp file
 POLL_S = 1.0  # how often the job is looked at
 QUIET_S = 5.0  # at most one line per this many seconds while only the batch count moves
@@ -90,8 +85,8 @@ def queue_first_job(jobs: JobManager, symbol: str) -> JobRecord | None:
     log.info(
         "bootstrap: training a first model in job %s (%s, %d epochs)",
         job.id,
-        BOOTSTRAP_CONFIG["arch"],
-        BOOTSTRAP_CONFIG["num_epochs"],
+        BOOTSTRAP_CONFIG.get("arch", DEFAULTS.arch),
+        BOOTSTRAP_CONFIG.get("num_epochs", DEFAULTS.num_epochs),
     )
     return job
 

@@ -50,12 +50,14 @@ def test_first_start_bootstraps_a_model(
     said = [r.getMessage() for r in caplog.records if r.name == "app.services.bootstrap"]
     assert said[0].startswith("bootstrap: no model yet; storing about 20,000 ticks")
     assert re.fullmatch(r"bootstrap: stored [\d,]+ synthetic ticks in [\d.]+ s", said[1])
-    assert re.fullmatch(r"bootstrap: training a first model in job [0-9a-f]{12} \(CNN, 3 epochs\)", said[2])
-    assert any(re.search(r": epoch [123]/3, batch \d+/\d+, loss [\d.]+$", m) for m in said), said
-    for epoch in (1, 2, 3):
-        assert any(re.search(rf": epoch {epoch}/3 done, validation AUC 0\.\d{{3}}$", m) for m in said), said
     assert re.fullmatch(
-        r"bootstrap: the first model cnn-\S+ is active after \d+ s, validation AUC 0\.\d{3}; "
+        r"bootstrap: training a first model in job [0-9a-f]{12} \(TickNet, 8 epochs\)", said[2]
+    )
+    assert any(re.search(r": epoch \d/8, batch \d+/\d+, loss [\d.]+$", m) for m in said), said
+    for epoch in (1, 2, 3):  # early stopping (patience 3) cannot end it before epoch 4
+        assert any(re.search(rf": epoch {epoch}/8 done, validation AUC 0\.\d{{3}}$", m) for m in said), said
+    assert re.fullmatch(
+        r"bootstrap: the first model ticknet-\S+ is active after \d+ s, validation AUC 0\.\d{3}; "
         r"/ready answers 200",
         said[-1],
     )

@@ -89,9 +89,9 @@ def test_too_few_ticks_to_train_answer_in_full(tmp_path: Path, idle_jobs: None) 
                     "loc": ["body", "start"],
                     "msg": "bitstamp:BTC-USD from 1970-01-01T00:00:00Z before 1970-01-01T00:00:01Z has 0 "
                     "ticks; training needs at least 1,000 windows, i.e. 1,033 ticks at seq_len 16, "
-                    "horizon 1 and 16 rows of history: pull ticks (POST /markets/bitstamp/BTC-USD/pull, or `tickcast fetch "
-                    "bitstamp BTC-USD`) or import them (POST /markets/bitstamp/BTC-USD/import), or widen "
-                    "start and end",
+                    "horizon 1 and 16 rows of history: pull ticks (POST /markets/bitstamp/BTC-USD/pull, "
+                    "or `tickcast fetch bitstamp BTC-USD`) or import them "
+                    "(POST /markets/bitstamp/BTC-USD/import), or widen start and end",
                     "type": "value_error",
                 }
             ]

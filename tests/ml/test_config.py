@@ -39,6 +39,7 @@ CUSTOM = TrainConfig(
     dropout=0.2,
     bins=16,
     recent=3,
+    members=2,
     batch_size=128,
     num_epochs=1,
     optimizer="adam",
@@ -107,7 +108,7 @@ def test_the_api_exposes_what_it_exposed_before() -> None:
     schedule, the calibration and the threshold rule; nothing was taken away."""
     assert [s.name for s in API_SETTINGS] == [
         "arch", "seq_len", "horizon", "target", "hidden_size", "num_layers", "dropout", "bins",
-        "recent", "batch_size", "num_epochs", "optimizer", "lr", "weight_decay", "schedule",
+        "recent", "members", "batch_size", "num_epochs", "optimizer", "lr", "weight_decay", "schedule",
         "step_size", "gamma", "clip", "patience", "calibration", "threshold_rule", "train_split",
         "val_split", "seed",
     ]  # fmt: skip

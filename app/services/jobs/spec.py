@@ -97,7 +97,11 @@ def market_words(exchange: str, symbol: str, start: float | None, end: float | N
 
 
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    """UTC ISO 8601; a time no calendar holds (a start of -1e259 s) as its number, not a crash."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return f"{t:g} s"
 
 
 def more_ticks(exchange: str, symbol: str, ranged: bool) -> str:

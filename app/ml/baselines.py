@@ -22,7 +22,6 @@ from torch import nn
 
 from app.ml import features, metrics, tree
 
-NAMES = ("base_rate", "last_move", "logistic", "tree")
 TREE_MISSING = "the tree baseline was skipped: " + str(tree.TreeUnavailable())
 
 
@@ -104,18 +103,18 @@ def reports(
     """{part: {baseline: metrics}} for each scored part, every baseline fitted on `fit` with its
     threshold chosen by `rule` on `choose` (the validation windows); and a note when the tree
     could not be fitted here, so a report says why its row is missing."""
-    names = list(scored)
-    preds = predictions(fit, [choose, *scored.values()])
+    # each set of windows predicted once: `choose` is usually also scored (training's validation)
+    evals = [choose, *(w for w in scored.values() if w is not choose)]
+    preds = predictions(fit, evals)
     y_choose = choose.y()
-    out: dict[str, dict[str, dict[str, float]]] = {part: {} for part in names}
-    for name, (p_choose, *ps) in preds.items():
+    out: dict[str, dict[str, dict[str, float]]] = {part: {} for part in scored}
+    for name, ps in preds.items():
+        by_windows = {id(w): p for w, p in zip(evals, ps, strict=True)}
         thr = (
-            metrics.choose_threshold(y_choose, p_choose, rule)
-            if name != "base_rate"
-            else float(y_choose.mean())
+            metrics.choose_threshold(y_choose, ps[0], rule) if name != "base_rate" else float(y_choose.mean())
         )
-        for part, w, p in zip(names, scored.values(), ps, strict=True):
-            out[part][name] = metrics.report(w.y(), p, thr)
+        for part, w in scored.items():
+            out[part][name] = metrics.report(w.y(), by_windows[id(w)], thr)
     note = None if "tree" in preds or not set(tree.TREE_COLUMNS) <= set(fit.data.names) else TREE_MISSING
     return out, note
 
@@ -125,4 +124,5 @@ def of_training(
 ) -> tuple[dict[str, dict[str, dict[str, float]]], str | None]:
     """The baselines of a training run: fitted on its training windows, thresholds on validation."""
     scored = {k: Windows(data, idx) for k, idx in parts.items()}
-    return reports(Windows(data, data.split.train), Windows(data, data.split.val), scored, rule)
+    choose = scored["val"] if "val" in scored else Windows(data, data.split.val)
+    return reports(Windows(data, data.split.train), choose, scored, rule)

@@ -159,10 +159,14 @@ class Model:
     id: str
     net: nn.Module
     meta: ModelMeta
-    norm: features.Normalizer
     device: torch.device
     spec: features.WindowSpec
     calibrator: calibration.Calibrator
+
+    @property
+    def norm(self) -> features.Normalizer:
+        """The training split's standardisation (the spec's)."""
+        return self.spec.norm
 
     @property
     def seq_len(self) -> int:
@@ -219,7 +223,7 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mo
         net.to(dev).eval()
     except Exception as e:  # anything left (out of memory on the device...) is still a refusal
         raise CheckpointError(f"{path} could not be loaded onto {dev}: {first_line(e)}") from e
-    return Model(meta.id or Path(path).stem, net, meta, spec.norm, dev, spec, calibrator_of(meta))
+    return Model(meta.id or Path(path).stem, net, meta, dev, spec, calibrator_of(meta))
 
 
 def check(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[ModelMeta, dict[str, torch.Tensor]]:

@@ -18,7 +18,8 @@ ticks i-L..i, i.e. L + 1 raw ticks. Its target is `price[i + h] > price[i]`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -138,7 +139,7 @@ class WindowSpec:
     names: tuple[str, ...] = LEGACY_FEATURES
     target: str = "tick"
 
-    @property
+    @cached_property  # read on every /predict: the names never change
     def history(self) -> int:
         """Rows before the window that its columns read (the tick rule's lookback)."""
         return rows.lookback(self.names)
@@ -273,18 +274,7 @@ class WindowedData:
         return self.targets[torch.from_numpy(idx).to(self.targets.device)].float().cpu().numpy()
 
     def to(self, device: torch.device | str) -> WindowedData:
-        return WindowedData(
-            self.rows.to(device),
-            self.targets.to(device),
-            self.split,
-            self.norm,
-            self.seq_len,
-            self.horizon,
-            self.raw,
-            self.names,
-            self.n_series,
-            self.n_windows,
-        )
+        return replace(self, rows=self.rows.to(device), targets=self.targets.to(device))
 
 
 @dataclass(frozen=True)

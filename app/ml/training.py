@@ -396,5 +396,5 @@ def _finish(run: _Run, state: _Progress, stop_reason: str) -> FitResult:
     meta.best_epoch, meta.epochs = state.best_epoch, len(state.history)
     meta.train_seconds = time.perf_counter() - run.t0
     spec = features.WindowSpec(cfg.seq_len, data.norm, data.names, cfg.target)
-    model = checkpoint.Model(meta.id or "", run.net, meta, data.norm, run.device, spec, cal)
+    model = checkpoint.Model(meta.id or "", run.net, meta, run.device, spec, cal)
     return FitResult(model, meta, state.history, stop_reason, run.warnings + ([note] if note else []))

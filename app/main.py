@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import errors, openapi
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics, SealedWrites
-from app.api.routes import dashboard, docs, health, jobs, markets, models, predict, stream
+from app.api.routes import dashboard, docs, health, jobs, live, markets, models, predict, stream
 from app.market.store import StoreError
 from app.services.container import Services
 from app.services.feeds import Feeds
@@ -60,7 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.openapi = lambda: openapi.build(app)  # type: ignore[method-assign]  # FastAPI's documented override
     metrics.on_scrape(lambda m: _refresh_gauges(m, app.state.services))
-    routers = (predict.router, jobs.router, models.router, markets.router, stream.router, health.router)
+    routers = (
+        predict.router,
+        jobs.router,
+        models.router,
+        markets.router,
+        live.router,
+        stream.router,
+        health.router,
+    )
     for r in (*routers, health.metrics_router(metrics), dashboard.router, docs.router):
         app.include_router(r)
     app.mount("/static", dashboard.Static(directory=dashboard.STATIC), name="static")
@@ -108,6 +116,11 @@ def _refresh_gauges(m: Metrics, services: Services) -> None:
         log.warning("metrics: the store could not be read (%s); its figures keep their last values", e)
     else:
         m.store_up.set(1)
+    live = services.live
+    try:
+        m.observe_live(live.current_metrics(), live.stats.predictions, live.stats.errors)
+    except live.log.errors as e:
+        log.warning("metrics: the prediction log could not be read (%s)", e)
     model = services.predictor.model
     m.model.info(
         {"id": model.id, "arch": model.meta.arch, "seq_len": str(model.seq_len)} if model else {"id": ""}

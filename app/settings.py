@@ -139,16 +139,108 @@ class Settings(BaseSettings):
         description="synthetic ticks for bootstrap (at least 2000: training needs 1,000 windows)",
         examples=["60000"],
     )
+    live: bool = Field(
+        True,
+        description="score every new stored tick with the active model and its shadows, record "
+        "each outcome when the next tick arrives, and keep rolling live metrics",
+        examples=["false"],
+    )
+    live_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="how often live scoring looks for ticks it was not told about (imports, other processes)",
+        examples=["0.5"],
+    )
+    live_metrics_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="seconds between recomputations of the rolling live metrics (and promotion checks)",
+        examples=["30"],
+    )
+    shadow_models: int = Field(
+        3,
+        ge=0,
+        le=8,
+        description="challengers scored in shadow beside the active model: the named ones, then the newest",
+        examples=["0"],
+    )
+    shadow_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="model ids to score in shadow first, comma-separated or a JSON list",
+        examples=["TickNet-20261202T120000Z-ab12"],
+    )
+    promotion: Literal["off", "if_better_live"] = Field(
+        "off",
+        description="if_better_live: activate a shadow whose live log loss beats the active model's "
+        "by a paired test; off: live results are only reported",
+        examples=["if_better_live"],
+    )
+    promote_min_outcomes: int = Field(
+        5_000,
+        ge=100,
+        description="paired live outcomes a challenger needs before the promotion test is run",
+        examples=["20000"],
+    )
+    promote_confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="confidence of the paired promotion test (one-sided)",
+        examples=["0.99"],
+    )
+    max_staleness_s: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="GET /predict/{exchange}/{symbol} answers 503 when the market's newest tick is older: "
+        "seconds for every ingested market, or exchange:SYMBOL=seconds pairs; unset: never",
+        examples=["120", "binance:BTC-USD=30,kraken:ETH-USD=300"],
+    )
+    live_auc_floor: float = Field(
+        0.5, ge=0, le=1, description="live AUC below this raises the live alert gauge", examples=["0.55"]
+    )
+    live_ece_max: float = Field(
+        0.05, gt=0, le=1, description="live ECE above this raises the live alert gauge", examples=["0.03"]
+    )
+    recalibrate_s: float = Field(
+        0,
+        ge=0,
+        description="seconds between refits of the active model's calibrator on recent live outcomes; "
+        "0: never",
+        examples=["3600"],
+    )
+    gap_s: float = Field(
+        300.0,
+        gt=0,
+        description="seconds without a trade that count as a gap in a market's coverage; training "
+        "windows never span one",
+        examples=["60"],
+    )
+    prediction_retention_s: float = Field(
+        7 * 86_400,
+        gt=0,
+        description="how long live predictions stay in the prediction log",
+        examples=["86400"],
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level", examples=["debug"]
     )
+
+    def staleness_limit(self, exchange: str, symbol: str) -> float | None:
+        """The most a market's newest tick may lag now before its prediction is refused: its own
+        entry, else "*" for a market this service ingests; None (never) for historical markets."""
+        own = self.max_staleness_s.get(f"{exchange}:{symbol}")
+        if own is not None:
+            return own
+        ingested = self.ingest and any(m.exchange == exchange and m.symbol == symbol for m in self.markets)
+        return self.max_staleness_s.get("*") if ingested else None
 
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v: object) -> object:
         return None if v == "" else v  # an empty variable (compose's default) means "no key"
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "shadow_ids", mode="before")
     @classmethod
     def _list(cls, v: object) -> object:
         """A JSON list, or the comma-separated form a shell user writes first."""
@@ -175,6 +267,35 @@ class Settings(BaseSettings):
             return json.loads(v)
         except json.JSONDecodeError as e:
             raise ValueError(f"not a JSON object ({e.msg} at character {e.pos})") from None
+
+    @field_validator("max_staleness_s", mode="before")
+    @classmethod
+    def _staleness(cls, v: object) -> object:
+        """A number for every ingested market ("*"), or exchange:SYMBOL=seconds pairs, or JSON."""
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            return cls._object(text)
+        out: dict[str, object] = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            key, sep, value = part.rpartition("=")
+            if not sep:
+                key, value = "*", part
+            elif key != "*":
+                key = str(Market.parse(key.strip()))
+            out[key] = value.strip()
+        return out
+
+    @field_validator("max_staleness_s")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, s in v.items() if not s > 0]
+        if bad:
+            raise ValueError(f"staleness must be a positive number of seconds (bad: {', '.join(bad)})")
+        return v
 
     @field_validator("retrain_cron")
     @classmethod

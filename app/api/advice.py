@@ -12,6 +12,7 @@ from app.services.feeds import TooManyClients
 from app.services.jobs.errors import QueueFull, UnknownJob
 from app.services.jobs.shortfall import TooFewToTrain
 from app.services.jobs.spec import more_ticks
+from app.services.markets import StaleMarket
 from app.services.no_model import NoModel, Remedy
 from app.settings import env_name
 
@@ -61,4 +62,13 @@ def too_many_clients(e: TooManyClients) -> str:
     return (
         f"{e.limit} streams are open, the most this service allows "
         f"({env_name('stream_max_clients')}); retry later"
+    )
+
+
+def stale_market(e: StaleMarket) -> str:
+    return (
+        f"the newest stored tick of {e.market} is {e.age_s:.0f} s old, over the {e.limit_s:g} s "
+        f"{env_name('max_staleness_s')} allows: a prediction from it would be stale; GET /markets shows "
+        "the market's ingestion status and last error (a market that is not ingested needs newer "
+        f"ticks imported); retry in {e.retry_after_s} s"
     )

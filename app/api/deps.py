@@ -18,6 +18,7 @@ from app.services.container import Services
 from app.services.feeds import Feeds
 from app.services.ingestion.scheduler import Ingestor
 from app.services.jobs.manager import JobManager
+from app.services.live.service import LiveEval
 from app.services.markets import Markets
 from app.services.predictor import Predictor
 from app.services.registry import Registry
@@ -68,6 +69,10 @@ async def get_markets(request: Request) -> Markets:
     return services_of(request).markets
 
 
+async def get_live(request: Request) -> LiveEval:
+    return services_of(request).live
+
+
 async def market_in_path(
     exchange: Annotated[
         str,
@@ -111,5 +116,6 @@ JobsDep = Annotated[JobManager, Depends(get_jobs)]
 IngestorDep = Annotated[Ingestor, Depends(get_ingestor)]
 FeedsDep = Annotated[Feeds, Depends(get_feeds)]
 MarketsDep = Annotated[Markets, Depends(get_markets)]
+LiveDep = Annotated[LiveEval, Depends(get_live)]
 MarketPath = Annotated[Market, Depends(market_in_path)]
 KeyDep = Depends(require_key)

@@ -43,7 +43,7 @@ from app.services.jobs.errors import JobFinished, QueueFull, UnknownJob
 from app.services.jobs.records import StoreUnavailable as JobStoreUnavailable
 from app.services.jobs.shortfall import TooFewToTrain
 from app.services.jobs.spec import InvalidJobSpec
-from app.services.markets import BadCsv, NotAMarket, NoTicks
+from app.services.markets import BadCsv, NotAMarket, NoTicks, StaleMarket
 from app.services.no_model import NoModel
 from app.services.predictor import NotEnoughTicks
 from app.services.registry import CannotActivate, InvalidModelId, ModelInUse, UnknownModel
@@ -106,6 +106,7 @@ ANSWERS: dict[type[Exception], Answer] = dict(
         entry(IngestFailed, 500, f"; {_KEPT}"),
         entry(SourceError, 502, "; stored ticks and the cursor are unchanged, retry later"),
         entry(NoModel, 503, say=advice.no_model),
+        entry(StaleMarket, 503, say=advice.stale_market),  # Retry-After: the pull interval
         entry(JobStoreUnavailable, 503),
         entry(WorkerDown, 503),  # its text ends "retry in N s", N as in Retry-After
         entry(

@@ -144,3 +144,80 @@ class ImportOut(BaseModel):
     symbol: str = Field(description="the market's symbol")
     rows: int = Field(description="data rows in the CSV")
     new_ticks: int = Field(description="rows stored; `rows - new_ticks` were stored already")
+
+
+class TimeGapOut(BaseModel):
+    start: float = Field(description="time of the last tick before the gap (unix s)")
+    end: float = Field(description="time of the first tick after it (unix s)")
+    seconds: float = Field(description="end - start: longer than gap_s")
+
+
+class IdGapOut(BaseModel):
+    after_id: int = Field(description="the stored trade id just below the missing ones")
+    before_id: int = Field(description="the stored trade id just above them")
+    missing: int = Field(description="trade ids never stored: before_id - after_id - 1")
+    start: float = Field(description="time of the tick with after_id (unix s)")
+    end: float = Field(description="time of the tick with before_id (unix s)")
+
+
+class CoverageOut(BaseModel):
+    """Where a market's stored ticks have holes: stretches without a trade for longer than gap_s
+    and, where the exchange numbers trades one by one, trade ids that were never stored.
+    Training cuts its series at both, so no window spans one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "exchange": "binance",
+                    "symbol": "BTC-USDT",
+                    "first_time": 1795600000.0,
+                    "last_time": 1795686399.9,
+                    "ticks": 912004,
+                    "gap_s": 300.0,
+                    "time_gaps": [{"start": 1795610000.5, "end": 1795613600.2, "seconds": 3599.7}],
+                    "id_gaps": [
+                        {
+                            "after_id": 3401187,
+                            "before_id": 3401290,
+                            "missing": 102,
+                            "start": 1795620000.1,
+                            "end": 1795620004.7,
+                        }
+                    ],
+                    "ids_consecutive": True,
+                    "missing_ids": 102,
+                    "id_coverage": 0.99989,
+                    "time_gap_count": 1,
+                    "id_gap_count": 1,
+                    "truncated": False,
+                }
+            ]
+        }
+    )
+
+    exchange: str = Field(description="the market's exchange")
+    symbol: str = Field(description="the market's symbol")
+    first_time: float | None = Field(description="time of the first stored tick (unix s); null: none stored")
+    last_time: float | None = Field(description="time of the last stored tick (unix s)")
+    ticks: int = Field(description="ticks stored")
+    gap_s: float = Field(
+        description="a longer step between two ticks is a time gap (TICKCAST_GAP_S, or the query)"
+    )
+    time_gaps: list[TimeGapOut] = Field(description="the first `limit` time gaps, in time order")
+    id_gaps: list[IdGapOut] = Field(
+        description="the first `limit` runs of missing trade ids, in id order; empty unless ids_consecutive"
+    )
+    ids_consecutive: bool = Field(
+        description="whether the market numbers its trades one by one: every id a plain integer, "
+        "and at least 90% of the steps between them +1; id gaps are looked for only then"
+    )
+    missing_ids: int = Field(
+        description="trade ids never stored between the smallest and the largest, in all"
+    )
+    id_coverage: float | None = Field(
+        description="stored ids among all from the smallest to the largest; null unless ids_consecutive"
+    )
+    time_gap_count: int = Field(description="time gaps in all (the list may hold fewer: see truncated)")
+    id_gap_count: int = Field(description="runs of missing ids in all")
+    truncated: bool = Field(description="whether either list holds fewer gaps than there are; raise `limit`")

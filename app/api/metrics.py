@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +32,15 @@ JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 2
 WAIT_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200)
 JOB_ENDS = ("succeeded", "failed", "cancelled")  # the final statuses a job reaches while we run
 MARKET = ("exchange", "symbol")
+LIVE_FIGURES = {  # tickcast_live_<name>{model, exchange, symbol, window}
+    "auc": "live AUC of the model's probabilities against the ticks that followed",
+    "brier": "live Brier score",
+    "log_loss": "live log loss",
+    "ece": "live expected calibration error (10 bins)",
+    "base_rate": "share of rises among the outcomes",
+    "last_move_auc": "the last-move rule's AUC on the same outcomes",
+    "outcomes": "outcomes in the window",
+}
 COUNT_REUSE = 100  # a market's tick count is reused for this many times as long as it took
 
 
@@ -117,7 +126,7 @@ class Metrics:
             "it could not (the store's figures then keep their last values)",
             registry=r,
         )
-        self._market_gauges(r)
+        self._market_gauges(r)  # and the live evaluation's (_live_gauges)
         self._seen: dict[tuple[Counter, tuple[str, ...]], int] = {}  # where delta-advanced counters are
         self._counts = TickCounts()
         self._refresh: list[Callable[[Metrics], None]] = []
@@ -172,6 +181,7 @@ class Metrics:
             MARKET,
             registry=r,
         )
+        self._live_gauges(r)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -180,6 +190,45 @@ class Metrics:
     def observe_batch(self, size: int) -> None:
         self.predictions.inc(size)
         self.batch_size.observe(size)
+
+    def _live_gauges(self, r: CollectorRegistry) -> None:
+        labels = ("model", "exchange", "symbol", "window")
+        self.live = {
+            name: Gauge(f"tickcast_live_{name}", help_, labels, registry=r)
+            for name, help_ in LIVE_FIGURES.items()
+        }
+        self.live_alert = Gauge(
+            "tickcast_live_alert",
+            "1 while a live condition holds on the newest 1,000 outcomes: auc_floor (AUC under "
+            "TICKCAST_LIVE_AUC_FLOOR), below_last_move (AUC under the last-move rule's), ece_bound "
+            "(ECE over TICKCAST_LIVE_ECE_MAX)",
+            ("model", "exchange", "symbol", "alert"),
+            registry=r,
+        )
+        self.live_predictions = Counter(
+            "tickcast_live_predictions", "predictions logged by live evaluation, all models", registry=r
+        )
+        self.live_errors = Counter(
+            "tickcast_live_errors", "live evaluation steps that failed (retried at the next poll)", registry=r
+        )
+
+    def observe_live(
+        self, rows: Iterable[tuple[str, str, str, dict[str, Any]]], predictions: int, errors: int
+    ) -> None:
+        """The stored rolling figures of the models in the running (active and shadows): series of
+        models that left it disappear rather than freeze at their last values."""
+        for g in (*self.live.values(), self.live_alert):
+            g.clear()
+        for model, exchange, symbol, body in rows:
+            for window, figures in body["windows"].items():
+                for name, g in self.live.items():
+                    v = figures.get("count" if name == "outcomes" else name)
+                    if v is not None:
+                        g.labels(model, exchange, symbol, window).set(v)
+            for alert, on in body["alerts"].items():
+                self.live_alert.labels(model, exchange, symbol, alert).set(1 if on else 0)
+        self._advance(self.live_predictions, (), predictions)
+        self._advance(self.live_errors, (), errors)
 
     def observe_job(self, record: JobRecord) -> None:
         """A job's end (JobManager's on_finish). A job cancelled before it started never ran:
@@ -218,7 +267,7 @@ class Metrics:
         scrape (created at 0, so a rate has a series from the start)."""
         key = (counter, labels)
         seen = self._seen.get(key, 0)
-        child = counter.labels(*labels)
+        child = counter.labels(*labels) if labels else counter  # a counter without labels is its own child
         if total > seen:
             child.inc(total - seen)
             self._seen[key] = total

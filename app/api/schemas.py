@@ -133,6 +133,10 @@ _PREDICTION: JsonDict = {
     "decision": False,
     "threshold": 0.34,
     "model_id": EXAMPLE_MODEL_ID,
+    "calibrator_version": 0,
+    "model_age_s": 86412.5,
+    "train_start": 1534040000.0,
+    "train_end": 1534126000.0,
     "as_of": 1534131427.0,
 }
 
@@ -147,7 +151,41 @@ class PredictionOut(BaseModel):
         "rule (a model trained before the rules: the share of rises in its training data)"
     )
     model_id: str = Field(description="the model that answered")
+    calibrator_version: int = Field(
+        description="which calibrator turned the model's output into this probability: 0 is the one "
+        "its file holds (fitted on its validation split), later ones were refitted on live outcomes"
+    )
+    model_age_s: float | None = Field(
+        description="seconds since the model was trained (its file's created_at); null when the file "
+        "does not say"
+    )
+    train_start: float | None = Field(
+        description="time of the first tick the model was trained on (unix s); null when its file "
+        "does not say"
+    )
+    train_end: float | None = Field(
+        description="time of the last tick the model was trained on (unix s): a prediction long after it "
+        "comes from a model that has not seen the recent market; null when its file does not say"
+    )
     as_of: float = Field(description="time of the last tick the prediction uses")
+
+
+class MarketPredictionOut(PredictionOut):
+    """A prediction from a market's stored ticks, with how current they are."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{**_PREDICTION, "data_age_s": 3.2, "ingestion_lag_s": 1.1}]}
+    )
+
+    data_age_s: float = Field(
+        description="seconds from the market's newest stored tick to this answer; over the market's "
+        "TICKCAST_MAX_STALENESS_S the answer is a 503 instead"
+    )
+    ingestion_lag_s: float | None = Field(
+        description="seconds the newest pulled tick took to reach the store (the pull's end minus its "
+        "trade time); null for a market this service does not ingest (imported ticks), and until a pull "
+        "since it started stored ticks"
+    )
 
 
 class PredictBatchOut(BaseModel):
@@ -228,10 +266,11 @@ class TrainRequest(BaseModel):
     config: TrainConfigIn = Field(
         default_factory=TrainConfigIn, description="hyper-parameters; each one left out has its default"
     )
-    activate: Literal["never", "always", "if_better"] = Field(
+    activate: Literal["never", "always", "if_better", "if_better_live"] = Field(
         "if_better",
-        description="make the new model the active one: never, always, or if its "
-        "validation AUC beats the active model's on the same data",
+        description="make the new model the active one: never, always, if its "
+        "validation AUC beats the active model's on the same data, or (if_better_live) "
+        "once it has scored live ticks in shadow and a paired test shows its live log loss lower",
     )
 
     @model_validator(mode="after")

@@ -6,7 +6,9 @@
     python scripts/train.py TickNet a.csv --also b.csv --split 0.75,0.25   (two markets, no test part)
 
 Every ancestor flag still works; the defaults are the ones that train well
-(the ancestor's SGD at lr=4 diverges).
+(the ancestor's SGD at lr=4 diverges). A stored market's or a CSV's ticks are cut
+where no trade came for --gap_s seconds or trade ids are missing, as a training job
+cuts them, so that no window spans a gap.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type information
 
 from app.cli import HelpFormatter
-from app.market.loading import load_ticks
+from app.market.loading import Loaded, load_ticks
 from app.market.store import DEFAULT_PATH
 from app.market.ticks import TickArrays
 from app.ml import checkpoint, evaluation, training
 from app.ml.config import BY_NAME, CLI_SETTINGS, DEFAULTS, Setting, TrainConfig, check_splits
+from app.services.coverage import split_for_training
+from app.settings import Settings
 
 D = DEFAULTS
 # Where each setting's flag is listed in --help: the ancestor's flags, then the ones added since.
@@ -46,6 +50,17 @@ ANCESTOR = {
 # setting: --num_epochs 0 evaluates --state_file and trains nothing (handled before any config).
 MODES: dict[str, tuple[Any, ...]] = {"num_epochs": (0,)}
 MODE_HELP = {"num_epochs": "; 0 evaluates --state_file only"}
+GAP_S: float = Settings.model_fields["gap_s"].default  # the service's, so a job and this cut alike
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def parse_split(text: str) -> tuple[float, float]:
@@ -164,8 +179,21 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         default="models",
         help="folder for the finished model file, relative to the current directory",
     )
+    add_gap_s(g2)
     g2.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def add_gap_s(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--gap_s",
+        type=positive_seconds,
+        default=GAP_S,
+        metavar="SECONDS",
+        help="cut a stored market's or a CSV's ticks where no trade came for longer than this, "
+        "and where trade ids that run one by one are missing, so that no training window spans "
+        "a gap (generated synthetic ticks are not cut)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
@@ -223,18 +251,17 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
         parser.error("give the data once: as the second argument or as --source, not both")
     try:
         cfg = None if args.num_epochs == 0 else config_from(args)  # 0: evaluate, no settings
-        loaded = load_ticks(source, store_path=args.store, start=args.start, end=args.end, seed=args.seed)
+        where = {"store_path": args.store, "start": args.start, "end": args.end, "seed": args.seed}
+        loaded = load_ticks(source, **where, ids=cfg is not None)
         print(f"{len(loaded.ticks):,} ticks from {source}", file=sys.stderr)
-        also = [
-            load_ticks(a, store_path=args.store, start=args.start, end=args.end, seed=args.seed)
-            for a in args.also
-        ]
+        also = [load_ticks(a, **where, ids=True) for a in args.also]
         for a, more in zip(args.also, also, strict=True):
             print(f"{len(more.ticks):,} ticks from {a}", file=sys.stderr)
         state = Path(args.state_file).absolute() if args.state_file else None  # errors name it whole
         if cfg is None:
             return evaluate_only(state, loaded.ticks, "cuda" if args.use_cuda else args.device, args.split)
-        result = train(cfg, loaded, also, state, quiet=args.quiet)
+        series, info = cut_at_gaps(cfg, [source, *args.also], [loaded, *also], args.gap_s)
+        result = train(cfg, series, info, state, quiet=args.quiet)
         path = result.save(args.out)
     except KeyboardInterrupt:
         print("interrupted; the last state file (if any) can be resumed with --state_file", file=sys.stderr)
@@ -255,15 +282,39 @@ def main(argv: list[str] | None = None, *, prog: str = "train.py") -> int:
     return 0
 
 
+def cut_at_gaps(
+    cfg: TrainConfig, names: list[str], loaded: list[Loaded], gap_s: float
+) -> tuple[list[TickArrays], dict[str, Any]]:
+    """Each source's ticks cut at its gaps, as a training job cuts a stored market's (generated
+    ticks stay whole), and the checkpoint's `data`: the first source's, the others' under "also"."""
+    series: list[TickArrays] = []
+    infos: list[dict[str, Any]] = []
+    for name, one in zip(names, loaded, strict=True):
+        if one.info["source"] == "synthetic":
+            series.append(one.ticks)
+            infos.append(one.info)
+            continue
+        todo = "train on a longer range, or raise --gap_s"
+        split = split_for_training(one.ticks, cfg, gap_s, what=name, todo=todo)
+        if split.gaps:
+            print(
+                f"{name}: cut at {split.gaps:,} gaps (over {gap_s:g} s, or trade ids missing) into "
+                f"{len(split.series):,} series; {split.windows_removed:,} windows fewer",
+                file=sys.stderr,
+            )
+        series += split.series
+        infos.append({**one.info, **split.info(gap_s)})
+    return series, ({**infos[0], "also": infos[1:]} if len(infos) > 1 else infos[0])
+
+
 def train(
-    cfg: TrainConfig, loaded: Any, also: list[Any], state: Path | None, *, quiet: bool
+    cfg: TrainConfig, series: list[TickArrays], info: dict[str, Any], state: Path | None, *, quiet: bool
 ) -> training.FitResult:
     """fit() with a progress bar, resuming from `state` when that file exists."""
     bar = Bar(cfg, enabled=not quiet)
-    info = {**loaded.info, "also": [a.info for a in also]} if also else loaded.info
     try:
         return training.fit(
-            [loaded.ticks, *(a.ticks for a in also)] if also else loaded.ticks,
+            series,
             cfg,
             data_info=info,
             progress=bar,

@@ -30,8 +30,10 @@ def load_ticks(
     start: float | None = None,
     end: float | None = None,
     seed: int = 0,
+    ids: bool = False,
 ) -> Loaded:
-    """Read ticks from `source`; errors say which spellings exist."""
+    """Read ticks from `source`; errors say which spellings exist. `ids`: a stored market's
+    trade ids too (a CSV's come with it), for whoever cuts series where ids are missing."""
     if source == "synthetic" or source.startswith("synthetic:"):
         from app.market.sources import synthetic
 
@@ -65,7 +67,7 @@ def load_ticks(
                 f"no tick store at {tried(store_path)}; fetch ticks first (tickcast fetch) or pass --store"
             )
         with TickStore(store_path) as store:
-            ticks = store.read(exchange, symbol, start=start, end=end, ids=False)
+            ticks = store.read(exchange, symbol, start=start, end=end, ids=ids)
         if len(ticks) == 0:
             raise ValueError(f"the store {store_path} has no ticks for {exchange}:{symbol} in that range")
         return Loaded(ticks, {"source": f"store:{store_path}", "exchange": exchange, "symbol": symbol})

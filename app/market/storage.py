@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from app.market.coverage import DEFAULT_LIMIT, Coverage
 from app.market.ticks import TickArrays
 
 Position = tuple[float, int]  # (time, seq): where a tick sits in its market's order
@@ -80,9 +81,14 @@ class TickStorage(Protocol):
         ...
 
     def after(
-        self, exchange: str, symbol: str, position: Position | None, limit: int
+        self, exchange: str, symbol: str, position: Position | None, limit: int, *, oldest: bool = False
     ) -> tuple[TickArrays, np.ndarray]:
-        """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs."""
+        """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs;
+        `oldest`: the first `limit` past it."""
+        ...
+
+    def before(self, exchange: str, symbol: str, position: Position, n: int) -> tuple[TickArrays, np.ndarray]:
+        """The last n ticks at or before `position`, oldest first, with their seqs."""
         ...
 
     def count(
@@ -98,6 +104,11 @@ class TickStorage(Protocol):
 
     def time_range(self, exchange: str, symbol: str) -> tuple[float, float] | None:
         """(first, last) tick time, or None for a market with no ticks."""
+        ...
+
+    def gaps(self, exchange: str, symbol: str, gap_s: float, limit: int = DEFAULT_LIMIT) -> Coverage:
+        """The market's coverage (`app.market.coverage`): time gaps over `gap_s` and, where its
+        trade ids are consecutive, skipped ids; all counted, the first `limit` of each listed."""
         ...
 
     def markets(self) -> list[tuple[str, str]]:

@@ -18,15 +18,26 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
 
+from app.market import coverage, sqlite_gaps
+from app.market.coverage import Coverage
+from app.market.sqlite_rows import (
+    AFTER_DTYPE,
+    any_known,
+    columns,
+    opt_str_col,
+    ord_col,
+    time_range,
+    to_arrays,
+)
+from app.market.sqlite_rows import Market as _Market
 from app.market.storage import Position, StoreError, TickStorage
 from app.market.ticks import TickArrays, ordinals, validate
 
@@ -72,10 +83,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-_Market = tuple[int, bool, bool]  # id, has ever had a trade_id, has ever had a side
-_AFTER_DTYPE = np.dtype([("time", "f8"), ("price", "f8"), ("amount", "f8"), ("seq", "i8")])
-_NULL = np.array(None, dtype=object)  # NULL for np.where (a bare None does not type-check there)
 
 
 class TickStore:
@@ -166,9 +173,9 @@ class TickStore:
         n = len(ticks)
         if n == 0 and cursor is None:
             return 0
-        trade_id, no_id = _opt_str_col(ticks.trade_id, n)
-        side, no_side = _opt_str_col(ticks.side, n)
-        ords = _ord_col(ordinals(ticks, no_id) if ticks.ordinal is None else ticks.ordinal, no_id)
+        trade_id, no_id = opt_str_col(ticks.trade_id, n)
+        side, no_side = opt_str_col(ticks.side, n)
+        ords = ord_col(ordinals(ticks, no_id) if ticks.ordinal is None else ticks.ordinal, no_id)
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO markets (exchange, symbol) VALUES (?, ?)", (exchange, symbol))
             market_id, seq0 = db.execute(
@@ -178,7 +185,7 @@ class TickStore:
             db.execute(
                 "UPDATE markets SET next_seq = next_seq + ?, has_trade_id = has_trade_id OR ?,"
                 " has_side = has_side OR ? WHERE id = ?",
-                (n, _any_known(no_id), _any_known(no_side), market_id),
+                (n, any_known(no_id), any_known(no_side), market_id),
             )
             if cursor is not None:
                 db.execute(
@@ -234,15 +241,15 @@ class TickStore:
             market = self._market(exchange, symbol)
             if market is None or (limit is not None and limit <= 0):
                 return TickArrays.empty()
-            cols, dtype = _columns(market, ids)
-            where, args = _time_range(market[0], start, end)
+            cols, dtype = columns(market, ids)
+            where, args = time_range(market[0], start, end)
             # Counting first (cheap: no row leaves SQLite) lets fromiter allocate once.
             n = self._db.execute(f"SELECT COUNT(*) FROM ticks WHERE {where}", args).fetchone()[0]
             n = n if limit is None else min(n, int(limit))
             cur = self._db.execute(
                 f"SELECT {cols} FROM ticks WHERE {where} ORDER BY time, seq LIMIT ?", [*args, n]
             )
-            return _to_arrays(np.fromiter(cur, dtype=dtype, count=n))
+            return to_arrays(np.fromiter(cur, dtype=dtype, count=n))
 
     def latest(self, exchange: str, symbol: str, n: int, *, ids: bool = True) -> TickArrays:
         """The last n ticks, oldest first, as a model's input window wants them."""
@@ -250,17 +257,18 @@ class TickStore:
             market = self._market(exchange, symbol)
             if market is None or n <= 0:
                 return TickArrays.empty()
-            cols, dtype = _columns(market, ids)
+            cols, dtype = columns(market, ids)
             cur = self._db.execute(
                 f"SELECT {cols} FROM ticks WHERE market_id = ? ORDER BY time DESC, seq DESC LIMIT ?",
                 (market[0], int(n)),
             )
-            return _to_arrays(np.fromiter(cur, dtype=dtype)[::-1])
+            return to_arrays(np.fromiter(cur, dtype=dtype)[::-1])
 
     def after(
-        self, exchange: str, symbol: str, position: Position | None, limit: int
+        self, exchange: str, symbol: str, position: Position | None, limit: int, *, oldest: bool = False
     ) -> tuple[TickArrays, np.ndarray]:
-        """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs.
+        """The newest `limit` ticks past `position` (any, if None), oldest first, with their seqs;
+        with `oldest`, the first `limit` past it instead (a reader that must miss nothing).
 
         A live view asks this over and over with the last (time, seq) it saw. Only ticks
         at or after that time count as new: a backfill of older history is not news, and
@@ -275,13 +283,29 @@ class TickStore:
             if position is not None:
                 where += " AND time >= ? AND (time > ? OR seq > ?)"
                 args += [float(position[0]), float(position[0]), int(position[1])]
+            order = "time, seq" if oldest else "time DESC, seq DESC"
             cur = self._db.execute(
-                f"SELECT time, price, amount, seq FROM ticks WHERE {where}"
-                " ORDER BY time DESC, seq DESC LIMIT ?",
+                f"SELECT time, price, amount, seq FROM ticks WHERE {where} ORDER BY {order} LIMIT ?",
                 [*args, int(limit)],
             )
-            rows = np.fromiter(cur, dtype=_AFTER_DTYPE)[::-1]
-        return _to_arrays(rows), np.ascontiguousarray(rows["seq"])
+            rows = np.fromiter(cur, dtype=AFTER_DTYPE)
+        rows = rows if oldest else rows[::-1]
+        return to_arrays(rows), np.ascontiguousarray(rows["seq"])
+
+    def before(self, exchange: str, symbol: str, position: Position, n: int) -> tuple[TickArrays, np.ndarray]:
+        """The last n ticks at or before `position`, oldest first, with their seqs: the window a
+        prediction logged at that position was made from."""
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None or n <= 0:
+                return TickArrays.empty(), np.empty(0, dtype=np.int64)
+            cur = self._db.execute(
+                "SELECT time, price, amount, seq FROM ticks WHERE market_id = ? AND time <= ?"
+                " AND (time < ? OR seq <= ?) ORDER BY time DESC, seq DESC LIMIT ?",
+                (market[0], float(position[0]), float(position[0]), int(position[1]), int(n)),
+            )
+            rows = np.fromiter(cur, dtype=AFTER_DTYPE)[::-1]
+        return to_arrays(rows), np.ascontiguousarray(rows["seq"])
 
     def count(
         self,
@@ -297,7 +321,7 @@ class TickStore:
             market = self._market(exchange, symbol)
             if market is None:
                 return 0
-            where, args = _time_range(market[0], start, end)
+            where, args = time_range(market[0], start, end)
             q = f"SELECT COUNT(*) FROM ticks WHERE {where}"
             if limit is not None:
                 q = f"SELECT COUNT(*) FROM (SELECT 1 FROM ticks WHERE {where} LIMIT ?)"
@@ -319,6 +343,16 @@ class TickStore:
             ).fetchone()
             return None if first is None else (float(first), float(last))
 
+    def gaps(self, exchange: str, symbol: str, gap_s: float, limit: int = coverage.DEFAULT_LIMIT) -> Coverage:
+        """Time gaps over `gap_s` and, where its trade ids are consecutive, skipped ids
+        (`app.market.coverage` says when they are): all counted, the first `limit` of each
+        listed. SQLite does the looking; few ticks become Python objects (`sqlite_gaps`)."""
+        with self._lock:
+            market = self._market(exchange, symbol)
+            if market is None:
+                return Coverage.empty(coverage.check_gap_s(gap_s))
+            return sqlite_gaps.find(self._db, market[0], market[1], gap_s, limit)
+
     def markets(self) -> list[tuple[str, str]]:
         with self._lock:
             q = "SELECT exchange, symbol FROM markets ORDER BY exchange, symbol"
@@ -330,69 +364,6 @@ class TickStore:
             (exchange, symbol),
         ).fetchone()
         return None if row is None else (int(row[0]), bool(row[1]), bool(row[2]))
-
-
-def _opt_str_col(col: np.ndarray | None, n: int) -> tuple[Iterable[str | None], np.ndarray | None]:
-    """Values sqlite3 can bind (str or None; numpy scalars it cannot) and the mask of
-    missing ones; '' and NaN mean unknown, as in the CSV reader and `ticks.missing_ids`
-    (inlined here: one Series for both is measurably faster on every page stored)."""
-    if col is None:
-        return repeat(None, n), None
-    s = pd.Series(col, dtype=object)
-    text = s.astype(str)
-    missing = s.isna().to_numpy() | (text == "").to_numpy()
-    return np.where(missing, _NULL, text.to_numpy(dtype=object)).tolist(), missing
-
-
-def _ord_col(ords: np.ndarray, no_id: np.ndarray | None) -> list[int | None]:
-    """The ord column: NULL for ticks with a trade id, which the no-id index skips."""
-    if no_id is None:
-        col: list[int | None] = ords.tolist()
-    else:
-        col = np.where(no_id, ords.astype(object), _NULL).tolist()
-    return col
-
-
-def _time_range(market_id: int, start: float | None, end: float | None) -> tuple[str, list[float | int]]:
-    """The WHERE clause (and its arguments) of one market's ticks with start <= time < end."""
-    where = "market_id = ?"
-    args: list[float | int] = [market_id]
-    if start is not None:
-        where += " AND time >= ?"
-        args.append(float(start))
-    if end is not None:
-        where += " AND time < ?"
-        args.append(float(end))
-    return where, args
-
-
-def _any_known(missing: np.ndarray | None) -> bool:
-    return missing is not None and not bool(missing.all())
-
-
-def _columns(market: _Market, ids: bool) -> tuple[str, np.dtype]:
-    fields = [("time", "f8"), ("price", "f8"), ("amount", "f8")]
-    if ids and market[1]:
-        fields.append(("trade_id", "O"))
-    if ids and market[2]:
-        fields.append(("side", "O"))
-    return ", ".join(name for name, _ in fields), np.dtype(fields)
-
-
-def _to_arrays(rows: np.ndarray) -> TickArrays:
-    def opt(name: str) -> np.ndarray | None:
-        if rows.dtype.names is None or name not in rows.dtype.names:
-            return None
-        col = np.ascontiguousarray(rows[name])
-        return None if not col.size or (col == None).all() else col  # noqa: E711
-
-    return TickArrays(
-        np.ascontiguousarray(rows["time"]),
-        np.ascontiguousarray(rows["price"]),
-        np.ascontiguousarray(rows["amount"]),
-        opt("trade_id"),
-        opt("side"),
-    )
 
 
 if TYPE_CHECKING:  # mypy proves here that the SQLite store implements the seam

@@ -162,6 +162,7 @@ class Model:
     device: torch.device
     spec: features.WindowSpec
     calibrator: calibration.Calibrator
+    calibrator_version: int = 0  # 0: the checkpoint's own; later ones were refitted on live outcomes
 
     @property
     def norm(self) -> features.Normalizer:
@@ -181,6 +182,17 @@ class Model:
         """The net's raw logits for standardised windows (B, L, F), before calibration."""
         x = torch.as_tensor(windows, dtype=torch.float32).to(self.device)
         out: np.ndarray = self.net(x).double().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def logits_ending_at(self, ticks: TickArrays, first: int) -> np.ndarray:
+        """`logits(spec.windows_ending_at(ticks, first))` (tick target): for a net that can share
+        the per-row work between overlapping windows (TickNet), at a fraction of the cost."""
+        series = getattr(self.net, "forward_series", None)
+        if series is None or self.spec.target != "tick":
+            return self.logits(self.spec.windows_ending_at(ticks, first))
+        rows = torch.as_tensor(self.spec.rows_ending_at(ticks, first), dtype=torch.float32).to(self.device)
+        out: np.ndarray = series(rows, self.seq_len).double().cpu().numpy()
         return out
 
     def proba(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -8,6 +8,7 @@ through `logits_at`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +58,7 @@ def model_probs(
 
 def dataset_for(
     model: checkpoint.Model,
-    ticks: TickArrays,
+    ticks: TickArrays | Sequence[TickArrays],
     train: float = DEFAULTS.train_split,
     val: float = DEFAULTS.val_split,
     *,
@@ -87,7 +88,7 @@ def training_split(model: checkpoint.Model) -> tuple[float, float]:
 
 def compare(
     models: list[checkpoint.Model],
-    ticks: TickArrays,
+    ticks: TickArrays | Sequence[TickArrays],
     *,
     split: tuple[float, float] | None = None,
     part: str = "test",

@@ -190,9 +190,16 @@ class WindowSpec:
             )
         if self.target == "event":
             return np.stack([self.last_window(ticks[: i + 1]) for i in range(first, len(ticks))])
+        view = np.lib.stride_tricks.sliding_window_view(
+            self.rows_ending_at(ticks, first), self.seq_len, axis=0
+        )
+        return view.transpose(0, 2, 1).copy()  # (k, L, F), C order, writable (torch wants to own it)
+
+    def rows_ending_at(self, ticks: TickArrays, first: int) -> np.ndarray:
+        """The standardised rows whose windows of seq_len end at ticks first .. n - 1 (tick target):
+        window k is rows k .. k + seq_len - 1, so a scorer may share the rows between windows."""
         z = self.norm.apply(feature_matrix(ticks[first - self.seq_len - self.history :], self.names))
-        view = np.lib.stride_tricks.sliding_window_view(z[self.history :], self.seq_len, axis=0)  # (k, F, L)
-        return view.transpose(0, 2, 1).copy()  # C order, writable (torch wants to own it)
+        return z[self.history :]
 
 
 def last_window(ticks: TickArrays, seq_len: int, norm: Normalizer) -> np.ndarray:

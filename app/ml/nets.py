@@ -176,14 +176,31 @@ class TickNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and x.shape[0] > 1024:  # bound the (B, L, F * bins) ramps when scoring
             return torch.cat([self(x[a : a + 1024]) for a in range(0, x.shape[0], 1024)])
-        e = self.embed(torch.cat([x, self.encode(x[..., : self.ramped])], dim=-1))
+        return self._from_embedded(self.embed(torch.cat([x, self.encode(x[..., : self.ramped])], dim=-1)))
+
+    def _from_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        """Logits of (B, L, H) embedded windows: the GRU's summary beside the last rows."""
         out, _ = self.rnn(e)
-        k = min(self.recent, x.shape[1])
+        k = min(self.recent, e.shape[1])
         h = torch.cat(
-            [out[:, -1], e[:, -k:].flatten(1), e.new_zeros(x.shape[0], (self.recent - k) * e.shape[2])], 1
+            [out[:, -1], e[:, -k:].flatten(1), e.new_zeros(e.shape[0], (self.recent - k) * e.shape[2])], 1
         )
         logits: torch.Tensor = self.head(h)
         return logits.squeeze(-1)
+
+    def forward_series(self, rows: torch.Tensor, seq_len: int, chunk: int = 512) -> torch.Tensor:
+        """forward() of every window of `seq_len` consecutive rows of (N, F) `rows`, in order.
+
+        A live market scores each tick on the window ending at it, so neighbouring windows
+        share all but one row: the ramps and the embedding (most of a window's cost) are
+        computed once per row here instead of once per row per window."""
+        n = rows.shape[0] - seq_len + 1
+        out = []
+        for a in range(0, max(n, 0), chunk):
+            part = rows[a : min(n, a + chunk) + seq_len - 1]
+            e = self.embed(torch.cat([part, self.encode(part[..., : self.ramped])], dim=-1))
+            out.append(self._from_embedded(e.unfold(0, seq_len, 1).transpose(1, 2)))
+        return torch.cat(out) if out else rows.new_zeros(0)
 
 
 class Ensemble(nn.Module):
@@ -202,6 +219,10 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.stack([m(x) for m in self.members], dim=-1)
         return out if self.training else out.mean(dim=-1)
+
+    def forward_series(self, rows: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """The members' mean logit on every window of rows (see TickNet.forward_series)."""
+        return torch.stack([m.forward_series(rows, seq_len) for m in self.members], dim=-1).mean(dim=-1)  # type: ignore[operator]
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -21,7 +21,9 @@ from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
 from app.services.ingestion.scheduler import Ingestor
 from app.services.jobs.manager import JobManager, JobRecord
-from app.services.jobs.states import JobStatus
+from app.services.jobs.states import Activation, JobStatus
+from app.services.live.log import PredictionLog
+from app.services.live.service import LiveEval, kept_calibrators, live_config
 from app.services.markets import Markets
 from app.services.no_model import NoModel, Remedy
 from app.services.predictor import Predictor
@@ -55,6 +57,7 @@ class Services:
     feeds: Feeds
     ingestor: Ingestor
     markets: Markets
+    live: LiveEval
     _following: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -71,24 +74,25 @@ class Services:
         housekeeping.at_start(settings.models_dir, settings.store_path)
         store = TickStore(settings.store_path)
         registry = Registry(settings.models_dir)
-        predictor = Predictor(
-            registry,
-            str(best_device(settings.device)),
-            window_ms=settings.batch_window_ms,
-            max_batch=settings.batch_max,
-            threads=settings.predict_threads,
-            on_batch=on_batch,
-        )
+        live_log = PredictionLog(settings.store_path)
+        predictor = _predictor(settings, registry, live_log, on_batch)
+        live = LiveEval(store, live_log, predictor, registry, live_config(settings))
         jobs = JobManager(
             store,
             registry,
             concurrency=settings.job_concurrency,
             threads=settings.job_threads,
             queue_max=settings.job_queue_max,
-            on_finish=_on_job_finish(predictor, on_job_finish),
+            on_finish=_on_job_finish(predictor, live, on_job_finish),
+            gap_s=settings.gap_s,
         )
         feeds = Feeds(
-            store, predictor, poll_s=settings.stream_poll_s, max_clients=settings.stream_max_clients
+            store,
+            predictor,
+            poll_s=settings.stream_poll_s,
+            max_clients=settings.stream_max_clients,
+            # the ingestor is built next (it tells the feeds of each pull); asked only once running
+            ingestion_lag=lambda exchange, symbol: ingestor.ingestion_lag(exchange, symbol),
         )
         ingestor = Ingestor(
             store,
@@ -99,10 +103,18 @@ class Services:
             jobs=jobs,
             retrain_cron=settings.retrain_cron,
             synthetic_history_s=settings.bootstrap_ticks * bootstrap.SYNTHETIC_SECONDS_PER_TICK,
-            on_stored=feeds.notify,
+            on_stored=_both(feeds.notify, live.notify),
         )
-        markets = Markets(store, predictor, settings.markets)
-        return cls(settings, store, registry, predictor, jobs, feeds, ingestor, markets)
+        markets = Markets(
+            store,
+            predictor,
+            settings.markets,
+            staleness_limit=settings.staleness_limit,
+            ingestion_lag=ingestor.ingestion_lag,
+            stale_retry_s=settings.pull_interval_s,
+            on_stored=_both(feeds.notify, live.notify),
+        )
+        return cls(settings, store, registry, predictor, jobs, feeds, ingestor, markets, live)
 
     async def start(self) -> None:
         """Load the active model, start the batcher and the jobs, then (first start only) fill the
@@ -117,6 +129,7 @@ class Services:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         await self._bootstrap()
+        await self.live.start()
         self.ingestor.start()
 
     async def stop(self) -> None:
@@ -131,9 +144,11 @@ class Services:
             self._following.cancel()
         self.feeds.close()
         await self.ingestor.stop()
+        await self.live.stop()
         await self.jobs.stop()
         self.jobs.close()
         await self.predictor.stop()
+        self.live.log.close()
         self.store.close()
 
     async def _bootstrap(self) -> None:
@@ -165,17 +180,50 @@ class Services:
 
 
 def _on_job_finish(
-    predictor: Predictor, then: Callable[[JobRecord], None] | None
+    predictor: Predictor, live: LiveEval, then: Callable[[JobRecord], None] | None
 ) -> Callable[[JobRecord], None]:
     """JobManager's on_finish: a job that succeeded and asked to be activated is swapped in (this
-    runs in a thread: loading a model blocks), then `then` hears of every ending."""
+    runs in a thread: loading a model blocks); one that asked for if_better_live joins the live
+    shadows; then `then` hears of every ending."""
 
     def on_finish(record: JobRecord) -> None:
         if then is not None:
             then(record)
         result = record.result or {}
-        if record.status == JobStatus.SUCCEEDED and result.get("activated"):
+        if record.status != JobStatus.SUCCEEDED:
+            return
+        if result.get("activated"):
             predictor.activate(result["model_id"])
             log.info("job %s: activated %s (%s)", record.id, result["model_id"], result.get("reason", ""))
+        elif record.spec.get("activate") == Activation.IF_BETTER_LIVE:
+            live.pin(result["model_id"])
+            log.info(
+                "job %s: %s scores in shadow until live evidence promotes it", record.id, result["model_id"]
+            )
 
     return on_finish
+
+
+def _predictor(
+    settings: Settings, registry: Registry, live_log: PredictionLog, on_batch: Callable[[int], None] | None
+) -> Predictor:
+    """The predictor on the best device; a model it activates serves with its newest kept live calibrator."""
+    return Predictor(
+        registry,
+        str(best_device(settings.device)),
+        window_ms=settings.batch_window_ms,
+        max_batch=settings.batch_max,
+        threads=settings.predict_threads,
+        on_batch=on_batch,
+        kept_calibrator=kept_calibrators(live_log),
+    )
+
+
+def _both(first: Callable[[str, str], None], then: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    """One on_stored hook that tells the streams and live evaluation."""
+
+    def hook(exchange: str, symbol: str) -> None:
+        first(exchange, symbol)
+        then(exchange, symbol)
+
+    return hook

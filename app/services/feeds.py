@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import numpy as np
 from app.market.store import Position, TickStore
 from app.market.ticks import TickArrays
 from app.ml import features
-from app.services.predictor import NoModel, Prediction, Predictor, prediction_json
+from app.services.predictor import Freshness, NoModel, Prediction, Predictor, prediction_json
 from app.services.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class TickEvent:
     price: float
     amount: float
     prediction: Prediction | None  # None: no model yet, or too few ticks before this one
+    freshness: Freshness  # the market's, at the update that brought this tick
 
     @property
     def time(self) -> float:
@@ -59,7 +61,7 @@ class TickEvent:
 
     def payload(self) -> dict[str, object]:
         tick: dict[str, object] = {"time": self.time, "price": self.price, "amount": self.amount}
-        return tick | prediction_json(self.prediction, as_of=False)
+        return tick | prediction_json(self.prediction, as_of=False, freshness=self.freshness)
 
     @cached_property
     def json(self) -> str:
@@ -174,15 +176,19 @@ class Subscription:
         return out
 
 
+# how long a market's newest pulled tick took to be stored (None: not ingested here)
+Lag = Callable[[str, str], float | None]
+
+
 class MarketFeed:
-    def __init__(
-        self, store: TickStore, predictor: Predictor, exchange: str, symbol: str, *, poll_s: float, ring: int
-    ) -> None:
-        self.store, self.predictor = store, predictor
+    """One market's feed, with the store, predictor and settings of the `Feeds` it belongs to."""
+
+    def __init__(self, feeds: Feeds, exchange: str, symbol: str) -> None:
+        self.store, self.predictor, self.ingestion_lag = feeds.store, feeds.predictor, feeds.ingestion_lag
         self.exchange, self.symbol = exchange, symbol
-        self.poll_s = poll_s
+        self.poll_s = feeds.poll_s
         self.subscribers: set[Subscription] = set()
-        self.ring: deque[TickEvent] = deque(maxlen=ring)
+        self.ring: deque[TickEvent] = deque(maxlen=feeds.ring)
         self.primed = asyncio.Event()
         self._wake = asyncio.Event()
         self._position: Position | None = None
@@ -244,11 +250,13 @@ class MarketFeed:
         new, seqs = self.store.after(self.exchange, self.symbol, self._position, ring + keep)
         if len(new) == 0:
             return
+        lag = None if self.ingestion_lag is None else self.ingestion_lag(self.exchange, self.symbol)
+        fresh = Freshness(time.time() - float(new.time[-1]), lag)  # `new` ends at the newest stored tick
         n = min(len(new), ring)
         # Up to `ring` new ticks continue the kept tail; a longer run (the first read, a
         # backfill) brings its own context, and only its newest `ring` ticks become events.
         ticks = TickArrays.concat([self._tail, new]) if len(new) <= ring else new
-        events = await self._score(ticks, seqs[len(seqs) - n :], n)
+        events = await self._score(ticks, seqs[len(seqs) - n :], n, fresh)
         self._position = events[-1].position
         self._tail = ticks[max(0, len(ticks) - keep) :]
         self.ring.extend(events)
@@ -256,7 +264,7 @@ class MarketFeed:
             for e in events:
                 sub.put(e)
 
-    async def _score(self, ticks: TickArrays, seqs: np.ndarray, n: int) -> list[TickEvent]:
+    async def _score(self, ticks: TickArrays, seqs: np.ndarray, n: int, fresh: Freshness) -> list[TickEvent]:
         """Events for the last n ticks, each scored on the window of ticks that ends at it."""
         start = len(ticks) - n
         preds: list[Prediction | None] = [None] * n
@@ -272,7 +280,7 @@ class MarketFeed:
                 preds[first - start + k] = p
         t, price, amount = ticks.time.tolist(), ticks.price.tolist(), ticks.amount.tolist()
         return [
-            TickEvent((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p)
+            TickEvent((t[start + k], int(seqs[k])), price[start + k], amount[start + k], p, fresh)
             for k, p in enumerate(preds)
         ]
 
@@ -289,8 +297,9 @@ class Feeds:
         ring: int = 1000,
         max_clients: int = 100,
         queue_max: int = 1024,
+        ingestion_lag: Lag | None = None,  # sent with each update's events
     ) -> None:
-        self.store, self.predictor = store, predictor
+        self.store, self.predictor, self.ingestion_lag = store, predictor, ingestion_lag
         self.poll_s, self.ring, self.max_clients, self.queue_max = poll_s, ring, max_clients, queue_max
         self.feeds: dict[tuple[str, str], MarketFeed] = {}
         self.closed = False
@@ -338,9 +347,7 @@ class Feeds:
             key = (exchange, symbol)
             feed = self.feeds.get(key)
             if feed is None:
-                feed = self.feeds[key] = MarketFeed(
-                    self.store, self.predictor, exchange, symbol, poll_s=self.poll_s, ring=self.ring
-                )
+                feed = self.feeds[key] = MarketFeed(self, exchange, symbol)
                 feed.start()
             feed.joining += 1
             try:

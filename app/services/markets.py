@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.market.markets import Market
 from app.market.storage import TickStorage
 from app.market.ticks import TickArrays, TickError, read_csv
-from app.services.predictor import Prediction, Predictor
+from app.services.predictor import Freshness, Prediction, Predictor
 
 # An event model reads back up to this many times its window in ticks to find min_ticks
 # distinct timestamps (Binance sends dozens of fills per taker order at times).
@@ -48,6 +51,26 @@ class BadCsv(ValueError):
         self.row = cause.row
 
 
+class StaleMarket(Exception):
+    """The market's newest stored tick is older than its staleness limit allows: a prediction
+    from it would describe a market that has moved on. Fresh ticks (the next pull, an import)
+    end it; `retry_after_s` is when the next pull is due."""
+
+    def __init__(self, market: Market, age_s: float, limit_s: float, retry_after_s: int) -> None:
+        super().__init__(
+            f"the newest stored tick of {market} is {age_s:.0f} s old, over the {limit_s:g} s allowed"
+        )
+        self.market, self.age_s, self.limit_s, self.retry_after_s = market, age_s, limit_s, retry_after_s
+
+
+@dataclass(frozen=True)
+class LatestPrediction:
+    """A prediction from a market's stored ticks, with how current they were."""
+
+    prediction: Prediction
+    freshness: Freshness
+
+
 @dataclass(frozen=True)
 class KnownMarket:
     exchange: str  # plain names: a store written by other tools may hold any
@@ -56,9 +79,26 @@ class KnownMarket:
 
 
 class Markets:
-    def __init__(self, store: TickStorage, predictor: Predictor, configured: list[Market]) -> None:
+    def __init__(
+        self,
+        store: TickStorage,
+        predictor: Predictor,
+        configured: list[Market],
+        *,
+        staleness_limit: Callable[[str, str], float | None] | None = None,
+        ingestion_lag: Callable[[str, str], float | None] | None = None,
+        stale_retry_s: float = 5.0,
+        on_stored: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """`staleness_limit(exchange, symbol)`: the oldest a market's newest tick may be for a
+        prediction from it (None: any age); `ingestion_lag(exchange, symbol)`: how long its newest
+        pulled tick took to be stored (None: not ingested here); `stale_retry_s`: the pull
+        interval, when a stale market may be asked again; `on_stored`: an import stored new ticks."""
         self.store, self.predictor = store, predictor
         self.configured = list(dict.fromkeys(configured))  # in their order, each once
+        self.staleness_limit, self.ingestion_lag = staleness_limit, ingestion_lag
+        self.stale_retry_s = max(1, math.ceil(stale_retry_s))
+        self.on_stored = on_stored
 
     def known(self) -> list[KnownMarket]:
         """The configured markets, then the other stored ones (blocks on the store)."""
@@ -90,11 +130,14 @@ class Markets:
             raise BadCsv(e) from e
         # off the event loop, which /predict must not wait on
         new = await asyncio.to_thread(self.store.insert, market.exchange, market.symbol, ticks)
+        if new and self.on_stored is not None:  # streams and live scoring look now, not at their next poll
+            self.on_stored(market.exchange, market.symbol)
         return len(ticks), new
 
-    async def predict_latest(self, market: Market, model_id: str | None = None) -> Prediction:
+    async def predict_latest(self, market: Market, model_id: str | None = None) -> LatestPrediction:
         """The prediction from the market's newest stored ticks, as many as the model needs
-        (NotEnoughTicks with fewer, NoTicks with none)."""
+        (NotEnoughTicks with fewer, NoTicks with none, StaleMarket when the newest is older than
+        the market's limit), with how current they are."""
         spec = await self.predictor.spec(model_id)
         n = spec.min_ticks
         while True:  # an event model needs min_ticks distinct times: read back until it has them
@@ -102,5 +145,17 @@ class Markets:
             if len(ticks) == 0:
                 raise NoTicks(market)
             if len(ticks) < n or n >= MAX_EVENT_READ * spec.min_ticks or spec.first_full(ticks) < len(ticks):
-                return await self.predictor.predict(ticks, model_id)
+                break
             n *= 4
+        freshness = self.freshness(market, float(ticks.time[-1]))
+        return LatestPrediction(await self.predictor.predict(ticks, model_id), freshness)
+
+    def freshness(self, market: Market, newest: float) -> Freshness:
+        """How current a market is whose newest stored tick is at `newest`; StaleMarket when that
+        is older than the market's limit."""
+        age = time.time() - newest
+        limit = None if self.staleness_limit is None else self.staleness_limit(market.exchange, market.symbol)
+        if limit is not None and age > limit:
+            raise StaleMarket(market, age, limit, self.stale_retry_s)
+        lag = None if self.ingestion_lag is None else self.ingestion_lag(market.exchange, market.symbol)
+        return Freshness(age, lag)

@@ -14,13 +14,18 @@ runs and the window lets them fill to the recent level of concurrency.
 Activation swaps one reference. Every request captured its model object when
 it was queued, so a swap never fails or mixes a request in flight: requests
 queued before it are scored by the old model, later ones by the new.
+
+A `Prediction` (and `prediction_json`, its JSON everywhere) is defined in
+`app.services.prediction` and exported here with the predictor that makes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,11 +34,13 @@ import numpy as np
 import torch
 
 from app.market.ticks import TickArrays, validate
-from app.ml import checkpoint, features
+from app.ml import calibration, checkpoint, features
 from app.services.no_model import NoModel, NoModelReason, Remedy
+from app.services.prediction import Freshness, NotEnoughTicks, Prediction, ProvenanceCache, prediction_json
 from app.services.registry import Registry, UnloadableModel
 
 __all__ = [
+    "Freshness",
     "NoModel",
     "NoModelReason",
     "NotEnoughTicks",
@@ -44,44 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class NotEnoughTicks(ValueError):
-    """Fewer ticks than the model needs: its sequence length + 1 and the history its columns read."""
-
-    def __init__(self, needed: int, got: int, index: int | None = None, *, events: bool = False) -> None:
-        self.needed, self.got, self.index = needed, got, index
-        where = "" if index is None else f"window {index}: "
-        what = "ticks at distinct times (it merges trades sharing a timestamp)" if events else "ticks"
-        super().__init__(
-            f"{where}need at least {needed} {what} for this model (its window + 1 and history), got {got}"
-        )
-
-
-@dataclass(frozen=True)
-class Prediction:
-    probability: float
-    decision: bool  # probability >= threshold
-    threshold: float
-    model_id: str
-    as_of: float  # time of the last tick given
-
-
-def prediction_json(p: Prediction | None, *, as_of: bool = True) -> dict[str, object]:
-    """A prediction as every JSON answer writes it, keys in this order: POST and GET /predict
-    (the shape of PredictionOut), and each tick of /stream, which leaves `as_of` out (it is the
-    tick's own time) and writes nulls for a tick no model scored (`p` None)."""
-    if p is None:
-        return {"probability": None, "decision": None, "threshold": None, "model_id": None}
-    out: dict[str, object] = {
-        "probability": p.probability,
-        "decision": p.decision,
-        "threshold": p.threshold,
-        "model_id": p.model_id,
-    }
-    if as_of:
-        out["as_of"] = p.as_of
-    return out
 
 
 @dataclass
@@ -113,7 +82,10 @@ class Predictor:
         cache_size: int = 3,
         adaptive: bool = True,
         on_batch: Callable[[int], None] | None = None,
+        kept_calibrator: Callable[[str], tuple[int, calibration.Calibrator] | None] | None = None,
     ) -> None:
+        """`kept_calibrator(model_id)`: the newest calibrator kept by a live refit, which a model
+        serves with whenever it is loaded as the active one (None: its file's)."""
         if window_ms < 0 or max_batch < 1 or cache_size < 0:
             raise ValueError("window_ms must be >= 0, max_batch >= 1 and cache_size >= 0")
         self.registry = registry
@@ -127,11 +99,13 @@ class Predictor:
             torch.set_num_threads(threads)
         self.stats = PredictorStats()
         self.on_batch = on_batch  # called with each forward pass's size
+        self.kept_calibrator = kept_calibrator
         self.load_error: str | None = None  # why the active model could not be loaded, if so
         # set at first start while the first model trains (or after its training failed)
         self.training_hint: NoModelReason | None = None
         self._model: checkpoint.Model | None = None
         self._cache: OrderedDict[str, checkpoint.Model] = OrderedDict()
+        self._provenance = ProvenanceCache()  # each model's age and data range, read once
         self._lock = threading.Lock()  # activation and the cache may be used from threads
         self._pending: deque[_Item] = deque()
         self._n_pending = 0
@@ -166,18 +140,38 @@ class Predictor:
                 self.load_error,
             )
             return None
-        self._model, self.load_error = model, None
-        return model
+        self._model, self.load_error = self._with_kept_calibrator(model), None
+        return self._model
 
     def activate(self, model_id: str) -> checkpoint.Model:
         """Load `model_id`, mark it active in the registry, then swap it in (blocking: call it
         from a thread in async code). A model that fails to load changes nothing."""
-        model = self.registry.load(model_id, self.device)
+        model = self._with_kept_calibrator(self.registry.load(model_id, self.device))
         with self._lock:  # ACTIVE and the reference change together; the last caller wins
             self.registry.activate(model_id)
             self._model, self.load_error = model, None
             self._cache.pop(model_id, None)
         return model
+
+    def _with_kept_calibrator(self, model: checkpoint.Model) -> checkpoint.Model:
+        try:
+            kept = None if self.kept_calibrator is None else self.kept_calibrator(model.id)
+        except Exception as e:  # an unreadable log must not stop a model from serving
+            log.warning("%s: its live calibrator could not be read (%s); serving its file's", model.id, e)
+            kept = None
+        if kept is None:
+            return model
+        return dataclasses.replace(model, calibrator=kept[1], calibrator_version=kept[0])
+
+    def recalibrate(self, model_id: str, calibrator: calibration.Calibrator, version: int) -> bool:
+        """Serve the active model with another calibrator (a live refit), weights untouched; False
+        when `model_id` is no longer the active model. A swap of one reference, as activation."""
+        with self._lock:
+            model = self._model
+            if model is None or model.id != model_id:
+                return False
+            self._model = dataclasses.replace(model, calibrator=calibrator, calibrator_version=version)
+            return True
 
     def no_model_reason(self) -> NoModelReason:
         if self.load_error:  # the cause first: an operator must act, waiting will not help
@@ -279,10 +273,10 @@ class Predictor:
         t = ticks.time.tolist()
         return [self._prediction(model, float(p[k]), t[first + k]) for k in range(len(x))]
 
-    @staticmethod
-    def _prediction(model: checkpoint.Model, p: float, as_of: float) -> Prediction:
-        thr = model.threshold
-        return Prediction(p, p >= thr, thr, model.id, as_of)
+    def _prediction(self, model: checkpoint.Model, p: float, as_of: float) -> Prediction:
+        thr, made, version = model.threshold, self._provenance.of(model), model.calibrator_version
+        age = made.age(time.time())  # the answer's, so it grows while the model serves
+        return Prediction(p, p >= thr, thr, model.id, as_of, version, age, made.train_start, made.train_end)
 
     async def _submit(self, model: checkpoint.Model, x: np.ndarray) -> np.ndarray:
         if self._task is None or self._task.done():

@@ -252,9 +252,13 @@ def should_promote(
     try:
         policy = Activation(policy)
     except ValueError as e:
-        raise ValueError(f"promotion policy must be never, always or if_better, got {policy!r}") from e
+        raise ValueError(
+            f"promotion policy must be never, always, if_better or if_better_live, got {policy!r}"
+        ) from e
     if policy is Activation.NEVER:
         return False, "policy is 'never'"
+    if policy is Activation.IF_BETTER_LIVE:
+        return False, "scored in shadow on live ticks; activated when its live log loss is shown lower"
     if policy is Activation.ALWAYS:
         return True, "policy is 'always'"
     if challenger_val_auc is None or not math.isfinite(challenger_val_auc):

@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -570,3 +571,420 @@ def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:
         )
         assert options == ["synthetic:BTC-USD", "synthetic:ETH-USD"]
         assert [e for e in console_errors(browser) if "/ready - " not in e] == []  # no model: 503
+
+
+# ------------------------------------------------------------------ live evaluation (issue 14)
+
+
+def test_page_has_the_live_views(client: TestClient) -> None:
+    """The live panel, the leaderboard, the decisions and the model history are on the page, and
+    their modules are among what main.js loads (each served like the page's other files)."""
+    html = client.get("/").text
+    for part in (
+        'id="live-section"',
+        'id="live-market"',
+        'id="live-windows"',
+        'id="reliability"',
+        'id="leaderboard"',
+        'id="decisions"',
+        'id="model-history"',
+        'class="coverage"',
+    ):
+        assert part in html, part
+    main = client.get("/static/js/main.js").text
+    assert 'from "./live.js"' in main and 'from "./history.js"' in main
+    for module in ("live", "reliability", "leaderboard", "gaps", "history"):
+        r = client.get(f"/static/js/{module}.js")
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-cache", module
+        assert "javascript" in r.headers["content-type"], module
+    assert 'from "./gaps.js"' in client.get("/static/js/markets.js").text
+
+
+def _window(count: int, auc: float | None, brier: float | None, base_brier: float | None) -> dict[str, Any]:
+    return {
+        "count": count,
+        "auc": auc,
+        "brier": brier,
+        "log_loss": None if brier is None else brier * 2.8,
+        "ece": None if brier is None else 0.012,
+        "base_rate": None if not count else 0.48,
+        "base_brier": base_brier,
+        "ppv": None,
+        "npv": None,
+        "threshold": 0.5,
+        "last_move_auc": 0.52,
+    }
+
+
+def _live_model(model_id: str, role: str, auc: float | None, brier: float | None) -> dict[str, Any]:
+    full = _window(1000, auc, brier, 0.2496)
+    return {
+        "model_id": model_id,
+        "role": role,
+        "arch": "CNN",
+        "calibrator_version": 2,
+        "computed_at": 1.7e9,
+        "windows": {
+            "last_1000": full,
+            "last_10000": _window(4200, auc, brier, 0.2498),
+            "last_hour": _window(0, None, None, None),
+            "last_day": full,
+        },
+        "validation": {"auc": 0.55, "brier": 0.2450, "log_loss": 0.683},
+        "alerts": {"auc_floor": False, "below_last_move": True, "ece_bound": False},
+        "reliability": [
+            {"lo": i / 10, "hi": (i + 1) / 10, "count": c, "mean_p": m, "observed": o}
+            for i, (c, m, o) in enumerate(
+                [(0, None, None)] * 3
+                + [(120, 0.35, 0.31), (400, 0.46, 0.47), (380, 0.54, 0.55), (100, 0.64, 0.70)]
+                + [(0, None, None)] * 3
+            )
+        ],
+    }
+
+
+LIVE_PAYLOAD = {
+    "exchange": "synthetic",
+    "symbol": "BTC-USD",
+    "scored_through": 1.7e9,
+    "models": [_live_model("A", "active", 0.56, 0.2440), _live_model("B", "shadow", 0.53, 0.2470)],
+    "decisions": [
+        {
+            "at": 1.7e9,
+            "active_id": "A",
+            "challenger_id": "B",
+            "decision": "refused",
+            "n": 5000,
+            "mean_diff": -0.0012,
+            "statistic": -1.9,
+            "p_value": 0.97,
+            "confidence": 0.95,
+            "reason": "not better at 95%",
+        }
+    ],
+}
+
+# Draws each answer into a copy of the page's live section (the page's own panel keeps polling
+# the real one) and reads back what a person would see.
+_SHOW_LIVE = """
+const done = arguments[arguments.length - 1];
+import("/static/js/live.js").then(({ LivePanel }) => {
+  const out = [];
+  for (const payload of arguments[0]) {
+    const root = document.getElementById("live-section").cloneNode(true);
+    const panel = new LivePanel(root, () => {});
+    const q = (s) => root.querySelector(s);
+    const all = (s) => [...root.querySelectorAll(s)];
+    panel.show(payload);
+    out.push({
+      state: root.dataset.state, message: q("#live-message").textContent,
+      model: q("#live-model").textContent,
+      alerts: all("#live-alerts .chip").map((c) => c.dataset.alert || c.textContent),
+      windows: all("#live-windows tbody tr").map((r) => [r.dataset.window, r.dataset.count,
+        ...[...r.querySelectorAll("td.metric")].map((td) => [td.dataset.metric, td.dataset.value,
+          ...[...td.querySelectorAll(".vs")].map((s) =>
+            `${s.dataset.ref}:${s.dataset.refValue}:${s.className}`)])]),
+      dots: all("#reliability circle.bin").map((c) => [Number(c.dataset.count), Number(c.dataset.meanP)]),
+      bars: all("#reliability rect.count").length, svgBins: q("#reliability svg").dataset.bins,
+      board: all("#leaderboard tbody tr").map((r) => [r.dataset.modelId, r.dataset.role, r.textContent]),
+      decisions: all("#decisions tbody tr").map((r) => [r.dataset.decision, r.textContent]),
+    });
+  }
+  done(out);
+}).catch((e) => done(String(e)));"""
+
+
+@pytest.mark.browser
+def test_live_panel_draws_what_the_api_says(tmp_path: Path, browser) -> None:
+    """The page's live modules over a full answer, one with nulls and no outcomes, and one with
+    no models: figures beside their references, alerts, the reliability dots, the tables; and
+    for the empty ones a sentence, never an exception."""
+    no_outcomes = json.loads(json.dumps(LIVE_PAYLOAD))
+    for m in no_outcomes["models"]:
+        m["windows"] = {k: _window(0, None, None, None) for k in m["windows"]}
+        m["reliability"] = [
+            {"lo": i / 10, "hi": (i + 1) / 10, "count": 0, "mean_p": None, "observed": None}
+            for i in range(10)
+        ]
+        m["alerts"] = {"auc_floor": False, "below_last_move": False, "ece_bound": False}
+    no_outcomes["models"][1]["reliability"] = []  # a shadow with no figures yet: the service's form
+    no_outcomes["decisions"] = []
+    nothing = {
+        "exchange": "synthetic",
+        "symbol": "BTC-USD",
+        "scored_through": None,
+        "models": [],
+        "decisions": [],
+    }
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url:
+        browser.get(f"{url}/")
+        browser.set_script_timeout(10)
+        full, empty, none = browser.execute_async_script(_SHOW_LIVE, [LIVE_PAYLOAD, no_outcomes, nothing])
+        assert not [e for e in console_errors(browser) if "/ready - " not in e and " 404 " not in e]
+
+    assert full["state"] == "live" and full["message"] == ""
+    assert full["model"] == "A (CNN)" and full["alerts"] == ["below_last_move"]
+    rows = {w[0]: w for w in full["windows"]}
+    assert list(rows) == ["last_1000", "last_10000", "last_hour", "last_day"]
+    # AUC above the validation's 0.55 and the base rate's 0.5: better than both; Brier 0.2440
+    # under the validation's 0.2450 and the window's base-rate Brier 0.2496: better than both
+    assert rows["last_1000"] == [
+        "last_1000",
+        "1000",
+        ["auc", "0.56", "validation:0.55:vs better", "base:0.5:vs better"],
+        ["brier", "0.244", "validation:0.245:vs better", "base:0.2496:vs better"],
+    ]
+    # a window without outcomes: no figure, no colour, the references still shown
+    assert rows["last_hour"] == [
+        "last_hour",
+        "0",
+        ["auc", "", "validation:0.55:vs", "base:0.5:vs"],
+        ["brier", "", "validation:0.245:vs", "base::vs"],
+    ]
+    assert full["dots"] == [[120, 0.35], [400, 0.46], [380, 0.54], [100, 0.64]]
+    assert full["bars"] == 4 and full["svgBins"] == "4"
+    assert [(m, r) for m, r, _ in full["board"]] == [("A", "active"), ("B", "shadow")]
+    assert "0.5600" in full["board"][0][2] and "4,200" in full["board"][0][2] and "v2" in full["board"][0][2]
+    assert full["decisions"] == [["refused", full["decisions"][0][1]]]
+    assert "−0.00120" in full["decisions"][0][1] and "5,000" in full["decisions"][0][1]
+
+    assert empty["state"] == "no-outcomes" and empty["message"].startswith("no outcomes yet")
+    assert empty["alerts"] == ["no alerts"] and empty["dots"] == [] and empty["bars"] == 0
+    assert [w[1] for w in empty["windows"]] == ["0"] * 4
+    assert empty["decisions"][0][0] is None and "no promotion decisions yet" in empty["decisions"][0][1]
+
+    assert none["state"] == "empty" and none["message"].startswith("no live data yet")
+    assert none["model"] == "none" and none["board"][0][1] is None
+    assert "no model is scored live" in none["board"][0][2]
+
+
+@pytest.mark.browser
+def test_live_panel_explains_a_market_without_live_data(tmp_path: Path, browser) -> None:
+    """A market the live route does not know answers 404: the panel says so in words, and the
+    page goes on (no script error, the other parts still refresh)."""
+    from selenium.webdriver.common.by import By
+
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url:
+        expected = httpx.get(f"{url}/markets/nowhere/NONE-XX/live")
+        assert expected.status_code == 404
+        browser.get(f"{url}/")
+        section = browser.find_element(By.ID, "live-section")
+        wait_until(
+            "the market list",
+            lambda: browser.execute_script("return document.querySelectorAll('#live-market option').length"),
+        )
+        browser.execute_script("""
+            const select = document.getElementById("live-market");
+            select.append(new Option("nowhere:NONE-XX", "nowhere:NONE-XX"));
+            select.value = "nowhere:NONE-XX";
+            select.dispatchEvent(new Event("change"));""")
+        wait_until("the explanation", lambda: section.get_attribute("data-state") == "error")
+        message = browser.find_element(By.ID, "live-message").text
+        assert message.startswith("no live evaluation for nowhere:NONE-XX: ")
+        assert expected.json()["detail"] in message
+        assert browser.find_element(By.CSS_SELECTOR, "#leaderboard tr.empty").text.startswith("no model")
+        svg = browser.find_element(By.CSS_SELECTOR, "#reliability svg")
+        assert svg.get_attribute("data-bins") == "0"
+        errors = [e for e in console_errors(browser) if "/ready - " not in e]
+        assert all("/markets/nowhere/NONE-XX/live" in e and "404" in e for e in errors), errors
+
+
+# A chart as a card draws it (uPlot with the gaps plugin) over ticks from t=1000 to t=2000, the
+# given coverage, and what was marked: each band's place as a share of the plot's width.
+_MARK_GAPS = """
+const done = arguments[arguments.length - 1];
+import("/static/js/gaps.js").then(async ({ Gaps }) => {
+  const box = document.createElement("div");
+  document.body.append(box);
+  const gaps = new Gaps("synthetic", "BTC-USD");
+  gaps.coverage = arguments[0];
+  const xs = Array.from({ length: 101 }, (_, i) => 1000 + 10 * i);
+  const u = new uPlot({ width: 600, height: 200, scales: { x: { time: false } },
+    series: [{}, { stroke: "#000" }], plugins: [gaps.plugin()] }, [xs, xs.map(Math.sin)], box);
+  await new Promise((r) => requestAnimationFrame(r)); // uPlot draws on the next frame
+  const width = u.under.getBoundingClientRect().width;
+  const left = u.under.getBoundingClientRect().left;
+  const marks = [...u.under.querySelectorAll(".gap")].map((g) => {
+    const r = g.getBoundingClientRect();
+    return [g.classList.contains("gap-time") ? "time" : "ids", (r.left - left) / width,
+            (r.right - left) / width, g.title];
+  });
+  const layer = u.under.querySelector(".gap-layer");
+  done({ marks, summary: gaps.summary(), time: layer.dataset.timeGaps, ids: layer.dataset.idGaps });
+  u.destroy();
+  box.remove();
+}).catch((e) => done(String(e)));"""
+
+
+@pytest.mark.browser
+def test_gaps_are_marked_inside_the_charts_range(tmp_path: Path, browser) -> None:
+    """Gaps outside the chart's range are left out, one across its edge is cut at the edge, and
+    missing ids get a mark even where the two trades around them share a second."""
+    coverage = {
+        "exchange": "synthetic",
+        "symbol": "BTC-USD",
+        "first_time": 0.0,
+        "last_time": 2000.0,
+        "ticks": 5000,
+        "gap_s": 60.0,
+        "ids_consecutive": False,
+        "missing_ids": 7,
+        "id_coverage": 0.9986,
+        "time_gap_count": 3,
+        "id_gap_count": 2,
+        "truncated": False,
+        "time_gaps": [
+            {"start": 200.0, "end": 400.0, "seconds": 200.0},  # before the chart
+            {"start": 1200.0, "end": 1300.0, "seconds": 100.0},
+            {"start": 1900.0, "end": 2600.0, "seconds": 700.0},
+        ],  # past its end
+        "id_gaps": [
+            {"after_id": "10", "before_id": "15", "missing": 4, "start": 1500.0, "end": 1500.0},
+            {"after_id": "1", "before_id": "5", "missing": 3, "start": 100.0, "end": 101.0},
+        ],
+    }
+    app = create_app(make_settings(tmp_path))
+    with live_server(app) as url:
+        browser.get(f"{url}/")
+        browser.set_script_timeout(10)
+        got = browser.execute_async_script(_MARK_GAPS, coverage)
+    assert isinstance(got, dict), got
+    assert (got["time"], got["ids"]) == ("2", "1")
+    (k1, l1, r1, t1), (k2, l2, r2, _), (k3, l3, r3, t3) = got["marks"]
+    assert k1 == "time" and l1 == pytest.approx(0.2, abs=0.01) and r1 == pytest.approx(0.3, abs=0.01)
+    assert t1.startswith("no trades for 1.7 min: ")
+    assert k2 == "time" and l2 == pytest.approx(0.9, abs=0.01) and r2 == pytest.approx(1.0, abs=0.01)
+    assert k3 == "ids" and l3 == pytest.approx(0.5, abs=0.01) and 0 < r3 - l3 < 0.01
+    assert t3.startswith("4 trade ids missing between 10 and 15")
+    assert got["summary"] == ("3 time gaps (over 1.0 min), 2 id gaps (7 ids missing, 99.86% stored)")
+
+
+def _page_live(browser: Any) -> dict[str, Any]:
+    """What the live panel shows now, read in one script (it is redrawn every few seconds)."""
+    return browser.execute_script("""
+        const all = (s) => [...document.querySelectorAll(s)];
+        const section = document.getElementById("live-section");
+        return {
+          state: section.dataset.state, model: document.getElementById("live-model").dataset.modelId,
+          windows: Object.fromEntries(all("#live-windows tbody tr").map((r) => [r.dataset.window,
+            [Number(r.dataset.count), ...[...r.querySelectorAll("td.metric")].map((td) =>
+              [td.dataset.value, ...[...td.querySelectorAll(".vs")].map((s) => s.dataset.refValue)])]])),
+          dots: all("#reliability circle.bin").map((c) => Number(c.dataset.count)),
+          board: all("#leaderboard tbody tr").map((r) => [r.dataset.modelId, r.dataset.role]),
+          decisions: all("#decisions tbody tr").map((r) => [r.dataset.decision || null,
+                                                              r.dataset.challenger || null]),
+        };""")
+
+
+def _as_shown(v: float | None) -> str:
+    """A figure as the page keeps it in data-value: JavaScript's String(number), or empty."""
+    return "" if v is None else json.dumps(v)
+
+
+def _expected_live(live: dict[str, Any]) -> dict[str, Any]:
+    """What the live panel should show for one answer of GET /markets/{exchange}/{symbol}/live."""
+    active = live["models"][0]
+    val = active["validation"]
+    windows = {
+        k: [
+            w["count"],
+            [_as_shown(w["auc"]), _as_shown(val["auc"]), "0.5"],
+            [_as_shown(w["brier"]), _as_shown(val["brier"]), _as_shown(w["base_brier"])],
+        ]
+        for k, w in active["windows"].items()
+    }
+    return {
+        "state": "live",
+        "model": active["model_id"],
+        "windows": windows,
+        "dots": [b["count"] for b in active["reliability"] if b["count"] > 0 and b["mean_p"] is not None],
+        "board": [[m["model_id"], m["role"]] for m in live["models"]],
+        "decisions": [[d["decision"], d["challenger_id"]] for d in live["decisions"]] or [[None, None]],
+    }
+
+
+@pytest.mark.browser
+def test_live_views_in_chromium(tmp_path: Path, trained, browser) -> None:
+    """A market with live outcomes, a shadow challenger and holes in its ticks: the live panel,
+    the reliability diagram, the leaderboard, the decisions and a model's history show what the
+    API says, and the chart marks the time gap and the missing trade ids it spans."""
+    from selenium.webdriver.common.by import By
+
+    ids = install_models(tmp_path, trained)
+    ticks = synthetic.generate(6_000, seed=5)
+    with TickStore(tmp_path / "db" / "tickcast.db") as store:
+        store.insert("synthetic", "BTC-USD", ticks[:3_000])
+    settings = make_settings(
+        tmp_path, live_poll_s=0.2, live_metrics_s=0.5, promotion="if_better_live", promote_min_outcomes=500
+    )
+    app = create_app(settings)
+    market = "/markets/synthetic/BTC-USD"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with live_server(app) as url:
+        # live scoring starts at the newest tick stored when it first looks; then new ticks come:
+        # trade ids 5500-5503 never stored, and an hour without trades before tick 5700
+        wait_until("live scoring", lambda: httpx.get(f"{url}{market}/live").json()["scored_through"])
+        later = replace(ticks[5_700:], time=ticks.time[5_700:] + 3_600.0)
+        for part in (ticks[3_000:5_500], ticks[5_504:5_700], later):
+            r = httpx.post(f"{url}{market}/import", content=csv_body(part))
+            assert r.status_code == 200, r.text
+        live = wait_until("a thousand outcomes", lambda: _settled(httpx.get(f"{url}{market}/live").json()))
+        assert [m["model_id"] for m in live["models"]] in (ids, ids[::-1])
+        coverage = httpx.get(f"{url}{market}/coverage").json()
+        assert coverage["time_gap_count"] >= 1 and coverage["missing_ids"] >= 4
+
+        try:
+            browser.get(f"{url}/")
+            section = browser.find_element(By.ID, "live-section")
+            wait_until("the live panel", lambda: section.get_attribute("data-state") == "live")
+            live = wait_until("the panel as the API says", lambda: _agrees(browser, f"{url}{market}/live"))
+            shown = _page_live(browser)
+            assert shown["windows"]["last_1000"][0] == 1000 and shown["dots"]
+            assert sum(shown["dots"]) == 1000
+            assert browser.find_element(By.ID, "live-message").text == ""
+
+            # a model's history: the decisions that name it
+            shadow = next(m["model_id"] for m in live["models"] if m["role"] != "active")
+            browser.find_element(By.CSS_SELECTOR, f'#leaderboard tr[data-model-id="{shadow}"] button').click()
+            history = browser.find_element(By.ID, "model-history")
+            wait_until("the history", lambda: history.get_attribute("data-loaded") == shadow)
+            expected = httpx.get(f"{url}/models/{shadow}/live").json()["history"]
+            rows = history.find_elements(By.CSS_SELECTOR, "tbody tr")
+            assert [r.get_attribute("data-decision") for r in rows] == (
+                [d["decision"] for d in expected] or [None]
+            )
+
+            # the chart: the hour without trades shaded, the missing ids marked
+            card = browser.find_element(By.CSS_SELECTOR, '.card[data-market="synthetic:BTC-USD"]')
+            wait_until("the chart", lambda: int(card.get_attribute("data-updates") or 0) >= 600)
+            layer = '.card[data-market="synthetic:BTC-USD"] .gap-layer'
+            wait_until("the gaps", lambda: attr(browser, layer, "data-time-gaps") == "1")
+            assert attr(browser, layer, "data-id-gaps") == "1"
+            gap = card.find_element(By.CSS_SELECTOR, ".gap-time")
+            plot = card.find_element(By.CSS_SELECTOR, ".u-under")
+            assert 0 < gap.size["width"] < plot.size["width"] and gap.size["height"] == plot.size["height"]
+            assert gap.get_attribute("title").startswith("no trades for 1.0 h")
+            assert "4 trade ids missing between 5499 and 5504" in card.find_element(
+                By.CSS_SELECTOR, ".gap-ids"
+            ).get_attribute("title")
+            assert card.find_element(By.CSS_SELECTOR, ".coverage").text.startswith(
+                f"{coverage['time_gap_count']} time gap"
+            )
+            assert console_errors(browser) == []
+            only_from(url, browser)
+        finally:
+            browser.save_screenshot(str(ARTIFACTS / "dashboard-live.png"))
+
+
+def _settled(live: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer once both models (the active one and its shadow) have a full last-1,000 window."""
+    models = live["models"]
+    full = len(models) == 2 and all(m["windows"]["last_1000"]["count"] == 1000 for m in models)
+    return live if full else None
+
+
+def _agrees(browser: Any, live_url: str) -> dict[str, Any] | None:
+    live = httpx.get(live_url).json()
+    return live if _page_live(browser) == _expected_live(live) else None

@@ -27,9 +27,11 @@ def test_tick_store_has_every_member_of_the_protocol_with_its_parameters(tmp_pat
         "read",
         "latest",
         "after",
+        "before",
         "count",
         "time_range",
         "markets",
+        "gaps",
         "close",
     }
     storage: TickStorage = TickStore(tmp_path / "t.db")  # the typed assignment mypy checks

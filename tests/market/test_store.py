@@ -228,6 +228,37 @@ def test_latest_returns_last_n_ascending(store: TickStore) -> None:
     assert len(store.latest("nowhere", "X", 5)) == 0
 
 
+def test_before_and_after_by_position_keep_ties_in_arrival_order(store: TickStore) -> None:
+    """A position is (time, seq): three trades at t=2, then one more at t=2 stored later, which
+    sorts after them and before t=3."""
+    store.insert(EX, SYM, ticks([1, 2, 2, 2, 3, 4], [10, 20, 21, 22, 30, 40]))
+    store.insert(EX, SYM, ticks([2], [23]))
+
+    def at(result: tuple[TickArrays, np.ndarray]) -> list[tuple[float, float, int]]:
+        t, seqs = result
+        return list(zip(t.time.tolist(), t.price.tolist(), seqs.tolist(), strict=True))
+
+    all_ = at(store.after(EX, SYM, None, 100, oldest=True))
+    assert [p for _, p, _ in all_] == [10, 20, 21, 22, 23, 30, 40]
+    seq = {p: s for _, p, s in all_}
+    # before: the last n at or before the position, the tick at it included, oldest first
+    assert at(store.before(EX, SYM, (2.0, seq[21]), 2)) == [(2, 20, seq[20]), (2, 21, seq[21])]
+    assert [p for _, p, _ in at(store.before(EX, SYM, (2.0, seq[21]), 10))] == [10, 20, 21]
+    assert [p for _, p, _ in at(store.before(EX, SYM, (2.0, seq[23]), 2))] == [22, 23]
+    assert [p for _, p, _ in at(store.before(EX, SYM, (2.5, 0), 10))] == [10, 20, 21, 22, 23]
+    assert at(store.before(EX, SYM, (0.5, 99), 5)) == []
+    assert (
+        at(store.before(EX, SYM, (9.0, 0), 0)) == [] and at(store.before("nowhere", "X", (9.0, 0), 5)) == []
+    )
+    # after(oldest=True): the first `limit` past the position (the default: the newest `limit`)
+    past = (2.0, seq[21])
+    assert [p for _, p, _ in at(store.after(EX, SYM, past, 2, oldest=True))] == [22, 23]
+    assert [p for _, p, _ in at(store.after(EX, SYM, past, 2))] == [30, 40]
+    assert [p for _, p, _ in at(store.after(EX, SYM, past, 100, oldest=True))] == [22, 23, 30, 40]
+    assert [p for _, p, _ in at(store.after(EX, SYM, None, 2, oldest=True))] == [10, 20]
+    assert at(store.after(EX, SYM, (4.0, seq[40]), 10, oldest=True)) == []
+
+
 def test_count_time_range_and_markets(store: TickStore) -> None:
     assert store.count(EX, SYM) == 0
     assert store.time_range(EX, SYM) is None

@@ -129,8 +129,11 @@ def test_without_a_model_ticks_flow_unscored(tmp_path: Path, ticks: TickArrays) 
         sub = await feeds.subscribe(EX, SYM, backlog=30)
         assert len(sub.first) == 30
         assert {e.prediction for e in sub.first} == {None}
-        unscored = '"probability":null,"decision":null,"threshold":null,"model_id":null}'
-        assert all(e.json.endswith(unscored) for e in sub.first)
+        unscored = (
+            '"probability":null,"decision":null,"threshold":null,"model_id":null,"calibrator_version":null,'
+            '"model_age_s":null,"train_start":null,"train_end":null,"data_age_s":'
+        )
+        assert all(unscored in e.json and e.json.endswith('"ingestion_lag_s":null}') for e in sub.first)
 
     run(tmp_path, None, body)
 

@@ -9,16 +9,19 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import IngestorDep, KeyDep, MarketPath, MarketsDep
+from app.api.deps import IngestorDep, KeyDep, MarketPath, MarketsDep, SettingsDep
 from app.api.errors import invalid
-from app.api.market_schemas import ImportOut, MarketOut, PullOut, TicksOut
+from app.api.market_schemas import CoverageOut, IdGapOut, ImportOut, MarketOut, PullOut, TicksOut, TimeGapOut
 from app.api.openapi import responses
+from app.market.coverage import DEFAULT_LIMIT as DEFAULT_GAPS
 from app.market.ticks import write_csv_to
+from app.services import coverage
 
 router = APIRouter(tags=["markets"])
 
 DEFAULT_LIMIT = 1000
 MAX_TICKS = 100_000  # one answer: about 6 MB of JSON
+MAX_GAPS = 10_000  # of each kind in one answer: about 1 MB of JSON
 
 _STORE_READ = (503, "the tick store cannot be read (locked, unreadable); see Retry-After")
 _CSV_EXAMPLE = "time,price,amount\n1795653448.0,6642.56,0.001\n1795653452.7,6642.9,0.25\n"
@@ -111,6 +114,70 @@ async def market_ticks(
         ],
     }
     return Response(json.dumps(body), media_type="application/json")
+
+
+@router.get(
+    "/markets/{exchange}/{symbol}/coverage",
+    response_model=CoverageOut,
+    summary="Gaps in a market's stored ticks",
+    responses=responses(
+        (
+            404,
+            "neither a configured market nor one with stored ticks",
+            "kraken:ETH-USD is neither a configured market nor has stored ticks; add it to "
+            "TICKCAST_MARKETS or import ticks",
+        ),
+        (422, "a bad market name, limit or gap_s"),
+        _STORE_READ,
+        500,
+    ),
+)
+async def market_coverage(
+    market: MarketPath,
+    markets: MarketsDep,
+    settings: SettingsDep,
+    limit: int = Query(
+        DEFAULT_GAPS,
+        ge=1,
+        le=MAX_GAPS,
+        description="list at most this many gaps of each kind, the first in order; "
+        "the counts are always complete",
+    ),
+    gap_s: float | None = Query(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds without a trade that make a time gap "
+        "(default: TICKCAST_GAP_S, which training uses)",
+    ),
+) -> CoverageOut:
+    """Where a market's ticks have holes: every step of more than `gap_s` seconds between two
+    stored ticks, and, where the exchange numbers its trades one by one, the runs of trade
+    ids that were never stored (trades the exchange made that this store does not have).
+    Training jobs cut their series at the same places, so no window spans a gap. An empty
+    configured market has no gaps and null times."""
+    g = settings.gap_s if gap_s is None else gap_s
+    # off the event loop: a million ticks take a fraction of a second to look through
+    c = await asyncio.to_thread(coverage.market_coverage, markets, market, gap_s=g, limit=limit)
+    return CoverageOut(
+        exchange=market.exchange,
+        symbol=market.symbol,
+        first_time=c.first_time,
+        last_time=c.last_time,
+        ticks=c.ticks,
+        gap_s=c.gap_s,
+        time_gaps=[TimeGapOut(start=t.start, end=t.end, seconds=t.seconds) for t in c.time_gaps],
+        id_gaps=[
+            IdGapOut(after_id=i.after_id, before_id=i.before_id, missing=i.missing, start=i.start, end=i.end)
+            for i in c.id_gaps
+        ],
+        ids_consecutive=c.ids_consecutive,
+        missing_ids=c.missing_ids,
+        id_coverage=c.id_coverage,
+        time_gap_count=c.time_gap_count,
+        id_gap_count=c.id_gap_count,
+        truncated=c.truncated,
+    )
 
 
 @router.post(

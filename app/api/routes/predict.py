@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from app.api.deps import MarketPath, MarketsDep, services_of
 from app.api.errors import invalid
 from app.api.openapi import responses
-from app.api.schemas import PredictBatchOut, PredictionOut, PredictRequest, to_arrays
+from app.api.schemas import MarketPredictionOut, PredictBatchOut, PredictionOut, PredictRequest, to_arrays
 from app.services.predictor import prediction_json
 
 router = APIRouter(tags=["predict"])
@@ -47,7 +47,14 @@ _GET_ERRORS = responses(
         "a bad market name, fewer stored ticks than the model needs, a malformed model id, or a "
         "model that cannot be loaded",
     ),
-    _NO_MODEL,
+    (
+        503,
+        "no model is loaded yet (a first model may be training), storage failed, or the market's newest "
+        "stored tick is older than TICKCAST_MAX_STALENESS_S allows for it; see Retry-After",
+        "the newest stored tick of binance:BTC-USD is 312 s old, over the 120 s TICKCAST_MAX_STALENESS_S "
+        "allows: a prediction from it would be stale; GET /markets shows the market's ingestion status "
+        "and last error (a market that is not ingested needs newer ticks imported); retry in 5 s",
+    ),
     500,
 )
 
@@ -123,7 +130,7 @@ def _json(content: object) -> Response:
 
 @router.get(
     "/predict/{exchange}/{symbol}",
-    response_model=PredictionOut,
+    response_model=MarketPredictionOut,
     responses=_GET_ERRORS,
     summary="Predict from a market's latest stored ticks",
 )
@@ -135,5 +142,9 @@ async def predict_market(
     ] = None,
 ) -> Response:
     """The same as POST /predict, from the service's own latest stored ticks of a market
-    (configured or imported): as many as the model needs, ending at the newest."""
-    return _json(prediction_json(await markets.predict_latest(market, model_id)))
+    (configured or imported): as many as the model needs, ending at the newest. It adds how
+    current they are: `data_age_s` (now minus the newest tick's time) and `ingestion_lag_s`
+    (how long that tick took to be stored, for a market this service ingests). A market whose
+    newest tick is older than its TICKCAST_MAX_STALENESS_S gets a 503 instead of a stale answer."""
+    latest = await markets.predict_latest(market, model_id)
+    return _json(prediction_json(latest.prediction, freshness=latest.freshness))

@@ -39,7 +39,9 @@ _EVENT = {
             "contentMediaType": "application/json",
             "description": "JSON: for reset exchange and symbol; for tick time, price, amount, "
             "probability (null while no model is loaded), decision, threshold, "
-            "model_id; for error detail",
+            "model_id, calibrator_version, model_age_s, train_start, train_end (as POST /predict), "
+            "data_age_s and ingestion_lag_s (as GET /predict/{exchange}/{symbol}, at the update "
+            "that brought the tick); for error detail",
         },
         "id": {
             "type": "string",
@@ -57,7 +59,8 @@ _EXAMPLE = (
     'event: reset\nretry: 3000\ndata: {"exchange": "synthetic", "symbol": "BTC-USD"}\n\n'
     'event: tick\nid: 1795653448.0_6032\ndata: {"time":1795653448.0,"price":6642.56,'
     '"amount":0.001,"probability":0.59,"decision":true,"threshold":0.3375,'
-    '"model_id":"cnn-20261125-194816-1cd8d3"}\n\n'
+    '"model_id":"cnn-20261125-194816-1cd8d3","calibrator_version":0,"model_age_s":86412.5,'
+    '"train_start":1795560000.0,"train_end":1795566000.0,"data_age_s":1.2,"ingestion_lag_s":0.9}\n\n'
 )
 
 
@@ -173,7 +176,9 @@ async def stream(
     left off: drop what you had, the ticks that follow begin the series. Then `tick` for
     each tick, oldest first, the recent `backlog` ones and then each new one (id: the
     tick's place in the market; data: time, price, amount, probability, decision,
-    threshold, model_id; probability is null while no model is loaded). Comments keep
+    threshold, model_id, calibrator_version, model_age_s, train_start, train_end, and the
+    market's data_age_s and ingestion_lag_s at the update that brought the tick;
+    probability is null while no model is loaded). Comments keep
     an idle connection open. The stream ends when the client falls far behind or the
     service shuts down; an EventSource reconnects and resumes by itself.
     """

@@ -101,6 +101,8 @@ class Ingestor:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
         self.on_stored = on_stored  # a pull stored new ticks
+        # per market, at its last pull that stored ticks: that pull's end minus the newest tick's time
+        self._lags: dict[tuple[str, str], float] = {}
 
     def _source_kw(self, exchange: str) -> dict[str, Any]:
         if exchange not in SOURCES:  # fails here, loudly (building a source per pull costs an SSL context)
@@ -172,13 +174,36 @@ class Ingestor:
                 st.consecutive_failures += 1
                 log.warning("pull %s:%s failed: %s", exchange, symbol, e)
                 raise
-            st.last_pull, st.last_new_ticks, st.last_error = time.time(), result.new_ticks, None
-            st.last_success = st.last_pull
+            done = time.time()
+            st.last_pull, st.last_new_ticks, st.last_error = done, result.new_ticks, None
+            st.last_success = done
             st.pulls += 1
             st.consecutive_failures = 0
-            if result.new_ticks and self.on_stored is not None:
-                self.on_stored(exchange, symbol)
+            if result.new_ticks:
+                self._note_lag(exchange, symbol, done)
+                if self.on_stored is not None:
+                    self.on_stored(exchange, symbol)
             return result
+
+    def _note_lag(self, exchange: str, symbol: str, stored_at: float) -> None:
+        """Remember how long the newest tick took to reach the store: the pull that stored it
+        ended at `stored_at` (one indexed read, in the loop like the status). A store that cannot
+        answer now leaves the last figure: the pull itself worked."""
+        try:
+            newest = self.store.latest(exchange, symbol, 1, ids=False)
+        except self.store.errors as e:
+            log.warning(
+                "ingestion lag of %s:%s not updated: the store could not be read: %s", exchange, symbol, e
+            )
+            return
+        if len(newest):
+            self._lags[(exchange, symbol)] = stored_at - float(newest.time[-1])
+
+    def ingestion_lag(self, exchange: str, symbol: str) -> float | None:
+        """Seconds the market's newest pulled tick took to be stored: from its trade time to the
+        end of the pull that stored it. None for a market no pull of this process stored ticks of
+        (not ingested here: imported, or pulled by another process)."""
+        return self._lags.get((exchange, symbol))
 
     async def _scheduled_pull(self, exchange: str, symbol: str) -> None:
         try:

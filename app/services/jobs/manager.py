@@ -79,14 +79,19 @@ class JobManager:
         threads: int = 1,
         queue_max: int = QUEUE_MAX,
         on_finish: Callable[[JobRecord], None] | None = None,
+        gap_s: float = 300.0,
     ) -> None:
+        """`gap_s`: seconds without a trade that cut a stored market's ticks into separate series
+        (`app.services.coverage`), so that no training window spans a gap."""
         if concurrency < 1 or threads < 1 or queue_max < 1:
             raise ValueError("concurrency, threads and queue_max must be >= 1")
+        if not gap_s > 0:  # NaN too
+            raise ValueError(f"gap_s must be a positive number of seconds, got {gap_s!r}")
         self.store, self.registry = store, registry
         self._owns_job_store = job_store is None
         self.job_store = SqliteJobStore(store.path) if job_store is None else job_store
         self.concurrency, self.threads, self.on_finish = concurrency, threads, on_finish
-        self.queue_max = queue_max
+        self.queue_max, self.gap_s = queue_max, gap_s
         self.worker_deaths = 0  # workers that died without reporting (a Prometheus counter reads it)
         self._live: dict[str, LiveJob] = {}  # queued and running jobs of this process
         self._reserved = 0  # submissions between the queue check and the queue
@@ -237,7 +242,9 @@ class JobManager:
 
     def _launch(self, lv: LiveJob) -> None:
         store_path = None if self.store.path == ":memory:" else self.store.path
-        proc, q, stop = spawn(self._ctx, lv.record, store_path, str(self.registry.folder), self.threads)
+        proc, q, stop = spawn(
+            self._ctx, lv.record, store_path, str(self.registry.folder), self.threads, gap_s=self.gap_s
+        )
         with self._lock:  # a cancel may have taken it meanwhile
             if self._live.get(lv.record.id) is not lv or lv.proc is not None:
                 return

@@ -56,15 +56,16 @@ class LiveJob:
 
 
 def spawn(
-    ctx: Any, record: JobRecord, store_path: str | None, models_dir: str, threads: int
+    ctx: Any, record: JobRecord, store_path: str | None, models_dir: str, threads: int, *, gap_s: float
 ) -> tuple[Any, Any, Any]:
-    """The job's worker process (not started yet), its Queue and its stop Event."""
+    """The job's worker process (not started yet), its Queue and its stop Event; `gap_s` cuts
+    a stored market's ticks into series (`job_worker.run`)."""
     q, stop = ctx.Queue(), ctx.Event()
     proc = ctx.Process(
         target=job_worker.run,
         name=f"tickcast-job-{record.id}",
         daemon=True,
-        args=(record.spec, store_path, models_dir, threads, q, stop, record.id, os.getpid()),
+        args=(record.spec, store_path, models_dir, threads, q, stop, record.id, os.getpid(), gap_s),
     )
     return proc, q, stop
 

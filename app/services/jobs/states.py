@@ -29,9 +29,11 @@ FINISHED: frozenset[JobStatus] = frozenset(
 
 
 class Activation(StrEnum):
-    """What becomes of a finished job's model: never active, always, or only if its validation
-    AUC beats the active model's on the same data."""
+    """What becomes of a finished job's model: never active, always, only if its validation
+    AUC beats the active model's on the same data, or (if_better_live) scored in shadow on live
+    ticks and activated when a paired test on its live log loss says it is better."""
 
     NEVER = "never"
     ALWAYS = "always"
     IF_BETTER = "if_better"
+    IF_BETTER_LIVE = "if_better_live"

@@ -7,7 +7,8 @@ through a multiprocessing Queue of small tuples `(kind, payload)`:
 - `("progress", dict)`: phase, epoch, batch, loss, validation metrics, elapsed_s
 - `("saved", str)`: the id of the model file just written (claimed by the job even
   if this process dies before its result)
-- `("result", dict)`: model_id, metrics, challenger/incumbent validation AUC
+- `("result", dict)`: model_id, metrics, challenger/incumbent validation AUC, and for a
+  stored market the gaps its ticks were cut at (`gaps`, `gap_windows_removed`)
 - `("cancelled", str)`, `("failed", str)`: a message a person can act on
 
 What a job is asked to do (`JobSpec`) and whether it can be queued are `jobs.spec`'s.
@@ -100,8 +101,10 @@ def run(
     stop: Any,
     job_id: str | None = None,
     parent_pid: int | None = None,
+    gap_s: float = 300.0,
 ) -> None:
-    """Entry point of the worker process; every outcome is one final message on `queue`."""
+    """Entry point of the worker process; every outcome is one final message on `queue`.
+    `gap_s`: seconds without a trade that cut a stored market's ticks into series."""
     from app.services import lifeline
 
     lifeline.arm(parent_pid)  # first: a worker must not outlive the API process, kill -9 included
@@ -116,7 +119,8 @@ def run(
         return stop.is_set() or os.getppid() != parent  # orphaned: the service died
 
     try:
-        queue.put(("result", _train(spec, store_path, models_dir, threads, queue, should_stop, job_id)))
+        result = _train(spec, store_path, models_dir, threads, queue, should_stop, job_id, gap_s=gap_s)
+        queue.put(("result", result))
     except _Stopped as e:
         queue.put(("cancelled", str(e) or "cancelled"))
     except Exception as e:  # reported as the job's error; the traceback goes to the log only
@@ -139,6 +143,8 @@ def _train(
     queue: Any,
     should_stop: Any,
     job_id: str | None = None,
+    *,
+    gap_s: float = 300.0,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
 
@@ -157,9 +163,12 @@ def _train(
     where = market_words(spec["exchange"], spec["symbol"], spec["start"], spec["end"])
     todo = more_ticks(spec["exchange"], spec["symbol"], ranged)
     training.check_enough_ticks(len(ticks), cfg, what=where, todo=todo)
+    series, cuts = _series(ticks, info, cfg, gap_s, where, todo)
+    n_ticks = len(ticks)
+    del ticks  # the series hold what training reads; the trade ids only found the cuts
     phase("training")
     progress = _progress_sender(queue, t0)
-    fitted = training.fit(ticks, cfg, data_info=info, progress=progress, should_stop=should_stop)
+    fitted = training.fit(series, cfg, data_info={**info, **cuts}, progress=progress, should_stop=should_stop)
     phase("saving")
     if job_id is not None:
         fitted.meta.job_id = job_id  # so a restart finds the job's model if its result is lost
@@ -167,7 +176,7 @@ def _train(
     try:
         queue.put(("saved", fitted.model.id))
         phase("comparing with the active model")
-        comparison = _compare(fitted, ticks, cfg, models_dir)
+        comparison = _compare(fitted, series, cfg, models_dir)
         if should_stop():
             raise _Stopped("cancelled after training")
     except BaseException:
@@ -182,9 +191,23 @@ def _train(
         "epochs": meta.epochs,
         "stop_reason": fitted.stop_reason,
         "train_seconds": round(float(meta.train_seconds or 0.0), 3),
-        "n_ticks": len(ticks),
+        "n_ticks": n_ticks,
+        **{k: cuts.get(k) for k in ("gaps", "gap_windows_removed")},  # null: generated, not cut
         "warnings": list(fitted.warnings),  # e.g. few ticks: metrics too noisy to trust
     }
+
+
+def _series(
+    ticks: TickArrays, info: dict[str, Any], cfg: TrainConfig, gap_s: float, where: str, todo: str
+) -> tuple[list[TickArrays], dict[str, Any]]:
+    """A stored market's ticks cut at its gaps, so that no window spans one, and what the cuts
+    cost (for the result and the checkpoint); generated ticks have none, and stay whole."""
+    if info["source"] != "store":
+        return [ticks], {}
+    from app.services.coverage import split_for_training
+
+    split = split_for_training(ticks, cfg, gap_s, what=where, todo=todo)
+    return split.series, split.info(gap_s)
 
 
 def _worker_config(spec: dict[str, Any], threads: int) -> TrainConfig:
@@ -223,10 +246,14 @@ def _progress_sender(queue: Any, t0: float) -> Callable[[Progress], None]:
     return progress
 
 
-def _compare(fitted: FitResult, ticks: TickArrays, cfg: TrainConfig, models_dir: str) -> dict[str, Any]:
+def _compare(
+    fitted: FitResult, series: list[TickArrays], cfg: TrainConfig, models_dir: str
+) -> dict[str, Any]:
     """The new model's validation AUC beside the active model's, and the baselines' scores, all on the
-    same windows; an active model that cannot be loaded is noted, not fatal."""
+    same windows (those of training's series); an active model that cannot be loaded is noted, not
+    fatal."""
     from app.ml import evaluation
+    from app.services.coverage import scorable
     from app.services.registry import Registry
 
     registry = Registry(models_dir)
@@ -238,8 +265,12 @@ def _compare(fitted: FitResult, ticks: TickArrays, cfg: TrainConfig, models_dir:
         except Exception as e:  # an unusable incumbent is no reason to lose the new model
             note = f"the active model {incumbent_id} could not be loaded: {e}"
     split = (cfg.train_split, cfg.val_split)
+    both = scorable(series, models, split)  # series the new model trained on, all of them if no gap
+    if not both:
+        note = f"the active model {incumbent_id} reads longer windows than the stretches between gaps hold"
+        models, both = models[:1], series
     # the baselines were fitted on these very windows when the model was: no second tree
-    rows = evaluation.compare(models, ticks, split=split, part="val", with_baselines=False).rows
+    rows = evaluation.compare(models, both, split=split, part="val", with_baselines=False).rows
     by_name = {r.name: r.scores for r in rows}
     return {
         "challenger_val_auc": _num(by_name[fitted.model.id]["auc"]),
@@ -264,8 +295,8 @@ def _read_store(
     delay, deadline = 0.25, time.monotonic() + STORE_RETRY_S
     while True:
         try:
-            with TickStore(store_path) as store:
-                return store.read(exchange, symbol, start=start, end=end, ids=False)
+            with TickStore(store_path) as store:  # with the ids: missing ones cut the series too
+                return store.read(exchange, symbol, start=start, end=end)
         except TickStore.errors as e:  # "database is locked", "disk I/O error", ...
             if time.monotonic() + delay > deadline:
                 raise StoreUnreadable(

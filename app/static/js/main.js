@@ -2,12 +2,16 @@
 // the training form, each refreshed from the public API.
 
 import { api, apiKey, setApiKey } from "./api.js";
+import { ModelHistory } from "./history.js";
 import { renderJobs } from "./jobs.js";
+import { LivePanel } from "./live.js";
 import { MarketCard } from "./markets.js";
 import { renderModels } from "./models.js";
 
 const cards = new Map();
 let authRequired = false;
+let live = null; // the live panel and a model's history, built once the page has loaded
+let modelHistory = null;
 
 function message(id, text) {
   document.getElementById(id).textContent = text;
@@ -70,12 +74,21 @@ function addMarket(m) {
     option.value = name;
     option.textContent = name;
     document.getElementById("train-form").elements.market.append(option);
+    live.addMarket(name);
   }
   return card;
 }
 
 async function refreshMarkets() {
   for (const status of await api("/markets")) addMarket(status).showStatus(status);
+}
+
+async function refreshCoverage() {
+  await Promise.all([...cards.values()].map((card) => card.refreshCoverage()));
+}
+
+async function refreshLive() {
+  await Promise.all([live.refresh(), modelHistory.refresh()]);
 }
 
 async function refreshModels() {
@@ -153,10 +166,14 @@ async function main() {
   const info = await api("/info");
   authRequired = info.auth_required;
   setUpForm();
+  modelHistory = new ModelHistory(document.getElementById("model-history"));
+  live = new LivePanel(document.getElementById("live-section"), (id) => modelHistory.open(id));
   for (const m of info.markets) addMarket(m); // at once, in their configured order
   every(() => 5000, refreshStatus);
   every(() => 5000, refreshMarkets);
   every(() => 10000, refreshModels);
+  every(() => 5000, refreshLive);
+  every(() => 15000, refreshCoverage); // a scan of each market's ticks: gaps change rarely
   every(() => (jobsActive ? 1000 : 5000), refreshJobs);
 }
 

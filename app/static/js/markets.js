@@ -2,6 +2,7 @@
 // market's event stream, and the market's ingestion status.
 
 import * as fmt from "./format.js";
+import { Gaps } from "./gaps.js";
 
 const MAX_POINTS = 600; // ticks on the chart
 const CHART_HEIGHT = 260;
@@ -33,6 +34,7 @@ export class MarketCard {
     this.data = [[], [], [], []]; // time, price, probability, decision threshold
     this.updates = 0;
     this.dirty = false;
+    this.gaps = new Gaps(exchange, symbol);
     this.chart = this.makeChart();
     new ResizeObserver(() => this.resize()).observe(this.$(".chart"));
   }
@@ -62,6 +64,7 @@ export class MarketCard {
         { scale: "p", label: "P(rise)", side: 1, grid: { show: false }, size: 40, labelSize: 20 },
       ],
       legend: { live: true },
+      plugins: [this.gaps.plugin()],
     };
     return new uPlot(opts, this.data, box);
   }
@@ -132,6 +135,12 @@ export class MarketCard {
       this.$(".updates").textContent = String(this.updates);
       this.root.dataset.updates = String(this.updates);
     });
+  }
+
+  // The market's holes: marked on the chart, summed up under it.
+  async refreshCoverage() {
+    await this.gaps.refresh();
+    this.$(".coverage").textContent = this.gaps.summary();
   }
 
   // One entry of GET /markets. A market that is stored but not in TICKCAST_MARKETS (its ticks

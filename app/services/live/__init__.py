@@ -1,0 +1,1 @@
+"""Live evaluation: every served probability checked against the tick that followed."""

@@ -22,8 +22,9 @@ run (it trains into DIR when DIR holds none, and keeps them there).
    models folder. Ticks are written to its SQLite file by this process, as the
    ingest worker process does in a deployment (so the feed costs the API
    process nothing but what live scoring does with it), in batches every 50 ms.
-   Nothing wakes live scoring early here: only the scheduler's pulls do
-   (`on_stored`), and CSV imports do not either; it finds these ticks at its poll.
+   Nothing wakes live scoring early here: the scheduler's pulls and CSV imports
+   do (`on_stored`), a write from another process does not; it finds these
+   ticks at its poll, so the delays below include up to one poll.
 
    - `/predict` at 1 connection (wrk, 100-tick body, as bench_predict.py): idle;
    - rising rates (`--rates`, ticks/s, `--phase-s` each): for every prediction

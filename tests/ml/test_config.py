@@ -98,6 +98,7 @@ def test_the_api_the_cli_and_the_checkpoint_carry_the_config_s_settings() -> Non
         "split",
         "state_file",
         "use_cuda",
+        "gap_s",  # where the data is cut (a property of the data, not of the model)
     }
     assert set(actions) - {s.name for s in CLI_SETTINGS} == not_settings | {"out", "quiet"}
     assert set(DEFAULTS.to_dict()) == {s.name for s in SETTINGS}

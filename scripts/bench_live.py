@@ -90,7 +90,7 @@ from app.market.ticks import TickArrays  # noqa: E402
 from app.ml import checkpoint, features, training  # noqa: E402
 from app.ml.config import TrainConfig  # noqa: E402
 from app.services.live import scorer  # noqa: E402
-from app.services.live.log import PredictionLog  # noqa: E402
+from app.services.live.log import PredictionLog, Query  # noqa: E402
 from app.services.live.service import LiveConfig, LiveEval  # noqa: E402
 from app.services.predictor import Predictor  # noqa: E402
 from app.services.registry import Registry  # noqa: E402
@@ -492,7 +492,7 @@ def live_service(
             file=sys.stderr,
         )
         active = entrants[0].model
-        rows = log.query(EXCHANGE, SYMBOL, active.id, None, None, 10**9)
+        rows = log.query(Query(EXCHANGE, SYMBOL, active.id, limit=10**9))
         delay = delays(rows, feeder, active.meta.horizon, [*phases, live_phase])
     finally:
         if log is not None:

@@ -18,8 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +39,7 @@ from app.market.sqlite_rows import (
 from app.market.sqlite_rows import Market as _Market
 from app.market.storage import Position, StoreError, TickStorage
 from app.market.ticks import TickArrays, ordinals, validate
+from app.sqlite_file import connect, immediate
 
 __all__ = ["DEFAULT_PATH", "SCHEMA_VERSION", "Position", "StoreError", "TickStore"]
 
@@ -97,20 +97,12 @@ class TickStore:
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
-        memory = str(path) == ":memory:"
-        if not memory:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._lock = threading.RLock()
-        # Autocommit mode: _transaction opens transactions explicitly, so one
-        # insert is exactly one transaction and nothing commits behind our back.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # FULL: an acknowledged insert survives power loss, not just a crash; a bulk insert is
+        # one transaction, so one fsync per commit is cheap.
+        self._db = connect(self.path, synchronous="FULL")
         try:
-            if not memory:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged insert survives power loss, not just a crash;
-            # a bulk insert is one transaction, so one fsync per commit is cheap.
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB
             self._migrate()
@@ -133,17 +125,8 @@ class TickStore:
         with self._lock:
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     def _migrate(self) -> None:
         with self._transaction() as db:

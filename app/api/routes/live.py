@@ -17,6 +17,7 @@ from app.api.live_schemas import MarketLiveOut, ModelLiveOut, PredictionLogOut, 
 from app.api.openapi import responses
 from app.api.routes.models import ModelId
 from app.services.live import views
+from app.services.live.log import Query as LogQuery
 
 router = APIRouter(tags=["live"])
 
@@ -86,17 +87,8 @@ async def prediction_log(
     window ended at, the probability, and its outcome once the next tick was stored."""
     if start is not None and end is not None and end < start:
         raise invalid(("query", "end"), "end must not be before start")
-    rows, more = await asyncio.to_thread(
-        views.predictions,
-        live,
-        exchange=exchange,
-        symbol=symbol,
-        model_id=model_id,
-        start=start,
-        end=end,
-        limit=limit,
-        replay=replay,
-    )
+    query = LogQuery(exchange, symbol, model_id, start, end, limit)
+    rows, more = await asyncio.to_thread(views.predictions, live, query, replay=replay)
     if format == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")

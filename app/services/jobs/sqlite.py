@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from app.market.storage import StoreError
 from app.services.jobs.states import JobStatus
 from app.services.jobs.store import JobRecord, JobStore, JobStoreError
-
-BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer's lock before it fails
+from app.sqlite_file import connect, immediate
 
 # Entry i takes the jobs schema from version i to i + 1. Append, never edit: files in the wild
 # are at every version ever released.
@@ -56,19 +55,13 @@ class SqliteJobStore:
     """
 
     def __init__(self, path: str | Path) -> None:
-        memory = str(path) == ":memory:"
-        if not memory:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._lock = threading.Lock()
-        # Autocommit mode: every transaction is opened explicitly (`_transaction`).
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
-        )
         try:
-            if not memory:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a recorded job survives power loss
+            self._db = connect(self.path, synchronous="FULL")  # a recorded job survives power loss
+        except sqlite3.Error as e:
+            raise JobStoreError(str(e)) from e
+        try:
             self._migrate()
         except sqlite3.Error as e:
             self._db.close()
@@ -95,18 +88,11 @@ class SqliteJobStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One transaction under the lock; what sqlite3 raises comes out as JobStoreError."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as e:
-                raise JobStoreError(str(e)) from e
+        try:
+            with immediate(self._db, self._lock) as db:
+                yield db
+        except sqlite3.Error as e:
+            raise JobStoreError(str(e)) from e
 
     def _migrate(self) -> None:
         with self._lock:  # a plain read: opening an up-to-date file takes no write lock

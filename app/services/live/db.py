@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from app.market.storage import StoreError
+from app.sqlite_file import connect, immediate
 
-BUSY_TIMEOUT_S = 5.0
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE live_series (
@@ -56,21 +55,13 @@ class LiveTables:
     errors: tuple[type[Exception], ...] = (sqlite3.Error, LogError)
 
     def __init__(self, path: str | Path) -> None:
-        memory = str(path) == ":memory:"
-        if not memory:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
-        )
+        # NORMAL: with WAL a power cut may lose the last steps, never corrupt; a lost step is
+        # scored again (the position moves with it)
+        self._db = connect(self.path, synchronous="NORMAL")
         self._series: dict[tuple[str, str, str], int] = {}
         try:
-            if not memory:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "PRAGMA synchronous=NORMAL"
-            )  # WAL + NORMAL: a power cut may lose the last steps only
             self._migrate()
         except BaseException:
             self._db.close()
@@ -80,17 +71,8 @@ class LiveTables:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._db, self._lock)
 
     def _migrate(self) -> None:
         with self._transaction() as db:

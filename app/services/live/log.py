@@ -26,9 +26,21 @@ from app.market.storage import Position
 from app.services.live.db import LiveTables, LogError
 from app.services.live.records import LiveRecords
 
-__all__ = ["LiveTables", "LogError", "Outcomes", "PredictionLog", "Resolved", "Scored"]
+__all__ = ["LiveTables", "LogError", "Outcomes", "PredictionLog", "Query", "Resolved", "Scored"]
 
 ROLES = ("shadow", "active")
+
+
+@dataclass(frozen=True)
+class Query:
+    """Which logged predictions to list: each filter None for any; the first `limit` in time order."""
+
+    exchange: str | None = None
+    symbol: str | None = None
+    model_id: str | None = None
+    start: float | None = None  # tick time, inclusive
+    end: float | None = None  # tick time, exclusive
+    limit: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -178,35 +190,25 @@ class PredictionLog(LiveRecords):
             rows = np.fromiter(cur, dtype=np.dtype([("y", "f8"), ("a", "f8"), ("b", "f8")]))[::-1]
         return rows["y"].copy(), rows["a"].copy(), rows["b"].copy()
 
-    def query(
-        self,
-        exchange: str | None,
-        symbol: str | None,
-        model_id: str | None,
-        start: float | None,
-        end: float | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
+    def query(self, q: Query) -> list[dict[str, Any]]:
         """Logged predictions in time order, for GET /predictions."""
         where: list[str] = ["1 = 1"]
         args: list[str | float] = []
-        for col, v in (("s.exchange", exchange), ("s.symbol", symbol), ("s.model_id", model_id)):
+        for col, v in (("s.exchange", q.exchange), ("s.symbol", q.symbol), ("s.model_id", q.model_id)):
             if v is not None:
                 where.append(f"{col} = ?")
                 args.append(v)
-        if start is not None:
-            where.append("p.time >= ?")
-            args.append(start)
-        if end is not None:
-            where.append("p.time < ?")
-            args.append(end)
+        for cond, t in (("p.time >= ?", q.start), ("p.time < ?", q.end)):
+            if t is not None:
+                where.append(cond)
+                args.append(t)
         with self._lock:
             cur = self._db.execute(
                 "SELECT s.exchange, s.symbol, s.model_id, p.role, p.calibrator, p.time, p.seq,"
                 " p.probability, p.outcome, p.scored_at, p.resolved_at FROM live_predictions p"
                 f" JOIN live_series s ON s.id = p.series_id WHERE {' AND '.join(where)}"
                 " ORDER BY p.time, p.seq, s.model_id LIMIT ?",
-                [*args, int(limit)],
+                [*args, int(q.limit)],
             )
             names = [d[0] for d in cur.description]
             out = [dict(zip(names, row, strict=True)) for row in cur]

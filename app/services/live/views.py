@@ -8,6 +8,7 @@ from the stored ticks and the model files, to prove the log can be trusted.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from app.market.markets import Market
 from app.ml import checkpoint
 from app.services.live import rolling
-from app.services.live.log import Outcomes
+from app.services.live.log import Outcomes, Query
 from app.services.live.service import LiveEval
 from app.services.markets import Markets
 from app.services.registry import RegistryError
@@ -101,21 +102,11 @@ def model_live(live: LiveEval, model_id: str) -> dict[str, Any]:
     }
 
 
-def predictions(
-    live: LiveEval,
-    *,
-    exchange: str | None,
-    symbol: str | None,
-    model_id: str | None,
-    start: float | None,
-    end: float | None,
-    limit: int,
-    replay: bool = False,
-) -> tuple[list[dict[str, Any]], bool]:
+def predictions(live: LiveEval, q: Query, *, replay: bool = False) -> tuple[list[dict[str, Any]], bool]:
     """Logged predictions in time order (and whether more matched); with `replay`, each recomputed."""
-    rows = live.log.query(exchange, symbol, model_id, start, end, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows = live.log.query(dataclasses.replace(q, limit=q.limit + 1))
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
     if replay:
         for r, p in zip(rows, recompute(live, rows), strict=True):
             r["replayed"] = p

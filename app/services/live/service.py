@@ -170,6 +170,13 @@ class LiveEval:
             more = more or s.ticks >= scorer.CHUNK
         return more
 
+    def running_ids(self) -> list[str]:
+        """The active model's id and the shadows' as last chosen (nothing is loaded: any thread)."""
+        active = self.predictor.model
+        return ([] if active is None else [active.id]) + [
+            i for i in self._shadow_ids if active is None or i != active.id
+        ]
+
     def challenger_ids(self) -> list[str]:
         """The shadows to score: jobs' if_better_live challengers, then the named ones, then the newest
         loadable models, up to `shadow_models` (the jobs' ones are scored even past it)."""

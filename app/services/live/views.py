@@ -74,9 +74,9 @@ def market_live(live: LiveEval, markets: Markets, market: Market) -> dict[str, A
     entries = {
         mid: _entry(live, mid, at, body) for e, s, mid, at, body in live.log.metrics() if (e, s) == (ex, sym)
     }
-    for e in live.entrants():
-        if e.model.id not in entries:
-            entries[e.model.id] = _entry(live, e.model.id, None, _empty_body())
+    for mid in live.running_ids():
+        if mid not in entries:
+            entries[mid] = _entry(live, mid, None, _empty_body())
     pos = live.log.position(ex, sym)
     return {
         "exchange": ex,

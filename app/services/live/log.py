@@ -142,16 +142,6 @@ class PredictionLog(LiveRecords):
 
     # ------------------------------------------------------------ reading outcomes
 
-    def series(self) -> list[tuple[str, str, str]]:
-        """Every (exchange, symbol, model_id) that has been scored live."""
-        with self._lock:
-            return [
-                (e, s, m)
-                for e, s, m in self._db.execute(
-                    "SELECT exchange, symbol, model_id FROM live_series ORDER BY id"
-                )
-            ]
-
     def outcomes(
         self, exchange: str, symbol: str, model_id: str, *, last: int, since: float | None = None
     ) -> Outcomes:

@@ -52,9 +52,8 @@ def scorable(model: checkpoint.Model) -> bool:
 
 def start_position(store: TickStorage, exchange: str, symbol: str) -> Position | None:
     """Where scoring of a market never scored starts: its newest tick now (history is not live)."""
-    _, seqs = store.after(exchange, symbol, None, 1)
-    tr = store.time_range(exchange, symbol)
-    return None if tr is None or not len(seqs) else (tr[1], int(seqs[-1]))
+    newest, seqs = store.after(exchange, symbol, None, 1)
+    return (float(newest.time[-1]), int(seqs[-1])) if len(seqs) else None
 
 
 def step(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.market.storage import TickStorage
+from app.market.storage import Position, TickStorage
 from app.ml import calibration, checkpoint
 from app.services.live import promotion, recalibrate, rolling, scorer
 from app.services.live.log import PredictionLog
@@ -90,6 +89,8 @@ class LiveEval:
         self.stats = LiveStats()
         self._shadows: dict[str, checkpoint.Model] = {}
         self._shadow_ids: list[str] = []
+        # the position each (market, model)'s figures were last computed at
+        self._computed_at: dict[tuple[str, str, str], Position] = {}
         self._lock = threading.Lock()  # one step of work at a time (the loop, or a caller such as a test)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -222,6 +223,11 @@ class LiveEval:
         markets = self.store.markets()
         for e in self.entrants():
             for exchange, symbol in markets:
+                # figures change only with new outcomes, which come only as the position moves
+                key, pos = (exchange, symbol, e.model.id), self.log.position(exchange, symbol)
+                if pos is None or self._computed_at.get(key) == pos:
+                    continue
+                self._computed_at[key] = pos
                 body = rolling.compute(
                     self.log, exchange, symbol, e.model.id, e.model.threshold, self.cfg.limits
                 )
@@ -295,12 +301,6 @@ class LiveEval:
         return [
             (mid, e, s, body) for e, s, mid, _, body in self.log.metrics() if self.role_of(mid) != "retired"
         ]
-
-    def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.stats) | {
-            "enabled": self.cfg.enabled,
-            "shadows": list(self._shadow_ids),
-        }
 
 
 NICENESS = 5  # the live thread's niceness above the process's

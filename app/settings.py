@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from app.database import target
 from app.market.markets import Market
 from app.market.store import DEFAULT_PATH
 
@@ -52,6 +53,13 @@ class Settings(BaseSettings):
         DEFAULT_PATH,
         description="SQLite tick store (one file)",
         examples=["/var/lib/tickcast/ticks.db"],
+    )
+    database_url: str | None = Field(
+        None,
+        description="where shared state lives: sqlite:///path (the default: the store path's file) or "
+        "postgresql://user@host/db, which several replicas and Ray workers share (ticks, jobs, models, "
+        "the prediction log)",
+        examples=["postgresql://tickcast@db:5432/tickcast", "sqlite:///data/tickcast.db"],
     )
     models_dir: Path = Field(
         Path("models"),
@@ -222,6 +230,25 @@ class Settings(BaseSettings):
         description="how long live predictions stay in the prediction log",
         examples=["86400"],
     )
+    job_backend: Literal["local", "ray"] = Field(
+        "local",
+        description="where training jobs run: local worker processes, or tasks on a Ray cluster "
+        "(needs the tickcast[ray] extra and, across machines, a postgresql:// database URL)",
+        examples=["ray"],
+    )
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster jobs run on with job_backend ray; unset: a local Ray started in "
+        "the process",
+        examples=["ray://ray-head:10001", "auto"],
+    )
+    ingest_max_markets: int = Field(
+        0,
+        ge=0,
+        description="with a postgresql:// database, the most markets this replica ingests at once "
+        "(each market has one ingesting replica, chosen by an advisory lock); 0: no limit",
+        examples=["4"],
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level", examples=["debug"]
     )
@@ -239,6 +266,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, v: object) -> object:
         return None if v == "" else v  # an empty variable (compose's default) means "no key"
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _database(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        target(v, DEFAULT_PATH)  # raises DatabaseUrlError (a ValueError) with what to write instead
+        return v
+
+    def database(self) -> str:
+        """The store target every part opens: the SQLite file (store_path, or the sqlite:/// URL's)
+        or the postgresql:// URL (`app.database`)."""
+        return target(self.database_url, self.store_path)
 
     @field_validator("cors_origins", "shadow_ids", mode="before")
     @classmethod

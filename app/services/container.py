@@ -14,17 +14,20 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.database import is_postgres
+from app.market.backends import open_tick_store
 from app.market.storage import TickStorage
-from app.market.store import TickStore
 from app.ml.checkpoint import best_device
 from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
 from app.services.ingestion.scheduler import Ingestor
 from app.services.jobs.manager import JobManager, JobRecord
 from app.services.jobs.states import Activation, JobStatus
+from app.services.live.backends import open_prediction_log
 from app.services.live.log import PredictionLog
 from app.services.live.service import LiveEval, kept_calibrators, live_config
 from app.services.markets import Markets
+from app.services.model_store import open_registry
 from app.services.no_model import NoModel, Remedy
 from app.services.predictor import Predictor
 from app.services.registry import Registry
@@ -71,10 +74,11 @@ class Services:
         """Every part, none started. `on_batch` hears each forward pass's size, `on_job_finish`
         each job's final record (after a successful job's model was activated, if it asked)."""
         # before the store and the models are opened: the temporary files a killed process left
-        housekeeping.at_start(settings.models_dir, settings.store_path)
-        store = TickStore(settings.store_path)
-        registry = Registry(settings.models_dir)
-        live_log = PredictionLog(settings.store_path)
+        db = settings.database()  # a SQLite file or a postgresql:// URL every part opens
+        housekeeping.at_start(settings.models_dir, ":memory:" if is_postgres(db) else db)
+        store = open_tick_store(db)
+        registry = open_registry(settings.models_dir, db)
+        live_log = open_prediction_log(db)
         predictor = _predictor(settings, registry, live_log, on_batch)
         live = LiveEval(store, live_log, predictor, registry, live_config(settings))
         jobs = JobManager(

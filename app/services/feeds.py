@@ -30,7 +30,7 @@ from functools import cached_property
 
 import numpy as np
 
-from app.market.store import Position, TickStore
+from app.market.storage import Position, TickStorage
 from app.market.ticks import TickArrays
 from app.ml import features
 from app.services.predictor import Freshness, NoModel, Prediction, Predictor, prediction_json
@@ -290,7 +290,7 @@ class Feeds:
 
     def __init__(
         self,
-        store: TickStore,
+        store: TickStorage,
         predictor: Predictor,
         *,
         poll_s: float = 1.0,

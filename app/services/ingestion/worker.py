@@ -20,10 +20,10 @@ import os
 import signal
 from typing import Any, Literal
 
+from app.market.backends import open_tick_store, store_errors
 from app.market.sources import make_source
 from app.market.sources.base import Source, SourceError
-from app.market.storage import StoreError
-from app.market.store import TickStore
+from app.market.storage import TickStorage
 from app.services import lifeline
 from app.services.ingestion.pull import PullResult, pull
 
@@ -31,9 +31,8 @@ log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _sources: dict[str, Source] = {}
-_stores: dict[str, TickStore] = {}
+_stores: dict[str, TickStorage] = {}
 # the store could not be written (locked, read-only, full), or cannot be used as it is
-_STORE_ERRORS: tuple[type[Exception], ...] = (*TickStore.errors, StoreError)
 
 
 # How a pull ended, as the parent tells its callers: "source" is the exchange's fault (502),
@@ -84,12 +83,12 @@ def run_pull(
             _sources[exchange] = make_source(exchange, base_url, **source_kw)
         store = _stores.get(store_path)
         if store is None:
-            store = _stores[store_path] = TickStore(store_path)
+            store = _stores[store_path] = open_tick_store(store_path)
         result = _loop.run_until_complete(pull(store, _sources[exchange], exchange, symbol, start=start))
         return "ok", result
     except SourceError as e:
         return "source", f"{type(e).__name__}: {e}"
-    except _STORE_ERRORS as e:
+    except store_errors(store_path) as e:
         return "store", f"{type(e).__name__}: {e}"
     except Exception as e:
         log.exception("pull %s:%s failed", exchange, symbol)

@@ -35,12 +35,12 @@ from typing import Any
 
 from app.market.storage import TickStorage
 from app.services.jobs import recovery as job_recovery
+from app.services.jobs.backends import open_job_store
 from app.services.jobs.errors import JobFinished, QueueFull, UnknownJob
 from app.services.jobs.process import LiveJob, ending, follow, reap, shut_down, spawn
 from app.services.jobs.records import JOB_ID, JobTable, StoreUnavailable, copy_record, set_soon
 from app.services.jobs.shortfall import check_ticks
 from app.services.jobs.spec import InvalidJobSpec, JobSpec, validate_spec
-from app.services.jobs.sqlite import SqliteJobStore
 from app.services.jobs.states import FINISHED, Activation, JobStatus
 from app.services.jobs.store import JobRecord, JobStore
 from app.services.registry import Registry, should_promote
@@ -89,7 +89,7 @@ class JobManager:
             raise ValueError(f"gap_s must be a positive number of seconds, got {gap_s!r}")
         self.store, self.registry = store, registry
         self._owns_job_store = job_store is None
-        self.job_store = SqliteJobStore(store.path) if job_store is None else job_store
+        self.job_store = open_job_store(store.path) if job_store is None else job_store
         self.concurrency, self.threads, self.on_finish = concurrency, threads, on_finish
         self.queue_max, self.gap_s = queue_max, gap_s
         self.worker_deaths = 0  # workers that died without reporting (a Prometheus counter reads it)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.database import is_postgres
 from app.services.jobs.spec import market_words, more_ticks
 
 if TYPE_CHECKING:  # the worker process imports torch (through app.ml) only after yield_cpu
@@ -290,14 +291,17 @@ def _read_store(
 ) -> TickArrays:
     """The market's ticks, retrying with backoff while the store is locked or failing (a
     writer holding it, a disk hiccup): a few seconds of trouble must not fail a job."""
-    from app.market.store import TickStore
+    from app.market.backends import open_tick_store, store_errors
 
     delay, deadline = 0.25, time.monotonic() + STORE_RETRY_S
     while True:
         try:
-            with TickStore(store_path) as store:  # with the ids: missing ones cut the series too
+            store = open_tick_store(store_path)
+            try:  # with the ids: missing ones cut the series too
                 return store.read(exchange, symbol, start=start, end=end)
-        except TickStore.errors as e:  # "database is locked", "disk I/O error", ...
+            finally:
+                store.close()
+        except store_errors(store_path) as e:  # "database is locked", "disk I/O error", ...
             if time.monotonic() + delay > deadline:
                 raise StoreUnreadable(
                     f"the tick store {store_path} could not be read for {STORE_RETRY_S:.0f} s "
@@ -323,7 +327,7 @@ def _load_ticks(
 
     exchange, symbol, start, end = spec["exchange"], spec["symbol"], spec["start"], spec["end"]
     ticks = TickArrays.empty()
-    if store_path is not None and Path(store_path).is_file():
+    if store_path is not None and (is_postgres(store_path) or Path(store_path).is_file()):
         ticks = _read_store(store_path, exchange, symbol, start, end, should_stop)
     info: dict[str, Any] = {"source": "store", "exchange": exchange, "symbol": symbol}
     info.update(start=start, end=end)

@@ -8,7 +8,10 @@ embedded default never loads it. Every connection names itself (`application_nam
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from app.database import redact
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     import psycopg
 
 CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
 
 
 class PostgresMissing(RuntimeError):
@@ -91,3 +96,61 @@ def migrate(
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+class Listener:
+    """LISTEN on some channels on a connection of its own, in a daemon thread, and hand every
+    notification to `on_notify(channel, payload)`. After a lost connection it reconnects (with
+    backoff) and calls `on_notify(channel, None)` for each channel: notifications sent meanwhile
+    are lost, so a part hearing None re-reads what it follows instead of trusting an event."""
+
+    def __init__(
+        self, url: str, channels: tuple[str, ...], on_notify: Callable[[str, str | None], None], *, part: str
+    ) -> None:
+        self.url, self.channels, self.on_notify, self.part = url, channels, on_notify, part
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self.ready = threading.Event()  # set once the first LISTEN is in place
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pg-listen-{self.part}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        delay, first = 0.2, True
+        while not self._stop.is_set():
+            try:
+                with connect(self.url, part=self.part, autocommit=True) as conn:
+                    for ch in self.channels:
+                        conn.execute(f"LISTEN {ch}")
+                    self.ready.set()
+                    if not first:
+                        for ch in self.channels:
+                            self._hand(ch, None)
+                    first, delay = False, 0.2
+                    while not self._stop.is_set():
+                        for n in conn.notifies(timeout=0.5):
+                            self._hand(n.channel, n.payload)
+            except Exception as e:  # a lost connection or server: try again, and say so once a try
+                if self._stop.is_set():
+                    return
+                log.warning("%s: listening lost (%s); reconnecting in %.1f s", self.part, e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _hand(self, channel: str, payload: str | None) -> None:
+        try:
+            self.on_notify(channel, payload)
+        except Exception:  # a bug in a handler must not stop the listening
+            log.exception("%s: handling a notification on %s failed", self.part, channel)
+
+
+def notify(conn: psycopg.Connection[Any], channel: str, payload: str) -> None:
+    """Send a notification; inside a transaction it is delivered when (and only if) that commits."""
+    conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from app.market.storage import TickStorage
 from app.services.jobs import recovery as job_recovery
 from app.services.jobs.backends import open_job_store
 from app.services.jobs.errors import JobFinished, QueueFull, UnknownJob
-from app.services.jobs.process import LiveJob, ending, follow, reap, shut_down, spawn
+from app.services.jobs.process import LiveJob, Spawner, ending, follow, local_spawner, reap, shut_down
 from app.services.jobs.records import JOB_ID, JobTable, StoreUnavailable, copy_record, set_soon
 from app.services.jobs.shortfall import check_ticks
 from app.services.jobs.spec import InvalidJobSpec, JobSpec, validate_spec
@@ -80,9 +79,11 @@ class JobManager:
         queue_max: int = QUEUE_MAX,
         on_finish: Callable[[JobRecord], None] | None = None,
         gap_s: float = 300.0,
+        spawner: Spawner | None = None,
     ) -> None:
         """`gap_s`: seconds without a trade that cut a stored market's ticks into separate series
-        (`app.services.coverage`), so that no training window spans a gap."""
+        (`app.services.coverage`), so that no training window spans a gap. `spawner` makes each
+        job's worker (None: a local process)."""
         if concurrency < 1 or threads < 1 or queue_max < 1:
             raise ValueError("concurrency, threads and queue_max must be >= 1")
         if not gap_s > 0:  # NaN too
@@ -97,7 +98,7 @@ class JobManager:
         self._reserved = 0  # submissions between the queue check and the queue
         self._lock = threading.RLock()  # guards the dict above, the table's `unsaved`, their records
         self._table = JobTable(self.job_store, self._lock)
-        self._ctx = mp.get_context("spawn")
+        self._spawner = local_spawner() if spawner is None else spawner
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -242,8 +243,8 @@ class JobManager:
 
     def _launch(self, lv: LiveJob) -> None:
         store_path = None if self.store.path == ":memory:" else self.store.path
-        proc, q, stop = spawn(
-            self._ctx, lv.record, store_path, str(self.registry.folder), self.threads, gap_s=self.gap_s
+        proc, q, stop = self._spawner(
+            lv.record, store_path, str(self.registry.folder), self.threads, gap_s=self.gap_s
         )
         with self._lock:  # a cancel may have taken it meanwhile
             if self._live.get(lv.record.id) is not lv or lv.proc is not None:

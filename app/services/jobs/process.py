@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import os
 import queue as queue_mod
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from app.services.jobs import worker as job_worker
 from app.services.jobs.recovery import STOPPED_BEFORE_START, STOPPED_WHILE_RUNNING
@@ -53,6 +54,29 @@ class LiveJob:
             self.stop.set()
             if self.record.progress is not None:
                 self.record.progress = {**self.record.progress, "cancel_requested": True}
+
+
+class Spawner(Protocol):
+    """Makes a job's worker, not started yet, with its message queue and its stop event: a local
+    process (`spawn`, the default) or a task on a Ray cluster (`ray_backend`). The worker is
+    anything with start/is_alive/kill/join and `exitcode`/`pid`; the queue has get/get_nowait/close;
+    the event has set/is_set. `follow` and `reap` need nothing more."""
+
+    def __call__(
+        self, record: JobRecord, store_path: str | None, models_dir: str, threads: int, *, gap_s: float
+    ) -> tuple[Any, Any, Any]: ...
+
+
+def local_spawner() -> Spawner:
+    """Workers as fresh local processes (spawn: no state inherited from the server)."""
+    ctx = mp.get_context("spawn")
+
+    def spawner(
+        record: JobRecord, store_path: str | None, models_dir: str, threads: int, *, gap_s: float
+    ) -> tuple[Any, Any, Any]:
+        return spawn(ctx, record, store_path, models_dir, threads, gap_s=gap_s)
+
+    return spawner
 
 
 def spawn(

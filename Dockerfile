@@ -8,6 +8,8 @@ ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# optional extras, e.g. "[ray]" for the image the cluster profile's API and Ray nodes run
+ARG EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -17,7 +19,8 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install .
+# hadolint ignore=DL3013
+RUN pip install ".${EXTRAS}"  # this source tree (DL3013 takes ".[ray]" for a package from PyPI)
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

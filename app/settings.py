@@ -22,16 +22,18 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from app.database import target
+from app.cluster_settings import ClusterSettings
+from app.database import redact, target
 from app.market.markets import Market
 from app.market.store import DEFAULT_PATH
 
 PREFIX = "TICKCAST_"
 SECRET = frozenset({"api_key"})  # never echoed back in an error
+URLS = frozenset({"database_url"})  # echoed with their password hidden
 MAX_SHOWN = 200  # characters of a bad value quoted in its error
 
 
-class Settings(BaseSettings):
+class Settings(ClusterSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
     host: str = Field(
@@ -50,16 +52,7 @@ class Settings(BaseSettings):
         examples=["2"],
     )
     store_path: Path = Field(
-        DEFAULT_PATH,
-        description="SQLite tick store (one file)",
-        examples=["/var/lib/tickcast/ticks.db"],
-    )
-    database_url: str | None = Field(
-        None,
-        description="where shared state lives: sqlite:///path (the default: the store path's file) or "
-        "postgresql://user@host/db, which several replicas and Ray workers share (ticks, jobs, models, "
-        "the prediction log)",
-        examples=["postgresql://tickcast@db:5432/tickcast", "sqlite:///data/tickcast.db"],
+        DEFAULT_PATH, description="SQLite tick store (one file)", examples=["/var/lib/tickcast/ticks.db"]
     )
     models_dir: Path = Field(
         Path("models"),
@@ -107,8 +100,7 @@ class Settings(BaseSettings):
         20,
         ge=1,
         le=10_000,
-        description="training jobs allowed to wait for a "
-        "worker; POST /train answers 429 with "
+        description="training jobs allowed to wait for a worker; POST /train answers 429 with "
         "Retry-After beyond it",
         examples=["50"],
     )
@@ -230,28 +222,13 @@ class Settings(BaseSettings):
         description="how long live predictions stay in the prediction log",
         examples=["86400"],
     )
-    job_backend: Literal["local", "ray"] = Field(
-        "local",
-        description="where training jobs run: local worker processes, or tasks on a Ray cluster "
-        "(needs the tickcast[ray] extra and, across machines, a postgresql:// database URL)",
-        examples=["ray"],
-    )
-    ray_address: str | None = Field(
-        None,
-        description="the Ray cluster jobs run on with job_backend ray; unset: a local Ray started in "
-        "the process",
-        examples=["ray://ray-head:10001", "auto"],
-    )
-    ingest_max_markets: int = Field(
-        0,
-        ge=0,
-        description="with a postgresql:// database, the most markets this replica ingests at once "
-        "(each market has one ingesting replica, chosen by an advisory lock); 0: no limit",
-        examples=["4"],
-    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="log level", examples=["debug"]
     )
+
+    def database(self) -> str:
+        """The store target every part opens (`app.database`): a SQLite file or a postgresql:// URL."""
+        return target(self.database_url, self.store_path)
 
     def staleness_limit(self, exchange: str, symbol: str) -> float | None:
         """The most a market's newest tick may lag now before its prediction is refused: its own
@@ -266,19 +243,6 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, v: object) -> object:
         return None if v == "" else v  # an empty variable (compose's default) means "no key"
-
-    @field_validator("database_url", mode="after")
-    @classmethod
-    def _database(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        target(v, DEFAULT_PATH)  # raises DatabaseUrlError (a ValueError) with what to write instead
-        return v
-
-    def database(self) -> str:
-        """The store target every part opens: the SQLite file (store_path, or the sqlite:/// URL's)
-        or the postgresql:// URL (`app.database`)."""
-        return target(self.database_url, self.store_path)
 
     @field_validator("cors_origins", "shadow_ids", mode="before")
     @classmethod
@@ -404,6 +368,8 @@ def _shown(field: str, fallback: Any) -> str:
     """The value as the user wrote it: the environment's text when it came from there."""
     if field in SECRET:
         return "'<hidden>'"
+    if field in URLS:  # a database URL may carry a password
+        return f"'{redact(str(fallback))}'"
     wanted = env_name(field).lower()
     raw = next((v for k, v in os.environ.items() if k.lower() == wanted), None)
     if raw is None:

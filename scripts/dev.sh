@@ -12,7 +12,8 @@
 # One line on stderr says which it chose.
 # TICKCAST_VENV (default .venv, relative to the repository) and PYTHON (default python3)
 # choose the venv and the interpreter that creates it; TICKCAST_TORCH_INDEX replaces the
-# CPU index (a mirror).
+# CPU index (a mirror). TICKCAST_EXTRAS (default dev,eval) names the extras installed with
+# tickcast: dev,eval,ray adds Ray for the Ray job backend and its tests.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +23,7 @@ PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0                                                  # = the Dockerfile's TORCH_VERSION
 CPU_INDEX=${TICKCAST_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}  # = the Dockerfile's TORCH_INDEX
 PROBE_S=5
+EXTRAS=${TICKCAST_EXTRAS:-dev,eval}  # the extras installed with tickcast; CI adds ray
 
 usage() {
     cat <<EOF
@@ -132,7 +134,7 @@ setup() {
     fi
     install_torch
     echo "installing tickcast and its dependencies into $VENV" >&2
-    pip_install "tickcast" "check the network (pip reads the default index)" -e "$ROOT[dev,eval]"
+    pip_install "tickcast" "check the network (pip reads the default index)" -e "$ROOT[$EXTRAS]"
     touch "$stamp"
 }
 

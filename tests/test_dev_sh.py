@@ -95,7 +95,8 @@ class Venv:
         timeout: float = 60,
         **env: str,
     ) -> subprocess.CompletedProcess:
-        full = {k: v for k, v in os.environ.items() if k not in ("TICKCAST_TORCH", "TICKCAST_VENV")}
+        mine = ("TICKCAST_TORCH", "TICKCAST_VENV", "TICKCAST_EXTRAS")  # CI sets the extras for its own venv
+        full = {k: v for k, v in os.environ.items() if k not in mine}
         full.update(
             PATH=f"{self.tools}{os.pathsep}{os.environ['PATH']}",
             FAKE_LOG=str(self.log),
@@ -218,6 +219,13 @@ def test_an_installed_torch_is_kept(venv: Venv, index) -> None:
     assert r.returncode == 0, r.stderr
     assert venv.pip_calls() == [TICKCAST]
     assert not venv.probed() and "torch:" not in r.stderr
+
+
+def test_tickcast_extras_chooses_the_extras(venv: Venv) -> None:
+    """CI asks for dev,eval,ray (the Ray tests); a plain set-up installs dev,eval."""
+    r = venv.run("setup", FAKE_TORCH="1", TICKCAST_EXTRAS="dev,eval,ray")
+    assert r.returncode == 0, r.stderr
+    assert venv.pip_calls()[-1] == ["-e", f"{ROOT}[dev,eval,ray]"]
 
 
 def test_a_finished_setup_is_not_repeated(venv: Venv) -> None:

@@ -46,9 +46,9 @@ class Settings(ClusterSettings, BaseSettings):
         1,
         ge=1,
         le=64,
-        description="uvicorn worker processes for `tickcast serve`; each "
-        "runs the whole lifespan, so with more than 1 turn "
-        "ingestion off here and ingest from one replica",
+        description="uvicorn worker processes for `tickcast serve`, each running the whole lifespan: with "
+        "a postgresql:// database several (and replicas) are fine, each market ingested by one at a "
+        "time (an advisory lock per market); with SQLite, turn ingestion off in all but one",
         examples=["2"],
     )
     store_path: Path = Field(

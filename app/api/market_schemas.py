@@ -52,6 +52,7 @@ class MarketOut(BaseModel):
                     "symbol": "BTC-USD",
                     "scheduled": True,
                     "ingesting": True,
+                    "leader": True,
                     "last_pull": 1795653450.2,
                     "last_success": 1795653450.2,
                     "last_new_ticks": 12,
@@ -77,7 +78,13 @@ class MarketOut(BaseModel):
         "ingesting); false for a market that only has stored ticks"
     )
     ingesting: bool = Field(
-        description="whether this market is pulled on the schedule now (TICKCAST_INGEST and scheduled)"
+        description="whether this market is pulled on the schedule now, here (TICKCAST_INGEST and "
+        "scheduled and, with several replicas on PostgreSQL, this replica holds the market's lock)"
+    )
+    leader: bool | None = Field(
+        None,
+        description="this replica pulls the market (with replicas, it holds the market's ingestion "
+        "lock); false: another replica or none pulls it; null for markets that are not scheduled",
     )
     last_pull: float | None = Field(
         description="when the last pull finished (unix s); null before the "

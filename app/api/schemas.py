@@ -17,6 +17,7 @@ from pydantic.config import JsonDict, JsonValue
 from app.market.markets import NAME_MAX, NAME_PATTERN
 from app.market.ticks import TickArrays
 from app.ml.config import API_SETTINGS, check_splits
+from app.services.jobs.spec import MAX_WORKERS
 
 # Strict: a JSON number only (an integer is a fine float); `true` and `"6000"` are not numbers.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -271,6 +272,16 @@ class TrainRequest(BaseModel):
         description="make the new model the active one: never, always, if its "
         "validation AUC beats the active model's on the same data, or (if_better_live) "
         "once it has scored live ticks in shadow and a paired test shows its live log loss lower",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="processes that train the one model together (data-parallel, Ray Train's DDP: "
+        "each takes its share of every batch, and the model equals one process's with the same seed "
+        "and batch_size, dropout aside); more than 1 needs the Ray backend (TICKCAST_JOB_BACKEND=ray) "
+        "and at most config.batch_size",
+        examples=[2],
     )
 
     @model_validator(mode="after")

@@ -20,14 +20,16 @@ from app.market.storage import TickStorage
 from app.ml.checkpoint import best_device
 from app.services import bootstrap, housekeeping
 from app.services.feeds import Feeds
+from app.services.ingestion.replicas import for_target
 from app.services.ingestion.scheduler import Ingestor
 from app.services.jobs.manager import JobManager, JobRecord
+from app.services.jobs.ray_backend import ray_spawner  # imports Ray only when called
 from app.services.jobs.states import Activation, JobStatus
 from app.services.live.backends import open_prediction_log
 from app.services.live.log import PredictionLog
 from app.services.live.service import LiveEval, kept_calibrators, live_config
 from app.services.markets import Markets
-from app.services.model_store import open_registry
+from app.services.model_store import adopt_folder, open_registry
 from app.services.no_model import NoModel, Remedy
 from app.services.predictor import Predictor
 from app.services.registry import Registry
@@ -78,6 +80,7 @@ class Services:
         housekeeping.at_start(settings.models_dir, ":memory:" if is_postgres(db) else db)
         store = open_tick_store(db)
         registry = open_registry(settings.models_dir, db)
+        adopt_folder(registry)  # a first start on PostgreSQL keeps the folder's models
         live_log = open_prediction_log(db)
         predictor = _predictor(settings, registry, live_log, on_batch)
         live = LiveEval(store, live_log, predictor, registry, live_config(settings))
@@ -89,6 +92,7 @@ class Services:
             queue_max=settings.job_queue_max,
             on_finish=_on_job_finish(predictor, live, on_job_finish),
             gap_s=settings.gap_s,
+            spawner=ray_spawner(settings.ray_address) if settings.job_backend == "ray" else None,
         )
         feeds = Feeds(
             store,
@@ -98,6 +102,8 @@ class Services:
             # the ingestor is built next (it tells the feeds of each pull); asked only once running
             ingestion_lag=lambda exchange, symbol: ingestor.ingestion_lag(exchange, symbol),
         )
+        # PostgreSQL: one ingesting replica per market, and every replica hears of stored ticks
+        replicas = for_target(db, settings, _both(feeds.notify, live.notify), (feeds.notify_all, live.notify))
         ingestor = Ingestor(
             store,
             settings.markets,
@@ -107,7 +113,8 @@ class Services:
             jobs=jobs,
             retrain_cron=settings.retrain_cron,
             synthetic_history_s=settings.bootstrap_ticks * bootstrap.SYNTHETIC_SECONDS_PER_TICK,
-            on_stored=_both(feeds.notify, live.notify),
+            on_stored=replicas.on_stored,
+            replicas=replicas,
         )
         markets = Markets(
             store,
@@ -116,7 +123,7 @@ class Services:
             staleness_limit=settings.staleness_limit,
             ingestion_lag=ingestor.ingestion_lag,
             stale_retry_s=settings.pull_interval_s,
-            on_stored=_both(feeds.notify, live.notify),
+            on_stored=replicas.on_stored,
         )
         return cls(settings, store, registry, predictor, jobs, feeds, ingestor, markets, live)
 
@@ -125,6 +132,7 @@ class Services:
         synthetic market and queue a first model; the schedule starts last, so its first pull
         continues from the history the bootstrap stored."""
         self.predictor.load_active()
+        self.registry.watch(self.predictor.follow, self.predictor.forget)  # other replicas' choices
         await self.predictor.start()
         await self.jobs.start()
         # Everything loaded so far lives as long as the process: keep the collector off it, and
@@ -152,6 +160,7 @@ class Services:
         await self.jobs.stop()
         self.jobs.close()
         await self.predictor.stop()
+        await asyncio.to_thread(self.registry.close)  # stops watching (a listener thread's poll)
         self.live.log.close()
         self.store.close()
 
@@ -165,6 +174,12 @@ class Services:
         symbol = synthetic[0] if synthetic else DEFAULT_SYMBOL
         if self.store.count("synthetic", symbol) == 0:
             await bootstrap.fill(self.ingestor, symbol, s.bootstrap_ticks)
+        leases = self.ingestor.leases
+        if leases is not None and not leases.holds("synthetic", symbol):
+            # replicas on one database: the market's leader trains the first model, and its
+            # activation reaches this replica through the registry's notifications
+            log.info("bootstrap: the replica leading synthetic:%s trains the first model", symbol)
+            return
         job = bootstrap.queue_first_job(self.jobs, symbol)
         if job is not None:  # logs its progress; keeps the 503's reason current
             self._following = bootstrap.follow(self.jobs, job, self.predictor)

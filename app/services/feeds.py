@@ -381,6 +381,11 @@ class Feeds:
         if feed is not None:
             feed.notify()
 
+    def notify_all(self) -> None:
+        """Another replica's notifications may have been missed (a reconnect): every feed looks now."""
+        for feed in list(self.feeds.values()):
+            feed.notify()
+
     def close(self) -> None:
         """End every stream (their clients see the end and may reconnect elsewhere)."""
         self.closed = True

@@ -153,6 +153,14 @@ class Predictor:
             self._cache.pop(model_id, None)
         return model
 
+    def follow(self, model_id: str | None = None) -> None:
+        """Serve what the registry calls active now, chosen on another replica (`model_id` is a hint:
+        the registry is read again, so notifications lost or out of order end on the last choice).
+        Loaded before the swap: the old model serves until then, and on if the new one fails."""
+        current = self._model
+        if current is None or current.id != self.registry.active_id():
+            self.load_active()
+
     def _with_kept_calibrator(self, model: checkpoint.Model) -> checkpoint.Model:
         try:
             kept = None if self.kept_calibrator is None else self.kept_calibrator(model.id)

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,6 +214,25 @@ class Registry:
         p.unlink(missing_ok=True)
         with self._lock:
             self._cache.pop(p.name, None)
+
+    # ------------------------------------------------------------ sharing (nothing to do for a folder)
+
+    def publish(self, path: Path) -> None:
+        """Share the checkpoint a training job wrote at `path` with every replica. The folder is its
+        own truth, so a file written in it is listed already (PgRegistry uploads it)."""
+
+    def withdraw(self, model_id: str) -> None:
+        """Take back what `publish` shared, for a job that failed after it; its writer removes the
+        file itself, so the folder has nothing to do (PgRegistry deletes the upload)."""
+
+    def watch(
+        self, on_active: Callable[[str | None], None], on_deleted: Callable[[str], None] | None = None
+    ) -> None:
+        """Hear of activations and deletions made elsewhere. A folder is one process's, so there
+        are none to hear (PgRegistry listens to the database every replica writes)."""
+
+    def close(self) -> None:
+        """Release what the registry holds: nothing for a folder (PgRegistry: its connections)."""
 
     def load(self, model_id: str, device: str | torch.device = "cpu") -> checkpoint.Model:
         """The model on `device`; UnloadableModel (a CheckpointError) if the file is unusable."""

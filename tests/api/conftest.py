@@ -28,6 +28,26 @@ TINY = {
 }
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every API test runs on both backends, but those marked sqlite_only (what only a SQLite file
+    has: its permissions, its own errors), which run once."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("sqlite_only") is None:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend of every app the test builds: on "postgresql", TICKCAST_DATABASE_URL names this
+    run's database, emptied first, so ticks, jobs, models and the prediction log all live there
+    (a models folder's checkpoints and ACTIVE are adopted by the empty database at start)."""
+    kind: str = getattr(request, "param", "sqlite")
+    if kind == "postgresql":
+        monkeypatch.setenv("TICKCAST_DATABASE_URL", request.getfixturevalue("pg_url"))
+    else:
+        monkeypatch.delenv("TICKCAST_DATABASE_URL", raising=False)
+    return kind
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)

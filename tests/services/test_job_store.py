@@ -1,9 +1,11 @@
-"""SqliteJobStore: its own schema versions in the tick store's file, the files written before it
-had them, and what it promises every JobStore backend does."""
+"""The job stores: what every JobStore backend promises (run on a SQLite file and on PostgreSQL);
+SqliteJobStore's own schema versions in the tick store's file and the files written before it had
+them; PgJobStore's versioned schema, a lost connection and a database that cannot answer."""
 
 from __future__ import annotations
 
 import inspect
+import math
 import sqlite3
 import threading
 from contextlib import closing
@@ -14,7 +16,10 @@ import pytest
 from app.market.storage import StoreError
 from app.market.store import SCHEMA_VERSION as TICK_SCHEMA_VERSION
 from app.market.store import TickStore
+from app.services.jobs import pg as job_pg
 from app.services.jobs import sqlite as job_sqlite
+from app.services.jobs.backends import open_job_store
+from app.services.jobs.pg import PgJobStore
 from app.services.jobs.records import JobTable, StoreUnavailable
 from app.services.jobs.sqlite import SqliteJobStore
 from app.services.jobs.states import JobStatus
@@ -155,8 +160,9 @@ def test_reopening_an_up_to_date_file_takes_no_write_lock(tmp_path: Path) -> Non
     jobs.close()
 
 
-def test_writes_reads_and_counts(tmp_path: Path) -> None:
-    with SqliteJobStore(tmp_path / "t.db") as jobs:
+def test_writes_reads_and_counts(database: str) -> None:
+    jobs = open_job_store(database)
+    try:
         assert jobs.get("0000000000aa") is None and jobs.newest(5) == [] and jobs.by_ids([]) == {}
         jobs.put(record("0000000000aa", created_at=1.0))
         jobs.put(record("0000000000bb", JobStatus.RUNNING, created_at=2.0))
@@ -174,20 +180,52 @@ def test_writes_reads_and_counts(tmp_path: Path) -> None:
         per_status, stored = jobs.counts(["0000000000bb", "0000000000ff"])
         assert per_status == {JobStatus.QUEUED: 1, JobStatus.RUNNING: 1, JobStatus.FAILED: 1}
         assert stored == {"0000000000bb": JobStatus.RUNNING}
-        jobs.put(record("0000000000aa", JobStatus.CANCELLED))  # a replace, every field
+        jobs.put(record("0000000000aa", JobStatus.CANCELLED, created_at=2.0))  # a replace, every field
         assert jobs.counts()[0][JobStatus.CANCELLED] == 1
+        assert [r.id for r in jobs.newest(3)] == ["0000000000aa", "0000000000cc", "0000000000bb"]
+        assert jobs.newest(0) == [] and jobs.counts([]) == (jobs.counts()[0], {})
+    finally:
+        jobs.close()
+
+
+def test_records_come_back_as_they_were_written(database: str) -> None:
+    """JSON text both ways: nested values, unicode, floats exactly, and a loss that went NaN."""
+    full = JobRecord(
+        "0123456789ab",
+        JobStatus.RUNNING,
+        {"exchange": "kraken", "symbol": "ÉTH-USD", "config": {"lr": 1e-05, "big": 1e300}, "start": None},
+        {"epoch": 3, "loss": float("nan"), "val": [0.1, 0.30000000000000004]},
+        {"model_id": "cnn-1", "activated": False, "warnings": ["few windows"]},
+        "an error\nover two lines",
+        1712345678.123456,
+        1712345679.5,
+        None,
+    )
+    jobs = open_job_store(database)
+    try:
+        jobs.put(full)
+        got = jobs.get(full.id)
+        assert got is not None and got.progress is not None
+        assert math.isnan(got.progress.pop("loss")) and full.progress is not None
+        full.progress.pop("loss")
+        assert got == full and type(got.spec["config"]["big"]) is float
+    finally:
+        jobs.close()
 
 
 def test_counts_of_the_table_keep_their_strings_and_count_unsaved_records_as_they_are(
-    tmp_path: Path,
+    database: str,
 ) -> None:
-    with SqliteJobStore(tmp_path / "t.db") as jobs:
+    jobs = open_job_store(database)
+    try:
         jobs.put(record("0000000000aa"))
         jobs.put(record("0000000000bb", JobStatus.RUNNING))
         table = JobTable(jobs, threading.RLock())
         # its end is known here, the store still says queued
         table.unsaved["0000000000aa"] = record("0000000000aa", JobStatus.SUCCEEDED)
         counts = table.counts()
+    finally:
+        jobs.close()
     assert counts == {
         "queued": 0,
         "running": 1,
@@ -222,17 +260,123 @@ def test_a_locked_file_is_a_job_store_error_and_reads_say_unavailable(tmp_path: 
         assert [r.id for r in jobs.newest(5)] == ["0000000000aa"]  # nothing half-written
 
 
-def test_the_sqlite_store_has_every_method_of_the_protocol() -> None:
-    """mypy checks the signatures (`sqlite._conforms`); this, that nothing is missing at run time."""
+def test_each_store_has_every_method_of_the_protocol(database: str) -> None:
+    """mypy checks the signatures (`sqlite._conforms`, `pg._conforms`); this, that nothing is
+    missing at run time, and that the opener picks the backend the target names."""
     wanted = {n for n, v in vars(JobStore).items() if not n.startswith("_") and callable(v)}
     assert wanted == {"put", "put_progress", "get", "newest", "unfinished", "by_ids", "counts", "close"}
-    for name in wanted:
-        ours, theirs = getattr(SqliteJobStore, name), getattr(JobStore, name)
-        assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters)
-    store: JobStore = SqliteJobStore(":memory:")  # the typed assignment mypy checks
-    store.close()
+    store: JobStore = open_job_store(database)  # the typed assignment mypy checks
+    try:
+        assert type(store) is (PgJobStore if database.startswith("postgresql://") else SqliteJobStore)
+        for name in wanted:
+            ours, theirs = getattr(type(store), name), getattr(JobStore, name)
+            assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters)
+    finally:
+        store.close()
 
 
 def tables(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as db:
         return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+
+def pg_tables(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        q = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        return {r[0] for r in c.execute(q).fetchall()}
+
+
+def pg_sql(url: str, sql: str, *args: object) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        cur = c.execute(sql, args or None)
+        return cur.fetchall() if cur.description else []
+
+
+def test_pg_schema_from_empty_to_newest_then_a_newer_one_is_refused_and_left_alone(pg_url: str) -> None:
+    assert pg_tables(pg_url) == set()
+    with PgJobStore(pg_url) as jobs:
+        assert jobs.schema_version == job_pg.SCHEMA_VERSION == len(job_pg.MIGRATIONS)
+        jobs.put(record("0000000000aa"))
+    assert pg_tables(pg_url) == {"jobs", "jobs_schema"}  # its own names only
+    assert pg_sql(pg_url, "SELECT version FROM jobs_schema") == [(job_pg.SCHEMA_VERSION,)]
+    with PgJobStore(pg_url) as again:  # opening an up-to-date database changes nothing
+        assert again.get("0000000000aa") == record("0000000000aa")
+    newer = job_pg.SCHEMA_VERSION + 1
+    pg_sql(pg_url, "UPDATE jobs_schema SET version = %s", newer)
+    with pytest.raises(StoreError, match=f"job store schema version {newer}.*upgrade tickcast"):
+        PgJobStore(pg_url)
+    assert pg_sql(pg_url, "SELECT version FROM jobs_schema") == [(newer,)]
+    assert pg_sql(pg_url, "SELECT id FROM jobs") == [("0000000000aa",)]
+
+
+def test_pg_replicas_opening_together_migrate_once(pg_url: str) -> None:
+    stores: list[PgJobStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(PgJobStore(pg_url))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(stores) == 4
+    assert len({s.owner for s in stores}) == 4  # one owner id per store: per job manager
+    assert pg_sql(pg_url, "SELECT version FROM jobs_schema") == [(job_pg.SCHEMA_VERSION,)]
+    for s in stores:
+        s.close()
+
+
+def test_pg_a_lost_connection_fails_one_call_then_the_store_reconnects(pg_url: str) -> None:
+    with PgJobStore(pg_url) as jobs:
+        jobs.put(record("0000000000aa"))
+        table = JobTable(jobs, threading.RLock())
+        pg_sql(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name LIKE %s",
+            "tickcast-jobs-%",
+        )
+        with pytest.raises(StoreUnavailable, match="cannot be read right now"):
+            table.read("0000000000aa")
+        assert jobs.get("0000000000aa") == record("0000000000aa")  # a new connection
+        jobs.put(record("0000000000bb"))
+        assert {r.id for r in jobs.unfinished()} == {"0000000000aa", "0000000000bb"}
+
+
+def test_pg_a_locked_table_is_a_job_store_error_and_nothing_is_half_written(pg_url: str) -> None:
+    import psycopg
+
+    with PgJobStore(pg_url) as jobs, psycopg.connect(pg_url) as holder:
+        jobs.put(record("0000000000aa"))
+        assert jobs._conn is not None
+        jobs._conn.execute("SET statement_timeout = 200")  # not the 5 s the service waits: a test
+        holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(JobStoreError, match="statement timeout"):
+            jobs.put(record("0000000000bb"))
+        table = JobTable(jobs, threading.RLock())
+        with pytest.raises(StoreUnavailable, match="the job could not be recorded: the store failed"):
+            table.create({"exchange": "synthetic"})
+        with pytest.raises(StoreUnavailable, match="statement timeout"):
+            table.counts()
+        holder.rollback()
+        assert [r.id for r in jobs.newest(5)] == ["0000000000aa"]
+
+
+def test_pg_a_database_that_cannot_be_reached_is_a_job_store_error_without_the_password() -> None:
+    url = "postgresql://tickcast:s3cret-pw@127.0.0.1:1/tickcast"
+    with pytest.raises(JobStoreError) as caught:
+        PgJobStore(url)
+    assert "cannot connect to postgresql://tickcast:***@127.0.0.1:1/tickcast" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)

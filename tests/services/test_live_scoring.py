@@ -20,6 +20,7 @@ from tests.helpers.live import (
     craft,
     exchange,
     live,
+    log_in,
     logged,
     moves,
     offline,
@@ -30,6 +31,12 @@ from tests.helpers.live import (
     trades,
     train_tiny,
 )
+
+
+@pytest.fixture(autouse=True)
+def _log_backend(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on each backend of the prediction log (the ticks stay in SQLite)."""
+    log_in(database, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,7 @@ def train(body: TrainRequest, jobs: JobsDep) -> JobOut:
         end=body.end,
         config=body.config.model_dump(),
         activate=Activation(body.activate),
+        workers=body.workers,
     )
     return _out(jobs.submit(spec))  # InvalidJobSpec, QueueFull...: answered by app.api.errors
 

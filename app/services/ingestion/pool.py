@@ -123,6 +123,12 @@ class IngestPool:
         self._deaths_in_row = 0
         return result
 
+    def warm(self) -> None:
+        """Start the worker now rather than with the first call: a standby replica that takes a
+        market over pulls at once, not after a process start and its imports."""
+        if self._pool is None and self.last_death is None and not self._closed:
+            self._restart()
+
     def poll(self) -> None:
         """Notice a dead worker and replace it; start a replacement whose back-off is over."""
         pool = self._pool

@@ -6,12 +6,15 @@ never stacks pulls up. Pulls run in one worker process (see
 `ingestion.worker`), so /predict keeps answering at its idle latency while they run.
 That process is supervised (see `ingestion.pool`): a watch job notices its death
 within a second even when no pull runs, every market's status says so, and a
-new worker takes over.
+new worker takes over. With replicas sharing a PostgreSQL database (`leases`), a
+lock round before the pulls decides which markets this replica pulls (see
+`ingestion.leader`); the others are pulled by another replica and skipped here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -27,17 +30,21 @@ from app.market.markets import Market
 from app.market.sources import SOURCES
 from app.market.sources.base import SourceError
 from app.market.storage import TickStorage
+from app.services.ingestion import retrain
 from app.services.ingestion import worker as ingest_worker
 from app.services.ingestion.pool import IngestPool
 from app.services.ingestion.pull import PullResult
-from app.services.jobs.manager import JobManager, JobSpec, QueueFull
-from app.services.jobs.manager import StoreUnavailable as JobStoreUnavailable
-from app.services.jobs.states import Activation
+from app.services.ingestion.replicas import Replicas
+from app.services.jobs.manager import JobManager
 from app.settings import env_name
 
 log = logging.getLogger(__name__)
 
 WATCH_S = 0.5  # how often the worker is checked (a waitpid: cheap), or twice a pull interval if shorter
+# Lock rounds run twice a pull interval, or every LEAD_S if that is sooner: a dead leader's markets
+# are taken over (and pulled at once) well within two intervals
+LEAD_S = 1.0
+FILL_WAIT_S = 120.0  # how long a replica waits for another one's first fill of the synthetic market
 
 
 @dataclass
@@ -85,8 +92,13 @@ class Ingestor:
         retrain_cron: str | None = None,
         synthetic_history_s: float = 3600.0,
         on_stored: Callable[[str, str], None] | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
+        """`replicas`: when replicas share the store (PostgreSQL), the markets' locks (which decide
+        what this one pulls) and the broadcast of stored ticks (started and stopped here)."""
         self.store = store
+        self.leases = replicas.leases if replicas is not None else None
+        self.broadcast = replicas.broadcast if replicas is not None else None
         self.synthetic_history_s = synthetic_history_s
         self.interval_s = interval_s
         self.enabled = enabled
@@ -100,6 +112,7 @@ class Ingestor:
             self.status[(m.exchange, m.symbol)] = MarketStatus(m.exchange, m.symbol)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._stopping = False
+        self._preparing: asyncio.Task[None] | None = None
         self.on_stored = on_stored  # a pull stored new ticks
         # per market, at its last pull that stored ticks: that pull's end minus the newest tick's time
         self._lags: dict[tuple[str, str], float] = {}
@@ -119,8 +132,10 @@ class Ingestor:
         return self.worker.restarts
 
     def _worker_died(self, reason: str) -> None:
-        # every market, pulling or not: none is pulled until the new worker is up
+        # every market this replica pulls: none is pulled until the new worker is up
         for st in self.status.values():
+            if self.leases is not None and not self.leases.holds(st.exchange, st.symbol):
+                continue  # another replica pulls it: its status here must not say it fails
             st.last_error = (
                 f"{reason}; a new worker is starting, the next pull resumes from the stored cursor"
             )
@@ -148,7 +163,17 @@ class Ingestor:
     async def fill_synthetic(self, symbol: str) -> PullResult:
         """The first start's data: the live synthetic market's history up to now, with its cursor,
         pulled by the same worker (and source) as later scheduled pulls, so they continue the
-        same price path."""
+        same price path. With replicas, only the one holding the market's lock fills it (two
+        would store two different paths); the others wait until its ticks are stored."""
+        leases = self.leases
+        deadline = time.monotonic() + FILL_WAIT_S
+        while leases is not None and time.monotonic() < deadline:
+            await asyncio.to_thread(leases.refresh)
+            if leases.holds("synthetic", symbol):
+                break
+            if await asyncio.to_thread(self.store.count, "synthetic", symbol):
+                return PullResult("synthetic", symbol, 0, 0, self.store.cursor("synthetic", symbol), 0.0)
+            await asyncio.sleep(min(self.interval_s, 1.0))
         return await self._pull("synthetic", symbol, None)
 
     def market(self, exchange: str, symbol: str) -> MarketStatus:
@@ -162,7 +187,9 @@ class Ingestor:
         return [dataclasses.replace(st) for st in self.status.values()]
 
     async def pull_now(self, exchange: str, symbol: str) -> PullResult:
-        """One pull of a configured market (the schedule and POST .../pull both land here)."""
+        """One pull of a configured market (the schedule and POST .../pull both land here). A
+        manual pull runs even where another replica leads the market: the store keeps each trade
+        once, and the leader's next pull resumes from the cursor this one left."""
         st = self.market(exchange, symbol)
         lock = self._locks.setdefault((exchange, symbol), asyncio.Lock())
         async with lock:  # a manual pull and a scheduled one never interleave pages
@@ -205,7 +232,38 @@ class Ingestor:
         (not ingested here: imported, or pulled by another process)."""
         return self._lags.get((exchange, symbol))
 
+    def leads(self, exchange: str, symbol: str) -> bool:
+        """Whether this process pulls the market on the schedule now: a configured market with
+        ingestion on, and with replicas, one whose lock this replica holds."""
+        if not self.enabled or (exchange, symbol) not in self.status:
+            return False
+        return self.leases is None or self.leases.holds(exchange, symbol)
+
+    async def _lead(self) -> None:
+        """One lock round (off the loop: it waits on the database). A market taken over is pulled
+        at once, so a dead leader's market is pulled again within one interval and a pull; a
+        market let go keeps no failure figures here, where it is no longer pulled."""
+        if self.leases is None:
+            return
+        changed = await asyncio.to_thread(self.leases.refresh)
+        for key in changed.lost:
+            st = self.status[key]
+            st.last_error, st.consecutive_failures = None, 0
+        for exchange, symbol in changed.gained:
+            job = self.scheduler.get_job(f"pull:{exchange}:{symbol}")
+            if job is not None:
+                job.modify(next_run_time=_now())
+
+    async def _prepare(self) -> None:
+        """The worker opens the store and the sources now, not at the first pull of a market taken
+        over (a connection, an HTTP client: a few hundred ms of a takeover otherwise)."""
+        exchanges = {e: (self._urls.get(e), self._source_kw(e)) for e, _ in self.status if e in SOURCES}
+        with contextlib.suppress(Exception):  # the first pull opens them, or says why it cannot
+            await self.worker.run(ingest_worker.prepare, str(self.store.path), exchanges)
+
     async def _scheduled_pull(self, exchange: str, symbol: str) -> None:
+        if not self.leads(exchange, symbol):
+            return  # another replica holds its lock (or none could be taken yet)
         try:
             await self.pull_now(exchange, symbol)
         except asyncio.CancelledError:
@@ -224,51 +282,25 @@ class Ingestor:
         self.worker.poll()
 
     def _retrain(self) -> None:
-        """One if_better job per market. A market that cannot be queued (a full queue, a store
-        that cannot record the job) is logged and skipped: the others are still queued."""
-        if self.jobs is None:
-            return
-        for exchange, symbol in self.status:
-            try:
-                self.jobs.submit(
-                    JobSpec(
-                        exchange=exchange,
-                        symbol=symbol,
-                        start=None,
-                        end=None,
-                        config={"arch": "CNN"},
-                        activate=Activation.IF_BETTER,
-                    )
-                )
-            except QueueFull as e:
-                log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. Raise %s or wait: the next %s "
-                    "run queues it again, or POST /train once the queue has room",
-                    exchange,
-                    symbol,
-                    e,
-                    env_name("job_queue_max"),
-                    env_name("retrain_cron"),
-                )
-            except JobStoreUnavailable as e:
-                log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. The next %s run queues it "
-                    "again, or POST /train once the store accepts writes",
-                    exchange,
-                    symbol,
-                    e,
-                    env_name("retrain_cron"),
-                )
-            except ValueError as e:  # too few ticks so far: the next run finds more
-                log.warning(
-                    "scheduled retraining of %s:%s was skipped: %s. The next %s run tries again",
-                    exchange,
-                    symbol,
-                    e,
-                    env_name("retrain_cron"),
-                )
+        """One if_better job per market (what the cron trigger runs; see `retrain.queue_all`)."""
+        if self.jobs is not None:
+            retrain.queue_all(self.jobs, list(self.status))
 
     def start(self) -> None:
+        if self.broadcast is not None:  # listening whether this replica ingests or not
+            self.broadcast.start()
+        if self.enabled and self.leases is not None:
+            self.worker.warm()  # a standby that takes a market over pulls it at once
+            self._preparing = asyncio.get_running_loop().create_task(self._prepare())
+            self.scheduler.add_job(
+                self._lead,
+                "interval",
+                seconds=min(self.interval_s / 2, LEAD_S),
+                id="lead:markets",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now(),
+            )
         if self.enabled:
             for exchange, symbol in self.status:
                 self.scheduler.add_job(
@@ -303,11 +335,17 @@ class Ingestor:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._preparing is not None:
+            self._preparing.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         # A backfill may be mid-way: stop its process rather than wait. Each page commits
         # with its cursor in one SQLite transaction, so the next start resumes cleanly.
         await self.worker.close()
+        if self.leases is not None:  # only once the worker is gone: no pull overlaps the next leader's
+            await asyncio.to_thread(self.leases.close)
+        if self.broadcast is not None:
+            await self.broadcast.stop()
 
     def describe(self) -> list[dict[str, Any]]:
         """Per configured market: last pull, last tick time, lag, ticks stored, last error, next
@@ -339,7 +377,9 @@ class Ingestor:
                 {
                     **pulls,
                     "scheduled": st is not None,
-                    "ingesting": self.enabled and st is not None,
+                    # pulled here; a scheduled market that is not is another replica's to pull
+                    "ingesting": self.leads(exchange, symbol),
+                    "leader": self.leads(exchange, symbol) if st is not None else None,
                     "worker_restarts": self.worker.restarts,
                     "ticks_stored": self.store.count(exchange, symbol),
                     "last_tick_time": rng[1] if rng else None,

@@ -75,16 +75,9 @@ def run_pull(
 ) -> tuple[Outcome, PullResult | str]:
     """("ok", PullResult) or (kind, message): exceptions of every source module need not
     survive pickling back to the parent, but what they mean for the caller must."""
-    global _loop
     try:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-        if exchange not in _sources:
-            _sources[exchange] = make_source(exchange, base_url, **source_kw)
-        store = _stores.get(store_path)
-        if store is None:
-            store = _stores[store_path] = open_tick_store(store_path)
-        result = _loop.run_until_complete(pull(store, _sources[exchange], exchange, symbol, start=start))
+        loop, store, source = _opened(store_path, exchange, base_url, source_kw)
+        result = loop.run_until_complete(pull(store, source, exchange, symbol, start=start))
         return "ok", result
     except SourceError as e:
         return "source", f"{type(e).__name__}: {e}"
@@ -93,3 +86,29 @@ def run_pull(
     except Exception as e:
         log.exception("pull %s:%s failed", exchange, symbol)
         return "error", f"{type(e).__name__}: {e}"
+
+
+def _opened(
+    store_path: str, exchange: str, base_url: str | None, source_kw: dict[str, Any]
+) -> tuple[asyncio.AbstractEventLoop, TickStorage, Source]:
+    """The worker's loop, store and source, opened by the first call that needs them and kept."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    if exchange not in _sources:
+        _sources[exchange] = make_source(exchange, base_url, **source_kw)
+    store = _stores.get(store_path)
+    if store is None:
+        store = _stores[store_path] = open_tick_store(store_path)
+    return _loop, store, _sources[exchange]
+
+
+def prepare(store_path: str, exchanges: dict[str, tuple[str | None, dict[str, Any]]]) -> None:
+    """Open the store and each exchange's source (base URL, keywords) before any pull: a standby
+    replica that takes a market over then pulls at once, not after a connection and an HTTP
+    client are made. What cannot be opened now is left to the first pull, which says why."""
+    for exchange, (base_url, source_kw) in exchanges.items():
+        try:
+            _opened(store_path, exchange, base_url, source_kw)
+        except Exception as e:
+            log.info("ingest worker: %s not prepared (%s); its first pull tries again", exchange, e)

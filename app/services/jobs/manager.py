@@ -14,8 +14,10 @@ be written for a while never stops a job, and the dispatcher starts the next
 job regardless. Only `submit` answers a failing store with an error
 (`StoreUnavailable`): a job nobody recorded must not be accepted. What a dead
 worker, or a dead previous process, left behind is settled by `job_recovery`.
+Replicas on one PostgreSQL database (`shared`) each run the jobs submitted to
+them, see the others' in the store, and cancel or settle them through it.
 
-The parent decides promotion (`registry.should_promote`) and records it as
+The parent decides promotion (`promotion`, `registry.should_promote`) and records it as
 `result["activated"]`/`result["reason"]`, then calls `on_finish(record)` with the
 final record (in a thread: it may load a model); without `on_finish` it
 activates in the registry itself.
@@ -29,10 +31,11 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from app.market.storage import TickStorage
+from app.services.jobs import promotion, shared
 from app.services.jobs import recovery as job_recovery
 from app.services.jobs.backends import open_job_store
 from app.services.jobs.errors import JobFinished, QueueFull, UnknownJob
@@ -40,9 +43,9 @@ from app.services.jobs.process import LiveJob, Spawner, ending, follow, local_sp
 from app.services.jobs.records import JOB_ID, JobTable, StoreUnavailable, copy_record, set_soon
 from app.services.jobs.shortfall import check_ticks
 from app.services.jobs.spec import InvalidJobSpec, JobSpec, validate_spec
-from app.services.jobs.states import FINISHED, Activation, JobStatus
+from app.services.jobs.states import FINISHED, JobStatus
 from app.services.jobs.store import JobRecord, JobStore
-from app.services.registry import Registry, should_promote
+from app.services.registry import Registry
 
 __all__ = [
     "JOB_ID",
@@ -98,6 +101,7 @@ class JobManager:
         self._reserved = 0  # submissions between the queue check and the queue
         self._lock = threading.RLock()  # guards the dict above, the table's `unsaved`, their records
         self._table = JobTable(self.job_store, self._lock)
+        self._shared = shared.for_store(self.job_store)  # None: one process owns the store's jobs
         self._spawner = local_spawner() if spawner is None else spawner
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -112,7 +116,10 @@ class JobManager:
         self._loop, self._stopping = asyncio.get_running_loop(), False
         self._wake = asyncio.Event()
         self._table.start()
-        await asyncio.to_thread(self._settle_left_overs)
+        if self._shared is None:
+            await asyncio.to_thread(self._settle_left_overs)
+        else:  # now, then every few seconds: the jobs of replicas that died
+            await self._shared.start(self._settle_left_overs, self._live_ids, self.cancel)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="jobs-dispatcher")
         self._wake.set()
         self._table.nudge()
@@ -134,9 +141,14 @@ class JobManager:
             # resource tracker then warns of leaked semaphores).
             await asyncio.wait(set(self._background), timeout=STOP_GRACE_S)
         await self._table.stop(STOP_GRACE_S)
+        if self._shared is not None:
+            await self._shared.stop()
 
     def close(self) -> None:
-        """Close the job store if the manager opened it (after `stop`, as the tick store)."""
+        """Close the job store if the manager opened it (after `stop`, as the tick store), and its
+        replicas' connections (which lets the others settle what it left)."""
+        if self._shared is not None:
+            self._shared.close()
         if self._owns_job_store:
             self.job_store.close()
 
@@ -147,7 +159,7 @@ class JobManager:
         and queue a job; returns its record. Nothing is recorded when it raises: QueueFull when
         `queue_max` jobs wait, StoreUnavailable when the store cannot count the ticks or record
         the job."""
-        spec_dict = validate_spec(spec)
+        spec_dict = validate_spec(spec, data_parallel=getattr(self._spawner, "data_parallel", False))
         try:
             check_ticks(spec, self.store)
         except self.store.errors as e:
@@ -195,23 +207,28 @@ class JobManager:
 
     def cancel(self, job_id: str) -> JobRecord:
         """Queued: cancelled now. Running: asks the worker to stop (it records `cancelled`
-        within seconds). Finished: JobFinished, with the record unchanged."""
+        within seconds). Finished: JobFinished, with the record unchanged. Run by another
+        replica: that one is asked (`shared`)."""
         rec = self.get(job_id)
         with self._lock:
             lv = self._live.get(job_id)
             if lv is None:
                 if rec.status in FINISHED:
                     raise JobFinished(rec)
-                return rec  # stored unfinished by another process: nothing here to stop
-            if lv.proc is None:  # under the lock: the dispatcher cannot start it meanwhile
+                if self._shared is None:
+                    return rec  # stored unfinished by another process: nothing here to stop
+            elif lv.proc is None:  # under the lock: the dispatcher cannot start it meanwhile
                 self._settle(lv, JobStatus.CANCELLED, error="cancelled before it started", now=time.time())
             else:
                 lv.ask_to_stop()
                 return copy_record(lv.record)
+        if lv is None:  # another replica runs it: asked through the database, outside the lock
+            assert self._shared is not None
+            return self._shared.cancel_elsewhere(job_id, self._table.read)
         self._poke()
         self._table.persist(lv.record)
         if self.on_finish is not None:
-            self._safe_on_finish(copy_record(lv.record))
+            promotion.tell(self.on_finish, copy_record(lv.record))
         return copy_record(lv.record)
 
     def counts(self) -> dict[str, int]:
@@ -298,30 +315,20 @@ class JobManager:
             status, error = ending(kind, payload, user_cancel)
         await asyncio.to_thread(self._finish, lv, status, error=error, result=result, now=now)
         if status != JobStatus.INTERRUPTED and self.on_finish is not None:
-            await asyncio.to_thread(self._safe_on_finish, copy_record(lv.record))
+            await asyncio.to_thread(promotion.tell, self.on_finish, copy_record(lv.record))
 
     async def _succeed(self, lv: LiveJob, result: dict[str, Any], now: float) -> None:
-        policy, active = lv.record.spec["activate"], self.registry.active_id()
-        ok, reason = should_promote(policy, result["challenger_val_auc"], result["incumbent_val_auc"])
-        if policy == Activation.IF_BETTER and active != result["incumbent_id"]:
-            ok = False
-            reason = (
-                f"the active model changed while the job ran (compared with {result['incumbent_id']}, "
-                f"now {active}); activate it by hand if wanted"
-            )
-        result["activated"], result["reason"] = ok, reason
-        for warning in result.get("warnings") or []:  # the result keeps them; the log says them once
-            log.warning("job %s: %s", lv.record.id, warning)
+        ok = promotion.decide(lv.record.id, lv.record.spec["activate"], result, self.registry.active_id())
         rec = dataclasses.replace(lv.record, status=JobStatus.SUCCEEDED, result=result, finished_at=now)
         if ok:
             try:
-                await asyncio.to_thread(self._activate, rec)
+                await asyncio.to_thread(promotion.activate, self.registry, self.on_finish, rec)
             except Exception as e:
                 log.exception("job %s: activation failed", rec.id)
                 result["activated"], result["reason"] = False, f"activation failed: {e}"
         await asyncio.to_thread(self._finish, lv, JobStatus.SUCCEEDED, result=result, now=now)
         if self.on_finish is not None and not ok:
-            await asyncio.to_thread(self._safe_on_finish, copy_record(lv.record))
+            await asyncio.to_thread(promotion.tell, self.on_finish, copy_record(lv.record))
 
     def _after_death(
         self, lv: LiveJob, code: int | None, user_cancel: bool
@@ -337,23 +344,18 @@ class JobManager:
             log.error("job %s: %s", lv.record.id, error)
         return status, error, result
 
-    def _activate(self, rec: JobRecord) -> None:
-        if self.on_finish is not None:
-            self.on_finish(copy_record(rec))
-        elif rec.result is not None:  # always, for a job that succeeded
-            self.registry.activate(rec.result["model_id"])
-
-    def _safe_on_finish(self, rec: JobRecord) -> None:
-        try:
-            if self.on_finish is not None:
-                self.on_finish(rec)
-        except Exception:
-            log.exception("job %s: on_finish failed", rec.id)
-
-    def _settle_left_overs(self) -> None:
+    def _settle_left_overs(
+        self, unfinished: Sequence[JobRecord] | None = None, others: Collection[str] = ()
+    ) -> None:
+        """What dead processes left: every unfinished record not this process's (read here), or
+        with replicas those of `unfinished` that are neither this one's nor `others` (live ones')."""
         with self._lock:
-            mine = set(self._live) | set(self._table.unsaved)
-        job_recovery.settle_left_overs(self._table, self.registry, mine)
+            mine = set(self._live) | set(self._table.unsaved) | set(others)
+        job_recovery.settle_left_overs(self._table, self.registry, mine, unfinished)
+
+    def _live_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._live)
 
     # ------------------------------------------------------------ records
 

@@ -12,6 +12,8 @@ here rather than lost:
 - at start, jobs a previous process left `queued`/`running` become
   `interrupted`, and a model such a job saved, or one a finished job never
   recorded, is claimed by that job's record (dropped if the job was cancelled).
+  With replicas on one database, only the jobs of replicas that died, at start
+  and every few seconds (`shared` says which are dead).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from app.services import housekeeping
@@ -96,19 +99,23 @@ def drop_model(registry: Registry, model_id: str) -> None:
         log.warning("could not remove model %s of a cancelled job: %s", model_id, e)
 
 
-def settle_left_overs(table: JobTable, registry: Registry, mine: set[str]) -> None:
+def settle_left_overs(
+    table: JobTable, registry: Registry, mine: set[str], unfinished: Sequence[JobRecord] | None = None
+) -> None:
     """Jobs a dead process left queued/running become `interrupted`; a model such a job
     saved (or one a finished job never recorded) is claimed by its record. `mine` are the
-    jobs of this process, left alone."""
-    try:
-        unfinished = table.store.unfinished()
-    except JobStoreError as e:
-        log.error(
-            "could not read the jobs a previous process left unfinished (%s); they "
-            "keep their status until the next start",
-            e,
-        )
-        return
+    jobs of live processes (this one's, and with replicas those of the live others), left
+    alone, models and all. `unfinished`: the records stored queued/running (None: read here)."""
+    if unfinished is None:
+        try:
+            unfinished = table.store.unfinished()
+        except JobStoreError as e:
+            log.error(
+                "could not read the jobs a previous process left unfinished (%s); they "
+                "keep their status until the next start",
+                e,
+            )
+            return
     left = [r for r in unfinished if r.id not in mine]
     try:
         saved = housekeeping.models_by_job(registry)

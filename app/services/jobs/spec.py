@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.ml.config import TrainConfig
 
 Loc = tuple[str | int, ...]  # where a request carried the bad value: ("body", "config", "seq_len")
+MAX_WORKERS = 64  # processes one data-parallel job may train on
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class JobSpec:
     config: dict[str, Any]  # training settings by name (app.ml.config); the rest take their defaults
     activate: Activation = Activation.IF_BETTER
     synthetic_ticks: int = 60_000
+    workers: int = 1  # > 1: one model trained data-parallel on that many Ray Train workers
 
 
 class InvalidJobSpec(ValueError):
@@ -40,9 +42,11 @@ class InvalidJobSpec(ValueError):
         self.loc = loc
 
 
-def validate_spec(spec: JobSpec) -> dict[str, Any]:
-    """The spec as a JSON-able dict, or InvalidJobSpec saying what to fix."""
+def validate_spec(spec: JobSpec, *, data_parallel: bool = False) -> dict[str, Any]:
+    """The spec as a JSON-able dict, or InvalidJobSpec saying what to fix. `data_parallel`: the
+    jobs run where `workers` > 1 can (the Ray backend); elsewhere such a job is refused."""
     _check_market(spec)
+    _check_workers(spec.workers, data_parallel)
     try:
         activate = Activation(spec.activate)
     except ValueError as e:
@@ -51,13 +55,32 @@ def validate_spec(spec: JobSpec) -> dict[str, Any]:
     n = spec.synthetic_ticks
     if isinstance(n, bool) or not isinstance(n, int) or not 100 <= n <= 10_000_000:
         raise InvalidJobSpec(f"synthetic_ticks must be an integer in [100, 10000000], got {n!r}")
-    config_of(spec)
+    cfg = config_of(spec)
+    if spec.workers > cfg.batch_size:
+        raise InvalidJobSpec(
+            f"workers ({spec.workers}) cannot exceed config.batch_size ({cfg.batch_size}): each worker "
+            "trains on its share of every batch",
+            ("body", "workers"),
+        )
     out = {**asdict(spec), "activate": activate.value}
     try:
         json.dumps(out, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidJobSpec(f"the job spec must be plain finite JSON values: {e}") from e
     return out
+
+
+def _check_workers(n: Any, data_parallel: bool) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_WORKERS:
+        raise InvalidJobSpec(
+            f"workers must be an integer in [1, {MAX_WORKERS}], got {n!r}", ("body", "workers")
+        )
+    if n > 1 and not data_parallel:
+        raise InvalidJobSpec(
+            f"workers={n} trains data-parallel on Ray Train, which needs the Ray backend: start the "
+            "service with TICKCAST_JOB_BACKEND=ray (pip install 'tickcast[ray]'), or ask for workers=1",
+            ("body", "workers"),
+        )
 
 
 def _check_market(spec: JobSpec) -> None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the worker process imports torch (through app.ml) only afte
     from app.market.ticks import TickArrays
     from app.ml.config import TrainConfig
     from app.ml.training import FitResult, Progress
+    from app.services.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +170,11 @@ def _train(
     del ticks  # the series hold what training reads; the trade ids only found the cuts
     phase("training")
     progress = _progress_sender(queue, t0)
-    fitted = training.fit(series, cfg, data_info={**info, **cuts}, progress=progress, should_stop=should_stop)
+    fitted = _fit(spec)(series, cfg, data_info={**info, **cuts}, progress=progress, should_stop=should_stop)
     phase("saving")
     if job_id is not None:
         fitted.meta.job_id = job_id  # so a restart finds the job's model if its result is lost
-    path = fitted.save(models_dir)
-    try:
-        queue.put(("saved", fitted.model.id))
-        phase("comparing with the active model")
-        comparison = _compare(fitted, series, cfg, models_dir)
-        if should_stop():
-            raise _Stopped("cancelled after training")
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    comparison = _save_and_compare(fitted, series, cfg, (models_dir, store_path), queue, phase, should_stop)
     meta = fitted.meta
     return {
         "model_id": fitted.model.id,
@@ -196,6 +188,52 @@ def _train(
         **{k: cuts.get(k) for k in ("gaps", "gap_windows_removed")},  # null: generated, not cut
         "warnings": list(fitted.warnings),  # e.g. few ticks: metrics too noisy to trust
     }
+
+
+def _save_and_compare(
+    fitted: FitResult,
+    series: list[TickArrays],
+    cfg: TrainConfig,
+    where: tuple[str, str | None],
+    queue: Any,
+    phase: Callable[[str], None],
+    should_stop: Any,
+) -> dict[str, Any]:
+    """Save the model (`where`: the models folder and the store target) where the service finds it:
+    the folder, and with PostgreSQL the database, from whichever machine this worker runs on; then
+    score it against the active model. A failure or a cancel on the way takes the model back."""
+    from app.services.model_store import open_registry
+
+    models_dir, store_path = where
+    registry = open_registry(models_dir, store_path or ":memory:")
+    path = fitted.save(models_dir)
+    try:
+        registry.publish(path)
+        queue.put(("saved", fitted.model.id))
+        phase("comparing with the active model")
+        comparison = _compare(fitted, series, cfg, registry)
+        if should_stop():
+            raise _Stopped("cancelled after training")
+    except BaseException:
+        registry.withdraw(fitted.model.id)
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        registry.close()
+    return comparison
+
+
+def _fit(spec: dict[str, Any]) -> Callable[..., FitResult]:
+    """`training.fit`; for a job of `workers` > 1 (the Ray backend), one model trained by that many
+    Ray Train workers (`ray_train`, which imports Ray)."""
+    from app.ml import training
+
+    workers = int(spec.get("workers", 1))
+    if workers == 1:
+        return training.fit
+    from app.services.jobs.ray_train import data_parallel
+
+    return data_parallel(workers)
 
 
 def _series(
@@ -248,16 +286,14 @@ def _progress_sender(queue: Any, t0: float) -> Callable[[Progress], None]:
 
 
 def _compare(
-    fitted: FitResult, series: list[TickArrays], cfg: TrainConfig, models_dir: str
+    fitted: FitResult, series: list[TickArrays], cfg: TrainConfig, registry: Registry
 ) -> dict[str, Any]:
     """The new model's validation AUC beside the active model's, and the baselines' scores, all on the
     same windows (those of training's series); an active model that cannot be loaded is noted, not
     fatal."""
     from app.ml import evaluation
     from app.services.coverage import scorable
-    from app.services.registry import Registry
 
-    registry = Registry(models_dir)
     incumbent_id = registry.active_id()
     models, note = [fitted.model], None
     if incumbent_id is not None:

@@ -1,13 +1,21 @@
 """The live-evaluation tables' home: one SQLite connection to the tick store's file, their schema and
 its migrations (a version of their own in `live_schema`, as the job store keeps its own), and the
-(market, model) series every row is filed under."""
+(market, model) series every row is filed under.
+
+The SQL of the live tables is written once, for both backends, with `?` placeholders, against
+`Sql` (what `sqlite3.Connection` already is); the PostgreSQL log (`pg.py`) hands the same code an
+adapter to its connection and keeps its own DDL. A backend supplies `_begin` (one write
+transaction) and `_handle` (the connection for a read), both called under `_lock`.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from app.market.storage import StoreError
 from app.sqlite_file import connect, immediate
@@ -49,6 +57,30 @@ class LogError(StoreError):
     """The prediction log cannot be read or written right now."""
 
 
+class Cursor(Protocol):
+    """What the live tables' code reads from a statement (a sqlite3 or psycopg cursor)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Sql(Protocol):
+    """The seam between the shared SQL (`?` placeholders) and a backend's connection."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> object: ...
+
+
 class LiveTables:
     """The connection, its lock and transactions, the migrations and the series ids."""
 
@@ -71,8 +103,35 @@ class LiveTables:
         with self._lock:
             self._db.close()
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def claim_scorer(self) -> bool:
+        """Whether this process may score (and refresh, promote, recalibrate): a SQLite file has one
+        service, so always; PostgreSQL replicas take turns on a lock (`pg.py`)."""
+        return True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Sql]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            try:
+                with self._begin() as db:
+                    yield db
+            except BaseException:
+                # a series created in the rolled-back transaction is gone: forget every cached id
+                # rather than file later rows under one that no longer exists
+                self._series.clear()
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[Sql]:
+        """The connection for a read, held under the lock."""
+        with self._lock:
+            yield self._handle()
+
+    def _begin(self) -> AbstractContextManager[Sql]:
         return immediate(self._db, self._lock)
+
+    def _handle(self) -> Sql:
+        return self._db
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -90,9 +149,7 @@ class LiveTables:
             db.execute("DELETE FROM live_schema")
             db.execute("INSERT INTO live_schema (version) VALUES (?)", (SCHEMA_VERSION,))
 
-    def _series_id(
-        self, db: sqlite3.Connection, exchange: str, symbol: str, model_id: str, *, create: bool
-    ) -> int | None:
+    def _series_id(self, db: Sql, exchange: str, symbol: str, model_id: str, *, create: bool) -> int | None:
         key = (exchange, symbol, model_id)
         sid = self._series.get(key)
         if sid is not None:

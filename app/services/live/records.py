@@ -22,8 +22,8 @@ class LiveRecords(LiveTables):
 
     def metrics(self) -> list[tuple[str, str, str, float, dict[str, Any]]]:
         """(exchange, symbol, model_id, computed_at, body) of every series with metrics."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT s.exchange, s.symbol, s.model_id, m.computed_at, m.body FROM live_metrics m"
                 " JOIN live_series s ON s.id = m.series_id ORDER BY s.id"
             ).fetchall()
@@ -44,8 +44,8 @@ class LiveRecords(LiveTables):
             if model_id is None
             else (" WHERE active_id = ? OR challenger_id = ?", [model_id, model_id])
         )
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT at, active_id, challenger_id, decision, body FROM live_decisions{where}"
                 " ORDER BY id DESC LIMIT ?",
                 [*args, int(limit)],
@@ -69,8 +69,8 @@ class LiveRecords(LiveTables):
 
     def pinned(self) -> list[str]:
         """The pinned challengers, newest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT model_id FROM live_challengers ORDER BY added_at DESC").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT model_id FROM live_challengers ORDER BY added_at DESC").fetchall()
         return [str(r[0]) for r in rows]
 
     def add_calibrator(
@@ -91,8 +91,8 @@ class LiveRecords(LiveTables):
 
     def calibrators(self, model_id: str) -> list[dict[str, Any]]:
         """A model's refitted calibrators, newest first: version, kept, fitted_at, the report."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT version, kept, fitted_at, calibrator, report FROM live_calibrators WHERE model_id = ?"
                 " ORDER BY version DESC",
                 (model_id,),
@@ -111,6 +111,6 @@ class LiveRecords(LiveTables):
         else:
             q += " AND version = ?"
             args.append(int(version))
-        with self._lock:
-            row = self._db.execute(q, args).fetchone()
+        with self._reading() as db:
+            row = db.execute(q, args).fetchone()
         return None if row is None else (int(row[0]), json.loads(row[1]))

@@ -10,6 +10,12 @@ means no two of them ever race on the log.
 
 Shadows are the named challengers first, then the newest loadable models, up
 to `shadow_models`. They are loaded once onto the serving device and kept.
+
+Replicas sharing one PostgreSQL log score one at a time: each poll, a replica
+asks the log for the scorer role (`claim_scorer`, an advisory lock there,
+always granted on SQLite) and scores, refreshes, promotes, prunes and
+recalibrates only while it holds it. The others still choose the shadows (so
+that their answers name each model's role) and serve every read from the log.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class LiveStats:
     predictions: int = 0  # predictions logged, all models
     errors: int = 0
     last_error: str | None = None
+    scoring: bool = False  # this replica held the scorer role at its last poll
 
 
 class LiveEval:
@@ -138,17 +145,26 @@ class LiveEval:
                 log.exception("live evaluation step failed; retrying at the next poll")
 
     def work(self) -> None:
-        """Score everything new, then refresh the metrics when due (blocking)."""
+        """Score everything new, then refresh the metrics when due (blocking): on the scorer only."""
         with self._lock:
             now = time.monotonic()
             due = now >= self._next_refresh
             if due:
                 self._next_refresh = now + self.cfg.metrics_s
                 self._choose_shadows()
+            if not self._claim():
+                return
             while self._score_all() and not self._stopping:
                 pass  # a backlog is read chunk by chunk until it is gone
             if due:
                 self._refresh()
+
+    def _claim(self) -> bool:
+        """Whether this replica scores now; one that does not lets its loaded shadows go."""
+        self.stats.scoring = self.log.claim_scorer()
+        if not self.stats.scoring:
+            self._shadows = {}
+        return self.stats.scoring
 
     # ------------------------------------------------------------ scoring
 
@@ -240,10 +256,11 @@ class LiveEval:
             self._recalibrate()
 
     def refresh(self) -> None:
-        """Recompute the rolling metrics and run the promotion policy now (blocking)."""
+        """Recompute the rolling metrics and run the promotion policy now (blocking; on the scorer)."""
         with self._lock:
             self._choose_shadows()
-            self._refresh()
+            if self._claim():
+                self._refresh()
 
     def _promote(self, markets: list[tuple[str, str]]) -> None:
         active = self.predictor.model
@@ -277,9 +294,9 @@ class LiveEval:
 
     def recalibrate(self) -> recalibrate.Refit | None:
         """Refit the active model's calibrator on its recent live outcomes; serve it if it is better
-        (blocking; never beside a scoring step or another refit)."""
+        (blocking; never beside a scoring step or another refit; None off the scorer)."""
         with self._lock:
-            return self._recalibrate()
+            return self._recalibrate() if self._claim() else None
 
     def calibrator_of(self, model: checkpoint.Model, version: int) -> calibration.Calibrator:
         """The calibrator a logged prediction was served with (0: the checkpoint's own)."""

@@ -12,8 +12,15 @@ Storage failures (the tick store locked or unwritable, the models folder unwrita
 a full or failing disk) are the service's trouble, not the client's, and pass: 503
 with what failed, why, what to do, and a Retry-After that matches the text. They
 reach here only after the store rolled its transaction back or the atomic write
-removed its temporary file, so nothing is half-written. Anything else unexpected is
-a JSON 500 (the traceback still goes to the log).
+removed its temporary file, so nothing is half-written. A PostgreSQL database that cannot
+answer now (`app.pg.errors`: a lost connection, a server down or restarting, a timeout) is
+the same kind of trouble and gets the same kind of answer. Anything else unexpected is a
+JSON 500 (the traceback still goes to the log).
+
+psycopg is imported only where a postgresql:// database is opened, after these handlers are
+installed, so no handler can name its exception classes. The innermost middleware
+(`_Unavailable`) catches what the handlers let through and answers psycopg's "cannot answer
+now" as `_storage` answers SQLite's; the rest goes on, unchanged, to `_unexpected`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from typing import TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import advice
 from app.api.deps import services_of
@@ -131,6 +140,7 @@ _WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
 RETRY_LOCKED_S = 5  # another writer holds the store: usually gone in seconds
 RETRY_UNWRITABLE_S = 30  # someone has to fix permissions or a mount
 RETRY_FULL_S = 60  # someone has to free space
+RETRY_DATABASE_S = 5  # a dropped connection is opened again by the next call; a restart takes seconds
 
 
 def install(app: FastAPI) -> None:
@@ -140,6 +150,31 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(sqlite3.Error, _storage)
     app.add_exception_handler(OSError, _storage)
     app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(_Unavailable)  # the first added: the innermost, next to the handlers
+
+
+class _Unavailable:
+    """psycopg's "cannot answer now", which no handler can name (see the module's docstring):
+    answered by `_storage` if the response has not started, else passed on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started or scope["type"] != "http" or not isinstance(exc, _postgres_errors()):
+                raise
+            response = await _storage(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -206,7 +241,31 @@ def storage_failure(exc: BaseException, models_dir: Path | None = None) -> tuple
         return _sqlite_failure(exc)
     if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
         return _file_failure(exc, models_dir)
+    if isinstance(exc, _postgres_errors()):
+        return _detail(
+            "the database",
+            f"PostgreSQL cannot answer now ({_first_line(exc)})",
+            f"nothing was half-written; check that the server {env_name('database_url')} names is up and "
+            "reachable",
+            RETRY_DATABASE_S,
+        )
     return None
+
+
+def _postgres_errors() -> tuple[type[Exception], ...]:
+    """`app.pg.errors()` once psycopg is loaded. Before, no exception can be psycopg's, and
+    looking must not import it: the SQLite default never loads psycopg."""
+    if "psycopg" not in sys.modules:
+        return ()
+    from app import pg
+
+    return pg.errors()
+
+
+def _first_line(exc: BaseException) -> str:
+    """psycopg's message without its DETAIL and HINT lines."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _sqlite_failure(exc: sqlite3.Error) -> tuple[str, int] | None:

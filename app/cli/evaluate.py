@@ -22,6 +22,8 @@ from pathlib import Path
 
 from app.cli import HelpFormatter
 from app.cli.train import parse_split
+from app.database import is_postgres
+from app.market.backends import store_errors
 from app.market.loading import load_ticks
 from app.market.store import DEFAULT_PATH
 from app.market.ticks import TickArrays
@@ -68,17 +70,26 @@ def training_data(model: checkpoint.Model, store: str) -> TickArrays | None:
     source, start, end = d.get("source"), d.get("start_time"), d.get("end_time")
     if not isinstance(source, str) or not isinstance(start, int | float) or not isinstance(end, int | float):
         return None
+    errors: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError, *_store_errors(source))
     try:
         if source == "synthetic":
             return load_ticks(f"synthetic:{int(d.get('n_ticks', 0))}", seed=int(d.get("seed", 0))).ticks
         if source.startswith("store:") and d.get("exchange") and d.get("symbol"):
+            recorded = source.removeprefix("store:")
+            # a PostgreSQL source is recorded without its password: the --store URL opens it
+            path = (store if is_postgres(store) else None) if is_postgres(recorded) else recorded
+            if path is None:
+                return None
             spec = f"{d['exchange']}:{d['symbol']}"
-            return load_ticks(
-                spec, store_path=source.removeprefix("store:"), start=start, end=end + 1e-6
-            ).ticks
+            return load_ticks(spec, store_path=path, start=start, end=end + 1e-6).ticks
         return load_ticks(source, start=start, end=end + 1e-6).ticks
-    except (ValueError, FileNotFoundError, OSError):
+    except errors:
         return None
+
+
+def _store_errors(source: str) -> tuple[type[Exception], ...]:
+    recorded = source.removeprefix("store:")
+    return store_errors(recorded) if source.startswith("store:") else ()
 
 
 def main(argv: list[str] | None = None, *, prog: str = "evaluate.py") -> int:

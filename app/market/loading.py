@@ -1,7 +1,8 @@
 """Resolve a data source named on a command line to ticks.
 
 One spelling for every CLI: a CSV path, `synthetic[:N]`, or a market in the
-store as `exchange:SYMBOL` (e.g. `bitstamp:BTC-USD`).
+store as `exchange:SYMBOL` (e.g. `bitstamp:BTC-USD`), the store being a SQLite file or a
+postgresql:// URL (`app.database`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.market.store import DEFAULT_PATH, TickStore
+from app.database import is_postgres, redact
+from app.market.backends import open_tick_store
+from app.market.store import DEFAULT_PATH
 from app.market.ticks import TickArrays, TickError, read_csv
 from app.paths import tried
 
@@ -62,15 +65,20 @@ def load_ticks(
         return Loaded(ticks, {"source": str(path), "exchange": None, "symbol": None})
     if ":" in source:
         exchange, symbol = source.split(":", 1)
-        if not Path(store_path).is_file():
+        # a URL's password must not reach a message or a checkpoint's metadata
+        where = redact(str(store_path)) if is_postgres(store_path) else store_path
+        if not is_postgres(store_path) and not Path(store_path).is_file():
             raise FileNotFoundError(
                 f"no tick store at {tried(store_path)}; fetch ticks first (tickcast fetch) or pass --store"
             )
-        with TickStore(store_path) as store:
+        store = open_tick_store(store_path)
+        try:
             ticks = store.read(exchange, symbol, start=start, end=end, ids=ids)
+        finally:
+            store.close()
         if len(ticks) == 0:
-            raise ValueError(f"the store {store_path} has no ticks for {exchange}:{symbol} in that range")
-        return Loaded(ticks, {"source": f"store:{store_path}", "exchange": exchange, "symbol": symbol})
+            raise ValueError(f"the store {where} has no ticks for {exchange}:{symbol} in that range")
+        return Loaded(ticks, {"source": f"store:{where}", "exchange": exchange, "symbol": symbol})
     raise ValueError(
         f"unknown data source {source!r}: give a CSV path, 'synthetic[:N]', "
         "or a stored market as exchange:SYMBOL"

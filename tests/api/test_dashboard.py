@@ -26,8 +26,7 @@ from fastapi.testclient import TestClient
 from app.api.routes.dashboard import STATIC
 from app.main import create_app
 from app.market.sources import synthetic
-from app.market.store import TickStore
-from tests.helpers.apps import install_models, make_settings
+from tests.helpers.apps import app_store, install_models, make_settings
 from tests.helpers.bodies import body, csv_body
 from tests.helpers.servers import live_server
 
@@ -226,7 +225,7 @@ def test_dashboard_in_chromium(tmp_path: Path, trained, browser) -> None:
 
     ids = install_models(tmp_path, trained)
     ticks = synthetic.generate(15_000, seed=5)
-    with TickStore(tmp_path / "db" / "tickcast.db") as store:
+    with app_store(tmp_path) as store:
         store.insert("synthetic", "BTC-USD", ticks[:14_000])
     app = create_app(make_settings(tmp_path, api_key=KEY))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -492,7 +491,7 @@ def test_narrow_screen_in_chromium(tmp_path: Path, trained, browser) -> None:
     install_models(tmp_path, trained)
     ticks = synthetic.generate(2_000, seed=7)
     markets = ["synthetic:BTC-USD", "synthetic:ETH-USD"]
-    with TickStore(tmp_path / "db" / "tickcast.db") as store:
+    with app_store(tmp_path) as store:
         for m in markets:
             store.insert(*m.split(":"), ticks)
     app = create_app(make_settings(tmp_path, markets=markets))
@@ -547,7 +546,7 @@ def test_imported_market_in_chromium(tmp_path: Path, browser) -> None:
     from selenium.webdriver.common.by import By
 
     ticks = synthetic.generate(2_000, seed=7)
-    with TickStore(tmp_path / "db" / "tickcast.db") as store:
+    with app_store(tmp_path) as store:
         store.insert("synthetic", "ETH-USD", ticks)
     app = create_app(make_settings(tmp_path, markets=["synthetic:BTC-USD"]))
     with live_server(app) as url:
@@ -914,7 +913,7 @@ def test_live_views_in_chromium(tmp_path: Path, trained, browser) -> None:
 
     ids = install_models(tmp_path, trained)
     ticks = synthetic.generate(6_000, seed=5)
-    with TickStore(tmp_path / "db" / "tickcast.db") as store:
+    with app_store(tmp_path) as store:
         store.insert("synthetic", "BTC-USD", ticks[:3_000])
     settings = make_settings(
         tmp_path, live_poll_s=0.2, live_metrics_s=0.5, promotion="if_better_live", promote_min_outcomes=500

@@ -139,6 +139,7 @@ def test_no_model_yet_answers_in_full(tmp_path: Path, ticks) -> None:
         assert c.post("/predict", json=body(ticks)).json() == {"detail": reason}
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_an_unloadable_active_model_answers_in_full(tmp_path: Path, ticks) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "bad-model.pt").write_bytes(b"not a checkpoint")

@@ -3,6 +3,7 @@ stored ticks are and how long they took to arrive, and a 503 rather than a stale
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import datetime
@@ -15,10 +16,10 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.market.store import TickStore
 from app.market.ticks import TickArrays
 from app.ml import checkpoint
-from tests.helpers.apps import install_models, settings_for
+from tests.helpers import pg
+from tests.helpers.apps import app_store, install_models, settings_for
 from tests.helpers.binance import BinanceFake, recent_trades
 from tests.helpers.bodies import body
 from tests.helpers.fake_exchange import FakeExchange
@@ -47,7 +48,7 @@ def assert_provenance(answer: dict[str, Any], meta: dict[str, Any], before: floa
 
 
 def store_ticks(tmp: Path, exchange: str, symbol: str, ticks: TickArrays) -> None:
-    with TickStore(tmp / "db" / "tickcast.db") as store:
+    with app_store(tmp) as store:
         store.insert(exchange, symbol, ticks)
 
 
@@ -75,6 +76,7 @@ def test_post_predict_says_how_old_the_model_is_and_what_it_learnt_from(
     assert later["model_age_s"] >= out["model_age_s"] + 1.0
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_a_model_whose_file_does_not_say_answers_nulls(
     client: TestClient, trained: list[Path], ticks: TickArrays
 ) -> None:
@@ -166,6 +168,8 @@ def test_a_stale_market_gets_503_and_a_historical_one_only_with_its_own_limit(
     # a limit the market is within: answered, with its freshness (a new store: a pull that stores
     # nothing new leaves the lag unknown)
     fresh = tmp_path / "within"
+    if os.environ.get("TICKCAST_DATABASE_URL"):  # the API tests' PostgreSQL backend: a new store there too
+        pg.reset(os.environ["TICKCAST_DATABASE_URL"])
     install_models(fresh, trained)
     limits = {"*": 60, "binance:BTC-USD": 7200}
     with FakeExchange(BinanceFake(trades)) as fx:

@@ -182,6 +182,7 @@ def test_latest_does_not_combine_with_a_range(tmp_path: Path, query: dict) -> No
         assert c.get("/markets/synthetic/BTC-USD/ticks", params={"latest": 0}).status_code == 422
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_a_csv_over_the_body_limit_is_413_pointing_to_the_command_that_stores_it(
     tmp_path: Path, ticks: TickArrays
 ) -> None:

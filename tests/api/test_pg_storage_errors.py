@@ -1,7 +1,10 @@
 """A PostgreSQL database that cannot answer now (its connection dropped by the server, the server
 down) is a 503 with a Retry-After that the text repeats, exactly as a locked SQLite store is
 (test_storage_errors.py), and the next request works again; the default SQLite app never
-loads psycopg to know that."""
+loads psycopg to know that.
+
+Each test here names its backend itself, so each runs once (marked sqlite_only, the API tests'
+way of not being run on both backends)."""
 
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def drop_tick_store_connection(url: str) -> None:
     assert killed, "the app holds no tick store connection"
 
 
+@pytest.mark.sqlite_only
 def test_a_dropped_connection_is_503_for_reads_and_writes_and_the_next_request_works(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -67,6 +71,7 @@ def test_a_dropped_connection_is_503_for_reads_and_writes_and_the_next_request_w
         assert c.get(TICKS).json()["count"] == 200
 
 
+@pytest.mark.sqlite_only
 def test_which_postgresql_errors_are_storage_failures(pg_url: str) -> None:
     """Real psycopg errors: a server that is not there is "retry later" (without the password);
     a constraint or a bad statement is a bug and keeps its own answer."""
@@ -85,6 +90,7 @@ def test_which_postgresql_errors_are_storage_failures(pg_url: str) -> None:
     assert storage_failure(dup.value) is None and storage_failure(bad.value) is None
 
 
+@pytest.mark.sqlite_only
 def test_the_sqlite_app_answers_without_loading_psycopg(tmp_path: Path) -> None:
     """Knowing psycopg's errors must not cost the default install an import of psycopg."""
     script = f"""

@@ -312,6 +312,7 @@ UNLOADABLE = {
 }
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 @pytest.mark.parametrize("case", list(UNLOADABLE))
 def test_an_unloadable_model_is_listed_refused_and_changes_nothing(
     client: TestClient, ticks, trained, case: str
@@ -349,6 +350,7 @@ def test_an_unloadable_model_is_listed_refused_and_changes_nothing(
     assert client.delete("/models/bad-model").status_code == 204  # and it can be cleared away
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 @pytest.mark.parametrize("case", list(UNLOADABLE))
 def test_a_bad_active_model_leaves_the_service_up_saying_why(
     tmp_path: Path, ticks, trained, case: str
@@ -378,6 +380,7 @@ def test_a_bad_active_model_leaves_the_service_up_saying_why(
         assert r.status_code == 200 and r.json()["model_id"] == good
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_a_bad_active_model_is_not_replaced_by_the_first_start_bootstrap(tmp_path: Path, trained) -> None:
     """ACTIVE names a model: an operator's choice to fix, not a first start. Training one that
     activates itself would hide the fault; /ready names it instead."""
@@ -402,6 +405,7 @@ def test_a_folder_of_unloadable_models_still_gets_a_first_model(tmp_path: Path, 
         assert "training" in c.get("/ready").json()["reason"]
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_listing_survives_metadata_that_is_not_plain_json(client: TestClient, trained) -> None:
     """A metric undefined on its split (NaN), a tensor or odd types in metadata: the page still
     answers, as strict JSON, and the model stays loadable (extra keys are not the loader's

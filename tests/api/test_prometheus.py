@@ -150,6 +150,7 @@ def test_process_metrics_are_the_apps_own(tmp_path: Path) -> None:
             assert any(name == "python_info" for name, _ in got)
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_a_store_outage_leaves_metrics_up_and_says_so(tmp_path: Path) -> None:
     """During an outage /metrics is what an on-call person reads: it still answers 200 with the
     process figures, tickcast_store_up is 0, and the store's figures keep their last values."""

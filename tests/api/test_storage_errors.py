@@ -28,6 +28,9 @@ from tests.helpers.bodies import body, csv_body
 IMPORT = "/markets/kraken/ETH-USD/import"
 CSV = {"content-type": "text/csv"}
 
+# what only a SQLite file has (its locks, its permissions); on PostgreSQL: test_pg_storage_errors.py
+pytestmark = pytest.mark.sqlite_only
+
 
 def assert_503(r: httpx.Response, *words: str) -> None:
     """503, JSON, naming what failed, with a Retry-After that the text repeats."""

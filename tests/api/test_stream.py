@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.market.store import TickStore
 from app.market.ticks import TickArrays
-from tests.helpers.apps import install_models, make_settings
+from tests.helpers.apps import app_store, install_models, make_settings
 from tests.helpers.binance import BinanceFake as Market
 from tests.helpers.binance import recent_trades
 from tests.helpers.bodies import body, csv_body
@@ -26,7 +25,7 @@ STREAM = "/stream/synthetic/BTC-USD"
 
 
 def store_ticks(tmp: Path, ticks: TickArrays, exchange: str = "synthetic", symbol: str = "BTC-USD") -> None:
-    with TickStore(tmp / "db" / "tickcast.db") as store:
+    with app_store(tmp) as store:
         store.insert(exchange, symbol, ticks)
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -159,6 +160,7 @@ def killed_during_a_save(target: Path) -> Path:
     return left
 
 
+@pytest.mark.sqlite_only  # files in the models folder or beside the SQLite file, as only the default has
 def test_start_removes_the_temp_files_of_a_killed_save(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     in_models = killed_during_a_save(settings.models_dir / "cnn-20250101-000000-abcdef.pt")

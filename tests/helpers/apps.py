@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from app.market.backends import open_tick_store
+from app.market.storage import TickStorage
 from app.settings import Settings
 
 
@@ -46,3 +50,14 @@ def install_models(tmp: Path, trained: list[Path], activate: bool = True) -> lis
     if activate:
         (folder / "ACTIVE").write_text(ids[0])
     return ids
+
+
+@contextmanager
+def app_store(tmp: Path) -> Iterator[TickStorage]:
+    """The tick store an app built by `make_settings(tmp)` opens: its SQLite file, or this test's
+    PostgreSQL database when TICKCAST_DATABASE_URL names one (the API tests' `backend`)."""
+    store = open_tick_store(make_settings(tmp).database())
+    try:
+        yield store
+    finally:
+        store.close()

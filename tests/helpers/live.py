@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.database import is_postgres
 from app.main import create_app
 from app.market.sources import synthetic
 from app.market.ticks import TickArrays
@@ -149,6 +151,18 @@ def app(tmp: Path, url: str, **over: Any) -> Iterator[TestClient]:
     """The real app over files in `tmp`, pulling binance:BTC-USD from `url` when told."""
     with TestClient(create_app(settings_for(tmp, url, **{**QUIET, **over}))) as c:
         yield c
+
+
+def log_in(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built from now on keep their prediction log at `database` (the `database` fixture's
+    target): nothing to do for a SQLite file (the app's own beside its ticks); for PostgreSQL, the
+    log there while ticks, jobs and models stay in the app's SQLite file and folder."""
+    if not is_postgres(database):
+        return
+    from app.services import container
+    from app.services.live.pg import PgPredictionLog
+
+    monkeypatch.setattr(container, "open_prediction_log", lambda target: PgPredictionLog(database))
 
 
 def live(c: TestClient) -> LiveEval:

@@ -1,8 +1,10 @@
 """A market's coverage: time gaps, id gaps where ids are consecutive, and series cut at them.
 
-The store finds gaps in SQLite by shortcuts (`app.market.sqlite_gaps`); training cuts ticks
-with numpy (`app.market.coverage`). Both keep one rule, so besides the cases spelled out
-here, every store answer is checked against the numpy reading of the same ticks."""
+The SQLite store finds gaps by shortcuts (`app.market.sqlite_gaps`), the PostgreSQL store with
+window functions (`app.market.pg_gaps`); training cuts ticks with numpy (`app.market.coverage`).
+All keep one rule, so besides the cases spelled out here, every store answer (each test that
+takes `store` runs on both backends) is checked against the numpy reading of the same ticks,
+and the two stores against each other."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from app.market import sqlite_gaps
+from app.market.backends import open_tick_store
 from app.market.coverage import (
     Coverage,
     IdGap,
@@ -22,6 +25,8 @@ from app.market.coverage import (
     id_runs,
     split_at_gaps,
 )
+from app.market.pg_store import PgTickStore
+from app.market.storage import TickStorage
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
 
@@ -36,9 +41,12 @@ def ticks(time: list[float] | np.ndarray, ids: list[object] | np.ndarray | None 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[TickStore]:
-    with TickStore(tmp_path / "t.db") as s:
+def store(database: str) -> Iterator[TickStorage]:
+    s = open_tick_store(database)
+    try:
         yield s
+    finally:
+        s.close()
 
 
 def expected(t: TickArrays, gap_s: float) -> tuple[list[TimeGap], list[IdGap] | None]:
@@ -55,7 +63,7 @@ def expected(t: TickArrays, gap_s: float) -> tuple[list[TimeGap], list[IdGap] | 
     ]
 
 
-def agrees(store: TickStore, gap_s: float, market: tuple[str, str] = (EX, SYM)) -> Coverage:
+def agrees(store: TickStorage, gap_s: float, market: tuple[str, str] = (EX, SYM)) -> Coverage:
     """The store's coverage, checked against the numpy reading of its own ticks."""
     c = store.gaps(*market, gap_s, limit=10**6)
     stored = store.read(*market)
@@ -72,7 +80,7 @@ def agrees(store: TickStore, gap_s: float, market: tuple[str, str] = (EX, SYM)) 
 # ---------------------------------------------------------------- time gaps
 
 
-def test_time_gaps_are_steps_over_gap_s_and_name_the_ticks_either_side(store: TickStore) -> None:
+def test_time_gaps_are_steps_over_gap_s_and_name_the_ticks_either_side(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks([10, 20, 20, 320, 620.5, 620.5, 621, 5000]))
     c = agrees(store, 300)
     # 20 -> 320 is exactly 300 s: not over it; ties are no step at all
@@ -84,7 +92,9 @@ def test_time_gaps_are_steps_over_gap_s_and_name_the_ticks_either_side(store: Ti
     assert len(store.gaps(EX, SYM, 0.25).time_gaps) == 5  # every step between distinct times
 
 
-def test_an_unknown_or_empty_market_has_no_coverage_and_bad_thresholds_are_refused(store: TickStore) -> None:
+def test_an_unknown_or_empty_market_has_no_coverage_and_bad_thresholds_are_refused(
+    store: TickStorage,
+) -> None:
     assert store.gaps("nowhere", "X", 300) == Coverage.empty(300.0)
     store.insert(EX, SYM, ticks([]), cursor="c")  # a market with a cursor and no ticks
     empty = store.gaps(EX, SYM, 60)
@@ -94,7 +104,7 @@ def test_an_unknown_or_empty_market_has_no_coverage_and_bad_thresholds_are_refus
             store.gaps(EX, SYM, bad)
 
 
-def test_the_count_is_complete_when_the_list_is_cut(store: TickStore) -> None:
+def test_the_count_is_complete_when_the_list_is_cut(store: TickStorage) -> None:
     t = np.arange(50) * 1000.0  # every step a gap
     store.insert(EX, SYM, ticks(t, list(range(0, 100, 2))))  # every id step skips one
     c = store.gaps(EX, SYM, 300, limit=3)
@@ -106,7 +116,7 @@ def test_the_count_is_complete_when_the_list_is_cut(store: TickStore) -> None:
 
 
 def test_a_sparse_market_reads_its_times_and_a_dense_one_walks_them_to_the_same_gaps(
-    store: TickStore, monkeypatch: pytest.MonkeyPatch
+    store: TickStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = np.random.default_rng(1)
     t = np.cumsum(rng.exponential(40.0, 3000))
@@ -119,7 +129,7 @@ def test_a_sparse_market_reads_its_times_and_a_dense_one_walks_them_to_the_same_
 # ---------------------------------------------------------------- id gaps
 
 
-def test_missing_runs_of_consecutive_ids_are_id_gaps(store: TickStore) -> None:
+def test_missing_runs_of_consecutive_ids_are_id_gaps(store: TickStorage) -> None:
     ids = [i for i in range(1000, 1100) if not 1020 <= i <= 1022 and i != 1070]
     t = np.arange(len(ids), dtype=float)
     store.insert(EX, SYM, ticks(t, ids))
@@ -130,7 +140,7 @@ def test_missing_runs_of_consecutive_ids_are_id_gaps(store: TickStore) -> None:
     assert c.time_gaps == ()
 
 
-def test_an_id_gap_inside_one_timestamp_starts_and_ends_there(store: TickStore) -> None:
+def test_an_id_gap_inside_one_timestamp_starts_and_ends_there(store: TickStorage) -> None:
     ids = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12]
     store.insert(EX, SYM, ticks([0, 0, 5, 5, 5, 6, 7, 8, 9, 10, 11], ids))
     c = agrees(store, 300)
@@ -152,14 +162,16 @@ def test_an_id_gap_inside_one_timestamp_starts_and_ends_there(store: TickStore) 
         (["5"], "one tick"),
     ],
 )
-def test_ids_that_are_not_consecutive_give_no_id_gaps(store: TickStore, ids: list[object], why: str) -> None:
+def test_ids_that_are_not_consecutive_give_no_id_gaps(
+    store: TickStorage, ids: list[object], why: str
+) -> None:
     store.insert(EX, SYM, ticks(np.arange(len(ids), dtype=float), ids))
     c = agrees(store, 300)
     assert not c.ids_consecutive and c.id_gaps == () and c.id_gap_count == 0, why
     assert c.missing_ids == 0 and c.id_coverage is None
 
 
-def test_ninety_percent_of_steps_by_one_is_the_line(store: TickStore) -> None:
+def test_ninety_percent_of_steps_by_one_is_the_line(store: TickStorage) -> None:
     """11 ids, 10 steps: one run missing keeps 90% of the steps at +1; two do not."""
     store.insert("a", "X", ticks(np.arange(11.0), [*range(10), 50]))
     store.insert("b", "X", ticks(np.arange(11.0), [*range(9), 30, 50]))
@@ -168,14 +180,14 @@ def test_ninety_percent_of_steps_by_one_is_the_line(store: TickStore) -> None:
     assert store.gaps("a", "X", 300).missing_ids == 40
 
 
-def test_negative_and_zero_ids_are_plain_integers_too(store: TickStore) -> None:
+def test_negative_and_zero_ids_are_plain_integers_too(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks(np.arange(30.0), [*range(-10, 5), *range(6, 21)]))
     c = agrees(store, 300)
     assert c.ids_consecutive and c.id_gaps == (IdGap(4, 6, 1, 14.0, 15.0),)
 
 
 def test_ids_out_of_time_order_are_read_whole_and_the_rule_is_on_their_set(
-    store: TickStore, monkeypatch: pytest.MonkeyPatch
+    store: TickStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_gaps, "BUCKET", 8)
     ids = [*range(100, 160), *range(40, 60), *range(61, 100)]  # a later file backfilled earlier ids
@@ -196,7 +208,7 @@ def test_ids_out_of_time_order_are_read_whole_and_the_rule_is_on_their_set(
     ],
 )
 def test_the_store_and_numpy_agree_on_random_markets(
-    store: TickStore,
+    store: TickStorage,
     monkeypatch: pytest.MonkeyPatch,
     seed: int,
     skip: float,
@@ -218,6 +230,42 @@ def test_the_store_and_numpy_agree_on_random_markets(
     c = agrees(store, 100)
     assert c.ticks == n and c.time_gap_count == 5
     assert c.ids_consecutive == consecutive
+
+
+def test_sqlite_and_postgresql_find_the_same_coverage(tmp_path: Path, pg_url: str) -> None:
+    """The same markets in both stores give equal `Coverage`s, listed in full or cut short:
+    consecutive ids with holes (in and out of time order), ids with a gap too many, text ids,
+    a tick without an id, the int64 bound, and bursts of trades at one time."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    dt = rng.exponential(1.0, n) * (rng.random(n) > 0.3)
+    dt[rng.choice(np.arange(1, n), 7, replace=False)] += 400.0
+    t = np.cumsum(dt)
+    holes = 10**6 + np.cumsum(1 + (rng.random(n) < 0.03) * rng.integers(1, 9, n))
+    shuffled = holes.copy()
+    shuffled[1000:2500] = rng.permutation(shuffled[1000:2500])
+    markets = {
+        "holes": ticks(t, holes),
+        "shuffled": ticks(t, shuffled),
+        "sparse": ticks(t, 10**6 + np.cumsum(1 + (rng.random(n) < 0.2) * 5)),
+        "text": ticks(t, [f"x{i}" for i in range(n)]),
+        "one_missing": ticks(t, [None if i == 17 else i for i in range(n)]),
+        "bound": ticks(np.arange(3.0), ["9223372036854775805", "9223372036854775806", "9223372036854775807"]),
+        "no_ids": ticks(t),
+    }
+    with TickStore(tmp_path / "t.db") as lite, PgTickStore(pg_url) as pg:
+        for symbol, market in markets.items():
+            assert lite.insert(EX, symbol, market) == pg.insert(EX, symbol, market) == len(market)
+        for symbol in markets:
+            for gap_s, limit in ((100.0, 10**6), (0.5, 3), (1e9, 0)):
+                assert pg.gaps(EX, symbol, gap_s, limit) == lite.gaps(EX, symbol, gap_s, limit), symbol
+        # what was compared: gaps of both kinds, and each way of not being consecutive
+        holes = pg.gaps(EX, "holes", 100.0)
+        assert holes.ids_consecutive and holes.id_gap_count > 50 and holes.time_gap_count == 7
+        assert pg.gaps(EX, "shuffled", 100.0).ids_consecutive
+        assert not any(
+            pg.gaps(EX, m, 100.0).ids_consecutive for m in ("sparse", "text", "one_missing", "bound")
+        )
 
 
 # ---------------------------------------------------------------- cutting series

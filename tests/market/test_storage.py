@@ -1,4 +1,5 @@
-"""The tick store's seam: TickStore has everything TickStorage promises, and nothing of the jobs."""
+"""The tick store's seam: both backends (TickStore on SQLite, PgTickStore on PostgreSQL) have
+everything TickStorage promises, and nothing of the jobs."""
 
 from __future__ import annotations
 
@@ -6,17 +7,20 @@ import inspect
 import sqlite3
 from pathlib import Path
 
+from app import pg
+from app.database import is_postgres
 from app.market import store as store_module
+from app.market.backends import open_tick_store, store_errors
 from app.market.storage import Position, StoreError, TickStorage
-from app.market.store import TickStore
 
 
 def members(cls: type) -> set[str]:
     return {n for n in vars(cls) if not n.startswith("_")}
 
 
-def test_tick_store_has_every_member_of_the_protocol_with_its_parameters(tmp_path: Path) -> None:
-    """mypy checks the types (`store._conforms`); this, that nothing is missing at run time."""
+def test_each_store_has_every_member_of_the_protocol_with_its_parameters(database: str) -> None:
+    """mypy checks the types (`store._conforms`, `pg_store._conforms`); this, that nothing is
+    missing at run time."""
     wanted = members(TickStorage)
     assert wanted == {
         "path",
@@ -34,18 +38,23 @@ def test_tick_store_has_every_member_of_the_protocol_with_its_parameters(tmp_pat
         "gaps",
         "close",
     }
-    storage: TickStorage = TickStore(tmp_path / "t.db")  # the typed assignment mypy checks
+    storage: TickStorage = open_tick_store(database)  # the typed assignment mypy checks
     try:
         for name in wanted:
             assert hasattr(storage, name), name
             theirs = getattr(TickStorage, name)
             if inspect.isfunction(theirs):
-                ours = getattr(TickStore, name)
+                ours = getattr(type(storage), name)
                 assert (
                     inspect.signature(ours).parameters.keys() == inspect.signature(theirs).parameters.keys()
                 )
-        assert storage.path == str(tmp_path / "t.db") and storage.schema_version >= 1
-        assert storage.errors == (sqlite3.Error,)
+        assert storage.path == database and storage.schema_version >= 1
+        if is_postgres(database):
+            assert type(storage).__name__ == "PgTickStore"
+            assert storage.errors == (*pg.errors(), StoreError)
+        else:
+            assert storage.errors == (sqlite3.Error,)
+        assert set(storage.errors) <= set(store_errors(database))  # what a worker catches before opening
     finally:
         storage.close()
 
@@ -53,4 +62,4 @@ def test_tick_store_has_every_member_of_the_protocol_with_its_parameters(tmp_pat
 def test_the_names_others_import_from_the_store_are_the_seams() -> None:
     assert store_module.StoreError is StoreError and store_module.Position is Position
     assert store_module.DEFAULT_PATH == Path("data/tickcast.db")
-    assert "transaction" not in members(TickStore)
+    assert "transaction" not in members(store_module.TickStore)

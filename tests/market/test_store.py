@@ -1,12 +1,20 @@
+"""The tick store's promises (`storage.TickStorage`), kept by both backends: every test that takes
+`store` runs on a SQLite file and on PostgreSQL (`database`, tests/conftest.py). What only one
+backend has (SQLite's file, WAL and user_version) is tested on it alone; PostgreSQL's own in
+test_pg_store.py."""
+
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.market.backends import open_tick_store
+from app.market.storage import TickStorage
 from app.market.store import SCHEMA_VERSION, StoreError, TickStore
 from app.market.ticks import TickArrays, TickError
 
@@ -37,15 +45,18 @@ def as_rows(t: TickArrays) -> list[tuple]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TickStore:
-    with TickStore(tmp_path / "t.db") as s:
+def store(database: str) -> Iterator[TickStorage]:
+    s = open_tick_store(database)
+    try:
         yield s
+    finally:
+        s.close()
 
 
 # ---------------------------------------------------------------- idempotency
 
 
-def test_same_batch_twice_is_stored_once_with_ids(store: TickStore) -> None:
+def test_same_batch_twice_is_stored_once_with_ids(store: TickStorage) -> None:
     b = ticks([1, 2, 3], trade_id=["a", "b", "c"], side=["buy", "sell", None])
     assert store.insert(EX, SYM, b) == 3
     assert store.insert(EX, SYM, b) == 0
@@ -53,7 +64,7 @@ def test_same_batch_twice_is_stored_once_with_ids(store: TickStore) -> None:
     assert as_rows(store.read(EX, SYM)) == as_rows(b)
 
 
-def test_same_batch_twice_is_stored_once_without_ids(store: TickStore) -> None:
+def test_same_batch_twice_is_stored_once_without_ids(store: TickStorage) -> None:
     b = ticks([1, 1, 2, 2, 3], [10, 11, 10, 10, 12], [1, 2, 1, 1, 3])
     assert store.insert(EX, SYM, b) == 5
     assert store.insert(EX, SYM, b) == 0
@@ -62,14 +73,14 @@ def test_same_batch_twice_is_stored_once_without_ids(store: TickStore) -> None:
     assert got.trade_id is None and got.side is None
 
 
-def test_two_identical_trades_in_one_batch_are_both_kept(store: TickStore) -> None:
+def test_two_identical_trades_in_one_batch_are_both_kept(store: TickStorage) -> None:
     b = ticks([5, 5, 5], [10, 10, 10], [0.5, 0.5, 0.5])
     assert store.insert(EX, SYM, b) == 3
     assert store.insert(EX, SYM, b) == 0
     assert store.count(EX, SYM) == 3
 
 
-def test_overlapping_batches_without_ids_on_a_timestamp_boundary(store: TickStore) -> None:
+def test_overlapping_batches_without_ids_on_a_timestamp_boundary(store: TickStorage) -> None:
     # time 2 holds two identical trades plus a different one, interleaved.
     t = [1, 2, 2, 2, 3, 3, 4]
     p = [10, 10, 11, 10, 12, 12, 13]
@@ -81,7 +92,7 @@ def test_overlapping_batches_without_ids_on_a_timestamp_boundary(store: TickStor
     assert as_rows(store.read(EX, SYM)) == as_rows(full)
 
 
-def test_source_ordinals_key_identical_trades_across_batches(store: TickStore) -> None:
+def test_source_ordinals_key_identical_trades_across_batches(store: TickStorage) -> None:
     """A source that numbers its id-less rows (ordinal) keeps a trade's key whatever batch
     brings it: three identical trades in three pages are three trades, and resending any
     page stores nothing. Numbered per batch, pages two and three look like resends."""
@@ -94,14 +105,14 @@ def test_source_ordinals_key_identical_trades_across_batches(store: TickStore) -
     assert [store.insert("old", SYM, plain[i : i + 2]) for i in range(0, 5, 2)] == [2, 1, 1]
 
 
-def test_ordinals_on_ticks_with_ids_are_ignored(store: TickStore) -> None:
+def test_ordinals_on_ticks_with_ids_are_ignored(store: TickStorage) -> None:
     b = ticks([1, 1, 1], [10, 10, 10], trade_id=["a", None, "b"]).with_ordinals()
     assert b.ordinal.tolist() == [-1, 0, -1]
     assert store.insert(EX, SYM, b) == 3 and store.insert(EX, SYM, b) == 0
     assert store.read(EX, SYM).trade_id.tolist() == ["a", None, "b"]
 
 
-def test_whole_seconds_are_numbered_alike_by_source_and_by_batch(store: TickStore) -> None:
+def test_whole_seconds_are_numbered_alike_by_source_and_by_batch(store: TickStorage) -> None:
     """Why no migration is needed: a batch holding whole seconds gets the same ordinals
     from the store's own numbering as from the source's, and a batch split inside a
     second (the old losses) got a prefix 0..k-1 of each run's numbers, so pulling the
@@ -124,7 +135,7 @@ def test_whole_seconds_are_numbered_alike_by_source_and_by_batch(store: TickStor
     assert sorted(as_rows(got)) == sorted(as_rows(full))
 
 
-def test_overlapping_batches_with_ids(store: TickStore) -> None:
+def test_overlapping_batches_with_ids(store: TickStorage) -> None:
     ids = [f"t{i}" for i in range(6)]
     full = ticks([1, 1, 2, 3, 3, 4], [10, 10, 10, 11, 11, 12], trade_id=ids)
     assert store.insert(EX, SYM, full[:4]) == 4
@@ -132,7 +143,7 @@ def test_overlapping_batches_with_ids(store: TickStore) -> None:
     assert as_rows(store.read(EX, SYM)) == as_rows(full)
 
 
-def test_trade_id_decides_identity_when_present(store: TickStore) -> None:
+def test_trade_id_decides_identity_when_present(store: TickStorage) -> None:
     # Identical-looking trades with different ids are different trades...
     assert store.insert(EX, SYM, ticks([1, 1], [10, 10], [1, 1], trade_id=["x", "y"])) == 2
     # ...and a known id is not stored again, even if its fields differ.
@@ -143,7 +154,31 @@ def test_trade_id_decides_identity_when_present(store: TickStore) -> None:
     assert store.read(EX, SYM).price.tolist() == [10.0, 10.0, 1.0]
 
 
-def test_mixed_ids_and_missing_ids(store: TickStore) -> None:
+def test_repeated_numeric_ids_in_one_batch_keep_their_first_tick(store: TickStorage) -> None:
+    """Numeric ids out of order, repeated, beside ticks without one (PostgreSQL copies such
+    batches a faster way than text ids: the same answers either way)."""
+    b = ticks([1, 2, 2, 3, 3, 4], [10, 20, 21, 30, 31, 40], trade_id=["9", "7", None, "9", "", "8"])
+    assert store.insert(EX, SYM, b) == 5
+    assert store.insert(EX, SYM, b) == 0
+    got = store.read(EX, SYM)
+    assert got.price.tolist() == [10, 20, 21, 31, 40]
+    assert got.trade_id.tolist() == ["9", "7", None, None, "8"]
+
+
+def test_an_id_is_one_trade_whatever_batch_brings_it(store: TickStorage) -> None:
+    """Numeric ids alone, then beside text ids and ticks without one, then alone again, in and
+    out of order (PostgreSQL stores such batches different ways: the same trades either way)."""
+    assert store.insert(EX, SYM, ticks([1, 2, 3], trade_id=["10", "11", "12"])) == 3
+    assert store.insert(EX, SYM, ticks([3, 4, 5, 6], trade_id=["12", "x", None, "13"])) == 3
+    assert store.insert(EX, SYM, ticks([6, 7], trade_id=["13", "x"])) == 0
+    assert store.insert(EX, SYM, ticks([7, 8], trade_id=["9", "14"])) == 2  # 9: before the others
+    assert store.insert(EX, SYM, ticks([8, 9], trade_id=["012", "12"])) == 1  # '012' is no 12
+    got = store.read(EX, SYM)
+    assert got.trade_id.tolist() == ["10", "11", "12", "x", None, "13", "9", "14", "012"]
+    assert store.insert(EX, SYM, ticks([5], [102.0], trade_id=[None])) == 0  # the id-less tick again
+
+
+def test_mixed_ids_and_missing_ids(store: TickStorage) -> None:
     b = ticks([1, 2, 2, 3], [10, 11, 11, 12], trade_id=["a", None, "", "d"])
     assert store.insert(EX, SYM, b) == 4
     assert store.insert(EX, SYM, b) == 0
@@ -151,7 +186,7 @@ def test_mixed_ids_and_missing_ids(store: TickStore) -> None:
     assert got.trade_id.tolist() == ["a", None, None, "d"]
 
 
-def test_numeric_trade_ids_are_stored_as_text(store: TickStore) -> None:
+def test_numeric_trade_ids_are_stored_as_text(store: TickStorage) -> None:
     b = TickArrays(
         np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 1.0]),
         np.array([np.int64(17), 18], dtype=object),
@@ -162,7 +197,7 @@ def test_numeric_trade_ids_are_stored_as_text(store: TickStore) -> None:
     assert store.insert(EX, SYM, again) == 0
 
 
-def test_empty_insert_stores_nothing_and_creates_no_market(store: TickStore) -> None:
+def test_empty_insert_stores_nothing_and_creates_no_market(store: TickStorage) -> None:
     assert store.insert(EX, SYM, TickArrays.empty()) == 0
     assert store.markets() == []
 
@@ -170,7 +205,7 @@ def test_empty_insert_stores_nothing_and_creates_no_market(store: TickStore) -> 
 # ---------------------------------------------------------------- ordering and reads
 
 
-def test_out_of_order_inserts_read_back_in_time_order(store: TickStore) -> None:
+def test_out_of_order_inserts_read_back_in_time_order(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks([10, 11, 12], [1, 2, 3]))
     store.insert(EX, SYM, ticks([5, 11, 20], [4, 5, 6]))
     got = store.read(EX, SYM)
@@ -180,7 +215,7 @@ def test_out_of_order_inserts_read_back_in_time_order(store: TickStore) -> None:
     assert store.time_range(EX, SYM) == (5.0, 20.0)
 
 
-def test_range_read_is_start_inclusive_end_exclusive(store: TickStore) -> None:
+def test_range_read_is_start_inclusive_end_exclusive(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks([1, 2, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]))
     assert store.read(EX, SYM, start=2, end=4).price.tolist() == [2, 3, 4]
     assert store.read(EX, SYM, start=2.5).time.tolist() == [3, 4, 5]
@@ -192,7 +227,7 @@ def test_range_read_is_start_inclusive_end_exclusive(store: TickStore) -> None:
     assert len(store.read(EX, SYM, start=4, end=4)) == 0
 
 
-def test_read_returns_exact_floats_and_dtypes(store: TickStore) -> None:
+def test_read_returns_exact_floats_and_dtypes(store: TickStorage) -> None:
     rng = np.random.default_rng(1)
     t = np.sort(1.7e9 + rng.random(1000) * 1e5)
     b = TickArrays(t, rng.lognormal(10, 2, 1000), rng.random(1000) * 1e-6)
@@ -204,7 +239,7 @@ def test_read_returns_exact_floats_and_dtypes(store: TickStore) -> None:
         np.testing.assert_array_equal(col, getattr(b, name))
 
 
-def test_ids_false_and_markets_without_ids_skip_those_columns(store: TickStore) -> None:
+def test_ids_false_and_markets_without_ids_skip_those_columns(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks([1, 2], trade_id=["a", "b"], side=["buy", "sell"]))
     full = store.read(EX, SYM)
     assert full.side.tolist() == ["buy", "sell"]
@@ -216,7 +251,7 @@ def test_ids_false_and_markets_without_ids_skip_those_columns(store: TickStore) 
     assert other.trade_id is None and other.side is None
 
 
-def test_latest_returns_last_n_ascending(store: TickStore) -> None:
+def test_latest_returns_last_n_ascending(store: TickStorage) -> None:
     store.insert(EX, SYM, ticks([3, 4, 5], [3, 4, 5], trade_id=["c", "d", "e"]))
     store.insert(EX, SYM, ticks([1, 2, 5], [1, 2, 6], trade_id=["a", "b", "f"]))
     last = store.latest(EX, SYM, 3)
@@ -228,7 +263,7 @@ def test_latest_returns_last_n_ascending(store: TickStore) -> None:
     assert len(store.latest("nowhere", "X", 5)) == 0
 
 
-def test_before_and_after_by_position_keep_ties_in_arrival_order(store: TickStore) -> None:
+def test_before_and_after_by_position_keep_ties_in_arrival_order(store: TickStorage) -> None:
     """A position is (time, seq): three trades at t=2, then one more at t=2 stored later, which
     sorts after them and before t=3."""
     store.insert(EX, SYM, ticks([1, 2, 2, 2, 3, 4], [10, 20, 21, 22, 30, 40]))
@@ -259,7 +294,7 @@ def test_before_and_after_by_position_keep_ties_in_arrival_order(store: TickStor
     assert at(store.after(EX, SYM, (4.0, seq[40]), 10, oldest=True)) == []
 
 
-def test_count_time_range_and_markets(store: TickStore) -> None:
+def test_count_time_range_and_markets(store: TickStorage) -> None:
     assert store.count(EX, SYM) == 0
     assert store.time_range(EX, SYM) is None
     assert len(store.read(EX, SYM)) == 0
@@ -270,7 +305,7 @@ def test_count_time_range_and_markets(store: TickStore) -> None:
     assert store.markets() == [("binance", "ETHUSDT"), (EX, SYM)]
 
 
-def test_markets_are_isolated(store: TickStore) -> None:
+def test_markets_are_isolated(store: TickStorage) -> None:
     a = ticks([1, 2], [10, 11], trade_id=["1", "2"])
     b = ticks([1, 2, 3], [20, 21, 22], trade_id=["1", "2", "3"])
     assert store.insert(EX, SYM, a) == 2
@@ -301,7 +336,7 @@ def test_markets_are_isolated(store: TickStore) -> None:
         (ticks([3, 4], ordinal=np.array([0.0, 1.0])), "ordinal must hold integers"),
     ],
 )
-def test_bad_input_raises_and_changes_nothing(store: TickStore, bad: TickArrays, reason: str) -> None:
+def test_bad_input_raises_and_changes_nothing(store: TickStorage, bad: TickArrays, reason: str) -> None:
     good = ticks([1, 2], trade_id=["a", "b"])
     store.insert(EX, SYM, good)
     before = as_rows(store.read(EX, SYM))
@@ -318,17 +353,29 @@ def test_bad_input_raises_and_changes_nothing(store: TickStore, bad: TickArrays,
 # ---------------------------------------------------------------- the file
 
 
-def test_reopen_persists_data(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "dir" / "t.db"
+def test_reopen_persists_data(database: str) -> None:
     b = ticks([1, 2, 2], [5, 6, 6], trade_id=["a", None, None], side=["buy", None, "sell"])
-    with TickStore(path) as s:
+    s = open_tick_store(database)
+    try:
         assert s.insert(EX, SYM, b) == 3
-    with TickStore(path) as s:
+    finally:
+        s.close()
+    s = open_tick_store(database)
+    try:
+        assert s.path == database  # what a worker process opens again
         assert as_rows(s.read(EX, SYM)) == as_rows(b)
         assert s.insert(EX, SYM, b) == 0  # dedup survives reopening
         # Arrival order continues after reopening: a new tick at time 2 sorts last.
         assert s.insert(EX, SYM, ticks([2], [7])) == 1
         assert s.read(EX, SYM).price.tolist() == [5, 6, 6, 7]
+    finally:
+        s.close()
+
+
+def test_a_sqlite_store_makes_its_folders_and_writes_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "t.db"
+    with TickStore(path) as s:
+        assert s.insert(EX, SYM, ticks([1])) == 1
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
@@ -375,7 +422,7 @@ def test_in_memory_store() -> None:
         assert s.count(EX, SYM) == 2
 
 
-def test_concurrent_inserts_from_threads(store: TickStore) -> None:
+def test_concurrent_inserts_from_threads(store: TickStorage) -> None:
     def work(k: int) -> None:
         for j in range(10):
             base = k * 1000 + j * 10

@@ -288,3 +288,25 @@ def test_replicas_sharing_the_log_score_one_at_a_time_and_take_over_from_a_kille
         assert [r["time"] for r in rows] == ticks.time[idx].tolist()
         assert [r["seq"] for r in rows] == sorted({r["seq"] for r in rows})
         assert live(b).stats.predictions == 80 and live(a).stats.predictions == 60
+
+
+def test_a_replica_that_does_not_score_serves_the_calibrator_the_scorer_kept(
+    tmp_path: Path, model_file: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_in(pg_url, monkeypatch)
+    install_models(tmp_path, [model_file])
+    ts = trades(moves(120, seed=8), seed=8)
+    with exchange(ts) as (feed, url), app(tmp_path, url) as a, app(tmp_path, url) as b:
+        step(a, feed, 60)  # a takes the scorer role
+        model = live(b).predictor.model
+        assert model is not None and model.calibrator_version == 0
+        refit = model.calibrator.to_dict()
+        version = live(a).log.add_calibrator(model.id, refit, {"kept_by": "test"}, kept=True)
+        live(b)._next_refresh = 0.0  # due now, as it is every TICKCAST_LIVE_METRICS_S
+        live(b).work()
+        assert not live(b).stats.scoring
+        served = live(b).predictor.model
+        assert served is not None and served.id == model.id and served.calibrator_version == version
+        r = b.get("/predict/binance/BTC-USD")
+        assert r.status_code == 200, r.text
+        assert r.json()["calibrator_version"] == version

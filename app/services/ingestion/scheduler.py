@@ -26,6 +26,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from app.database import redact
 from app.market.markets import Market
 from app.market.sources import SOURCES
 from app.market.sources.base import SourceError
@@ -155,7 +156,7 @@ class Ingestor:
         if kind == "source":
             raise SourceError(value)
         if kind == "store":
-            raise StoreUnavailable(f"the tick store {self.store.path} could not be written ({value})")
+            raise StoreUnavailable(f"the tick store {redact(self.store.path)} could not be written ({value})")
         raise IngestFailed(
             f"the pull failed in the ingest worker ({value}); the traceback is in the server log"
         )

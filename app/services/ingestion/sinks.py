@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from app.atomic import atomic_write
+from app.database import redact
 from app.market.storage import TickStorage
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
@@ -42,11 +43,11 @@ class StoreSink:
 
     @property
     def label(self) -> str:
-        return str(self.store.path)
+        return redact(str(self.store.path))
 
     @property
     def resume_point(self) -> str:
-        return f"the store {self.store.path} (its cursor for {self.exchange}:{self.symbol})"
+        return f"the store {redact(str(self.store.path))} (its cursor for {self.exchange}:{self.symbol})"
 
     def cursor(self) -> str | None:
         return self.store.cursor(self.exchange, self.symbol)

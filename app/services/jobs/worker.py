@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.database import is_postgres
+from app.database import is_postgres, redact
 from app.services.jobs.spec import market_words, more_ticks
 
 if TYPE_CHECKING:  # the worker process imports torch (through app.ml) only after yield_cpu
@@ -340,11 +340,11 @@ def _read_store(
         except store_errors(store_path) as e:  # "database is locked", "disk I/O error", ...
             if time.monotonic() + delay > deadline:
                 raise StoreUnreadable(
-                    f"the tick store {store_path} could not be read for {STORE_RETRY_S:.0f} s "
+                    f"the tick store {redact(store_path)} could not be read for {STORE_RETRY_S:.0f} s "
                     f"({e}); check its disk, permissions and other processes holding it, then "
                     "submit the job again"
                 ) from e
-            log.warning("tick store %s not readable (%s); retrying in %.1f s", store_path, e, delay)
+            log.warning("tick store %s not readable (%s); retrying in %.1f s", redact(store_path), e, delay)
         if should_stop():
             raise _Stopped("cancelled while loading data")
         time.sleep(delay)

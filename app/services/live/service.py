@@ -153,6 +153,8 @@ class LiveEval:
                 self._next_refresh = now + self.cfg.metrics_s
                 self._choose_shadows()
             if not self._claim():
+                if due:
+                    self._follow_calibrator()
                 return
             while self._score_all() and not self._stopping:
                 pass  # a backlog is read chunk by chunk until it is gone
@@ -165,6 +167,23 @@ class LiveEval:
         if not self.stats.scoring:
             self._shadows = {}
         return self.stats.scoring
+
+    def _follow_calibrator(self) -> None:
+        """A replica that does not score serves the calibrator the scorer's refit kept: it reads the
+        shared log's newest kept version, as a restart would, and swaps it in."""
+        model = self.predictor.model
+        if model is None:
+            return
+        try:
+            kept = self.log.calibrator(model.id)
+        except self.log.errors as e:
+            log.warning("live: the kept calibrators could not be read (%s); trying again later", e)
+            return
+        if kept is not None and kept[0] != model.calibrator_version:
+            self.predictor.recalibrate(model.id, calibration.Calibrator.from_dict(kept[1]), kept[0])
+            log.info(
+                "live: %s now serves calibrator version %d, refitted on another replica", model.id, kept[0]
+            )
 
     # ------------------------------------------------------------ scoring
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.ml import checkpoint, features, nets
+from app.ml import checkpoint, features
 from app.services.jobs.states import Activation
 from app.services.registry import (
     InvalidModelId,
@@ -21,29 +21,7 @@ from app.services.registry import (
     UnloadableModel,
     should_promote,
 )
-
-
-def write_model(
-    folder: Path, model_id: str, *, created_at: str, seq_len: int = 8, auc: float | None = 0.55, seed: int = 0
-) -> Path:
-    """A real (untrained, tiny) CNN checkpoint, built the way training builds one."""
-    torch.manual_seed(seed)
-    net = nets.build("CNN", n_features=len(features.FEATURES), seq_len=seq_len, hidden_size=8, num_layers=1)
-    n = len(features.FEATURES)
-    meta = {
-        "id": model_id,
-        "arch": "CNN",
-        "hparams": {"hidden_size": 8, "num_layers": 1},
-        "seq_len": seq_len,
-        "horizon": 1,
-        "features": list(features.FEATURES),
-        "norm": features.Normalizer(np.zeros(n, np.float32), np.ones(n, np.float32)).to_dict(),
-        "logit_offset": 0.0,
-        "threshold": 0.4,
-        "created_at": created_at,
-        "metrics": {"val": {"auc": auc}},
-    }
-    return checkpoint.save(folder / f"{model_id}.pt", net.state_dict(), meta)
+from tests.helpers.checkpoints import write_model
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from typing import Any
 from app.cli import fetch_args
 from app.cli.fetch_args import parse_option, parse_time
 from app.cli.fetch_progress import Bar, Stats, iso
+from app.database import is_postgres
 from app.market.sources import (
     SOURCES,
     MalformedResponse,
@@ -192,7 +193,12 @@ class Session:
         if args.csv is not None:
             sink = self.sink = CsvSink(Path(args.csv).absolute(), exchange, symbol)
         else:
-            sink = self.sink = StoreSink.open(Path(args.store or DEFAULT_PATH).absolute(), exchange, symbol)
+            store = (
+                args.store
+                if args.store and is_postgres(args.store)
+                else Path(args.store or DEFAULT_PATH).absolute()
+            )
+            sink = self.sink = StoreSink.open(store, exchange, symbol)
         bar = self.bar = Bar(not args.quiet, args.start, args.end)
         return source, sink, bar
 

@@ -79,7 +79,8 @@ def build_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     dest.add_argument(
         "--store",
         default=None,
-        help=f"tick store to fill, relative to the current directory (default: {DEFAULT_PATH})",
+        help=f"tick store to fill: a SQLite file, relative to the current directory (default: "
+        f"{DEFAULT_PATH}), or a postgresql:// URL",
     )
     dest.add_argument(
         "--csv",

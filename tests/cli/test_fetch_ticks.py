@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from app.market.backends import open_tick_store
 from app.market.store import TickStore
 from app.market.ticks import TickArrays, read_csv, write_csv
 from tests.helpers.binance import T0, check, truth
@@ -42,9 +43,12 @@ def fetch(fx: FakeExchange, *args: object) -> int:
     return cli.main(["binance", "BTC-USD", "--base-url", fx.url, *FAST, *map(str, args)])
 
 
-def stored(db: Path) -> TickArrays:
-    with TickStore(db) as s:
+def stored(db: Path | str) -> TickArrays:
+    s = open_tick_store(db)
+    try:
         return s.read("binance", "BTC-USD")
+    finally:
+        s.close()
 
 
 def summary_new(out: str) -> int:
@@ -52,9 +56,10 @@ def summary_new(out: str) -> int:
     return int(line.split(": ", 1)[1].split(" new ticks")[0].replace(",", ""))
 
 
-def test_store_backfill_reproduces_truth_and_rerun_adds_nothing(market, tmp_path, capsys) -> None:
+def test_store_backfill_reproduces_truth_and_rerun_adds_nothing(market, database, capsys) -> None:
+    """Into a SQLite file, then into PostgreSQL (`--store postgresql://...`)."""
     fx, trades = market
-    db = tmp_path / "t.db"
+    db = database
     assert fetch(fx, "--start", START, "--store", db) == 0
     out = capsys.readouterr().out
     assert summary_new(out) == 47 and " 5 pages" in out and "ticks/s" in out

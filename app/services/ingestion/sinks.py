@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from app.atomic import atomic_write
-from app.database import redact
+from app.database import is_postgres, redact
+from app.market.backends import open_tick_store
 from app.market.storage import TickStorage
 from app.market.store import TickStore
 from app.market.ticks import TickArrays
@@ -36,10 +37,13 @@ class StoreSink:
         self._owned = owned  # close() closes the store only when this sink opened it
 
     @classmethod
-    def open(cls, path: Path, exchange: str, symbol: str) -> StoreSink:
-        """A sink on the store file at `path`, which `close()` closes."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(TickStore(path), exchange, symbol, owned=True)
+    def open(cls, target: Path | str, exchange: str, symbol: str) -> StoreSink:
+        """A sink on the store at `target` (a SQLite file or a postgresql:// URL), which `close()`
+        closes."""
+        if is_postgres(target):
+            return cls(open_tick_store(target), exchange, symbol, owned=True)
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        return cls(TickStore(target), exchange, symbol, owned=True)
 
     @property
     def label(self) -> str:

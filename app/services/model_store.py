@@ -26,7 +26,7 @@ def adopt_folder(registry: Registry) -> list[str]:
     ACTIVE choice, so a single-machine install moved to PostgreSQL keeps its models and keeps serving
     the same one. Only then: once the database has models, a file left in a replica's cache folder
     (a model deleted elsewhere while it was down) is never brought back. The ids adopted."""
-    if type(registry) is Registry or registry.list():
+    if type(registry) is Registry or not registry.empty():  # no blob is fetched to know
         return []
     folder = Registry(registry.folder)
     adopted = [m for m in folder.list() if m.loadable]

@@ -240,6 +240,9 @@ class PgRegistry(Registry):
         """The model's info, `loadable` False with the reason if it cannot be loaded."""
         return self._info_of(self._row(model_id), self.active_id())
 
+    def empty(self) -> bool:
+        return not self._rows("SELECT 1 FROM models LIMIT 1")
+
     def active_id(self) -> str | None:
         """The active model's id, or None when none was ever activated. A database that cannot
         answer raises (pg.errors()): that is no reason to think there is no model."""

@@ -180,6 +180,10 @@ class Registry:
 
     # ------------------------------------------------------------ active model
 
+    def empty(self) -> bool:
+        """No model at all, known without judging one (start-up asks it)."""
+        return not any(self.folder.glob(f"*{SUFFIX}"))
+
     def active_id(self) -> str | None:
         """The active model's id, or None when none is set or its file is gone."""
         try:

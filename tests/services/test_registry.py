@@ -21,7 +21,7 @@ from app.services.registry import (
     UnloadableModel,
     should_promote,
 )
-from tests.helpers.checkpoints import write_model
+from tests.helpers.checkpoints import BAD, write_bad, write_model
 
 
 @pytest.fixture
@@ -196,33 +196,6 @@ def test_should_promote_takes_the_policy_as_its_enum_or_its_string() -> None:
 
 
 # ---------------------------------------------------------------- unloadable models
-
-
-def write_bad(folder: Path, model_id: str, case: str) -> Path:
-    """A model file damaged in one way, built from a real checkpoint."""
-    good = write_model(folder, model_id, created_at="2023-01-01T00:00:00+00:00")
-    payload = torch.load(good, weights_only=True)
-    meta, sd = payload["meta"], payload["state_dict"]
-    if case == "absurd":
-        meta["hparams"]["hidden_size"] = 10**8
-    elif case == "shapes":
-        sd["head.weight"] = torch.zeros(3, 3)
-    elif case == "not-a-tensor":  # checkpoint.save wants tensors: write the same structure
-        sd["head.bias"] = [0.0]
-        torch.save({**payload, "state_dict": sd}, good)
-        return good
-    elif case == "truncated":
-        good.write_bytes(good.read_bytes()[:300])
-        return good
-    return checkpoint.save(good, sd, meta)
-
-
-BAD = {
-    "absurd": "hidden_size 100000000 is outside 1..4096",
-    "shapes": "head.weight has shape (3, 3)",
-    "not-a-tensor": "head.bias is a list, not a tensor",
-    "truncated": "truncated",
-}
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -18,7 +18,6 @@ so a database restart costs the calls made while it was down, nothing more.
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Collection, Iterator
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from app import pg
 from app.market.storage import StoreError
 from app.services.jobs.states import JobStatus
-from app.services.jobs.store import JobRecord, JobStore, JobStoreError
+from app.services.jobs.store import COLUMNS, JobRecord, JobStore, JobStoreError, dumps, from_row, to_row
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,7 +50,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 SCHEMA_TABLE = "jobs_schema"
 STATEMENT_TIMEOUT_MS = 5000  # as SQLite's busy timeout: a held lock is "retry later", not a hang
-COLUMNS = "id, status, spec, progress, result, error, created_at, started_at, finished_at"
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 _STATUSES = frozenset(s.value for s in JobStatus)  # a row of any other status is not counted
 
@@ -125,25 +123,14 @@ class PgJobStore:
                     progress = EXCLUDED.progress, result = EXCLUDED.result, error = EXCLUDED.error,
                     created_at = EXCLUDED.created_at, started_at = EXCLUDED.started_at,
                     finished_at = EXCLUDED.finished_at, written = nextval('jobs_written')""",
-                (
-                    r.id,
-                    str(r.status),
-                    json.dumps(r.spec),
-                    _dumps(r.progress),
-                    _dumps(r.result),
-                    r.error,
-                    r.created_at,
-                    r.started_at,
-                    r.finished_at,
-                    self.owner,
-                ),
+                (*to_row(r), self.owner),
             )
 
     def put_progress(self, job_id: str, progress: dict[str, Any] | None) -> None:
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET progress = %s WHERE id = %s AND status = %s",
-                (_dumps(progress), job_id, JobStatus.RUNNING.value),
+                (dumps(progress), job_id, JobStatus.RUNNING.value),
             )
 
     # ------------------------------------------------------------ reads
@@ -210,25 +197,6 @@ def message(e: BaseException) -> str:
     `app.pg.connect`, which already names the database without its password."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
-
-
-def from_row(row: tuple[Any, ...]) -> JobRecord:
-    jid, status, spec, progress, result, error, created, started, finished = row[:9]
-    return JobRecord(
-        jid,
-        JobStatus(status),
-        json.loads(spec),
-        progress and json.loads(progress),
-        result and json.loads(result),
-        error,
-        created,
-        started,
-        finished,
-    )
-
-
-def _dumps(v: Any) -> str | None:
-    return None if v is None else json.dumps(v)
 
 
 if TYPE_CHECKING:  # mypy proves here that the PostgreSQL store implements the seam

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from app import pg
 from app.services.jobs.errors import JobFinished, UnknownJob
-from app.services.jobs.pg import COLUMNS, UNFINISHED, PgJobStore, failures, from_row, message, open_connection
+from app.services.jobs.pg import UNFINISHED, PgJobStore, failures, message, open_connection
 from app.services.jobs.records import STORE_RETRY_AFTER_S, StoreUnavailable, set_soon
 from app.services.jobs.states import FINISHED
-from app.services.jobs.store import JobRecord, JobStore, JobStoreError
+from app.services.jobs.store import COLUMNS, JobRecord, JobStore, JobStoreError, from_row
 
 if TYPE_CHECKING:
     import psycopg

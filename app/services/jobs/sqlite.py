@@ -14,7 +14,6 @@ timeout waits for the other) rather than one Python lock.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.market.storage import StoreError
 from app.services.jobs.states import JobStatus
-from app.services.jobs.store import JobRecord, JobStore, JobStoreError
+from app.services.jobs.store import COLUMNS, JobRecord, JobStore, JobStoreError, dumps, from_row, to_row
 from app.sqlite_file import connect, immediate
 
 # Entry i takes the jobs schema from version i to i + 1. Append, never edit: files in the wild
@@ -43,7 +42,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _STATUSES = frozenset(s.value for s in JobStatus)  # a row of any other status is not counted
-COLUMNS = "id, status, spec, progress, result, error, created_at, started_at, finished_at"
 
 
 class SqliteJobStore:
@@ -121,24 +119,14 @@ class SqliteJobStore:
         with self._transaction() as db:
             db.execute(
                 f"INSERT OR REPLACE INTO jobs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    r.id,
-                    str(r.status),
-                    json.dumps(r.spec),
-                    _dumps(r.progress),
-                    _dumps(r.result),
-                    r.error,
-                    r.created_at,
-                    r.started_at,
-                    r.finished_at,
-                ),
+                to_row(r),
             )
 
     def put_progress(self, job_id: str, progress: dict[str, Any] | None) -> None:
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET progress = ? WHERE id = ? AND status = ?",
-                (_dumps(progress), job_id, JobStatus.RUNNING.value),
+                (dumps(progress), job_id, JobStatus.RUNNING.value),
             )
 
     # ------------------------------------------------------------ reads
@@ -146,7 +134,7 @@ class SqliteJobStore:
     def get(self, job_id: str) -> JobRecord | None:
         with self._transaction() as db:
             row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _from_row(row)
+        return None if row is None else from_row(row)
 
     def newest(self, limit: int) -> list[JobRecord]:
         with self._transaction() as db:
@@ -154,7 +142,7 @@ class SqliteJobStore:
                 f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 (max(0, int(limit)),),
             ).fetchall()
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def unfinished(self) -> list[JobRecord]:
         with self._transaction() as db:
@@ -162,12 +150,12 @@ class SqliteJobStore:
                 f"SELECT {COLUMNS} FROM jobs WHERE status IN (?, ?)",
                 (JobStatus.QUEUED.value, JobStatus.RUNNING.value),
             ).fetchall()
-        return [_from_row(r) for r in rows]
+        return [from_row(r) for r in rows]
 
     def by_ids(self, ids: Collection[str]) -> dict[str, JobRecord]:
         with self._transaction() as db:
             rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id IN ({_marks(ids)})", list(ids)).fetchall()
-        return {r[0]: _from_row(r) for r in rows}
+        return {r[0]: from_row(r) for r in rows}
 
     def counts(self, ids: Collection[str] = ()) -> tuple[dict[JobStatus, int], dict[str, JobStatus]]:
         with self._transaction() as db:
@@ -194,25 +182,6 @@ def _version(db: sqlite3.Connection) -> int:
 
 def _marks(ids: Collection[str]) -> str:
     return ", ".join("?" * len(ids))
-
-
-def _from_row(row: tuple[Any, ...]) -> JobRecord:
-    jid, status, spec, progress, result, error, created, started, finished = row
-    return JobRecord(
-        jid,
-        JobStatus(status),
-        json.loads(spec),
-        progress and json.loads(progress),
-        result and json.loads(result),
-        error,
-        created,
-        started,
-        finished,
-    )
-
-
-def _dumps(v: Any) -> str | None:
-    return None if v is None else json.dumps(v)
 
 
 if TYPE_CHECKING:  # mypy proves here that the SQLite store implements the seam

@@ -12,6 +12,7 @@ for the HTTP edge) is `records.JobTable`'s, the same for every backend.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +33,46 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+
+
+# The columns of a job's row, in this order, on every backend: spec, progress and result as JSON
+# text (PostgreSQL's jsonb would refuse a NaN loss and turn 1e300 into an integer).
+COLUMNS = "id, status, spec, progress, result, error, created_at, started_at, finished_at"
+
+
+def to_row(r: JobRecord) -> tuple[Any, ...]:
+    """The record as the values of COLUMNS."""
+    return (
+        r.id,
+        str(r.status),
+        json.dumps(r.spec),
+        dumps(r.progress),
+        dumps(r.result),
+        r.error,
+        r.created_at,
+        r.started_at,
+        r.finished_at,
+    )
+
+
+def from_row(row: tuple[Any, ...]) -> JobRecord:
+    """The record of a row whose first values are COLUMNS (a backend may select more after them)."""
+    jid, status, spec, progress, result, error, created, started, finished = row[:9]
+    return JobRecord(
+        jid,
+        JobStatus(status),
+        json.loads(spec),
+        progress and json.loads(progress),
+        result and json.loads(result),
+        error,
+        created,
+        started,
+        finished,
+    )
+
+
+def dumps(v: Any) -> str | None:
+    return None if v is None else json.dumps(v)
 
 
 class JobStoreError(RuntimeError):
